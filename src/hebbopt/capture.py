@@ -1,0 +1,77 @@
+"""Forward hooks that turn a layer's activations into a rule's sufficient statistics.
+
+A hook runs right after the layer's forward, only in training mode (``module.training``), under
+``torch.no_grad()`` and with autocast off. It computes the statistics from the layer input ``x``
+and the pre-activation ``u = output − bias`` at once and keeps no reference to either. Half and
+bfloat16 activations are promoted to float32 first, so statistics are always float32 or wider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hebbopt.rules.geometry import Conv2dGeometry, Geometry
+
+
+def conv_geometry(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Conv2dGeometry]:
+    """The input as the rule sees it and the geometry of symmetric zero padding.
+
+    Padding modes other than zeros, and asymmetric ``padding="same"``, are applied here exactly
+    as ``nn.Conv2d.forward`` applies them (``F.pad`` by ``_reversed_padding_repeated_twice``).
+    """
+    padding = module.padding
+    if isinstance(padding, str) or module.padding_mode != "zeros":
+        left, right, top, bottom = module._reversed_padding_repeated_twice
+        if module.padding_mode == "zeros" and left == right and top == bottom:
+            padding = (top, left)
+        else:
+            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+            x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+            padding = (0, 0)
+    return x, Conv2dGeometry(tuple(module.stride), tuple(padding), tuple(module.dilation))
+
+
+def batch_statistics(
+    statistics: Callable,
+    x: torch.Tensor,
+    output: torch.Tensor,
+    bias: torch.Tensor | None,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    hyper: dict,
+) -> dict:
+    """``statistics(x, u, W, geometry, **hyper)`` with ``u = output − bias`` in ≥ float32."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
+    dtype = torch.promote_types(dtype, weight.dtype)
+    x, output, weight = x.to(dtype), output.to(dtype), weight.to(dtype)
+    if geometry is None:
+        x = x.reshape(-1, weight.shape[1])
+        output = output.reshape(-1, weight.shape[0])
+    u = output if bias is None else output - bias.to(dtype).reshape(1, -1, *([1] * (output.dim() - 2)))
+    return statistics(x, u, weight, geometry, **hyper)
+
+
+def layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
+    """``(x, output, geometry)`` of one forward call, batched and padded for the rule."""
+    if isinstance(module, nn.Linear):
+        return x, output, None
+    if x.dim() == 3:  # unbatched C×H×W input
+        x, output = x.unsqueeze(0), output.unsqueeze(0)
+    x, geometry = conv_geometry(module, x)
+    return x, output, geometry
+
+
+def accumulate(total: dict | None, stats: dict) -> dict:
+    """Add one batch's statistics into the running sums (in place where they are tensors)."""
+    if total is None:
+        return dict(stats)
+    for key, value in stats.items():
+        if isinstance(value, torch.Tensor):
+            total[key].add_(value)
+        else:
+            total[key] = total[key] + value
+    return total

@@ -1,0 +1,80 @@
+r"""Soft winner-takes-all (SWTA), the FastHebb form (paper eq. 1, 5, 6).
+
+Per sample ``b`` (an image, or a patch position of an image) and neuron ``n`` the rule is
+
+    Δw_n = η r_bn (x_b − w_n),        r_bn = softmax_n(s_bn / T)                       (eq. 1)
+
+Aggregating over the batch with weights ``c_bn = r_bn / Σ_b r_bn`` (eq. 4, 5) and contracting
+``b`` early (eq. 6) gives
+
+    ΔW_n = (Σ_b r²_bn x_b − (Σ_b r²_bn) w_n) / Σ_b r_bn
+
+so three sums are sufficient statistics: ``A = Σ_b r²_b x_bᵀ`` (N×S), ``q = Σ_b r²_b`` (N) and
+``z = Σ_b r_b`` (N). They add across forward passes and across processes.
+
+Similarity ``s``:
+
+* ``"raised_cos2"`` (default; what the FastHebb reference code uses for soft-WTA):
+  ``s = ((1 + cos(w_n, x_b)) / 2)²`` with ``cos = u_bn / (‖w_n‖ ‖x_b‖)``, where ``u = w·x`` is the
+  pre-activation without bias.
+* ``"dot"``: ``s = u_bn = w_n · x_b``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hebbopt.rules.geometry import Geometry, neuron_view, patch_sq_norms, patch_sum, sample_dims, weight_view
+
+SIMILARITIES = ("raised_cos2", "dot")
+_EPS = 1e-12
+
+
+def similarity(
+    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, kind: str
+) -> torch.Tensor:
+    """The similarity ``s_bn`` between every sample and every neuron, shaped like ``u``."""
+    if kind == "dot":
+        return u
+    w_norm = weight.flatten(1).norm(dim=1)
+    x_norm = patch_sq_norms(x, weight, geometry).sqrt()
+    cos = u / (x_norm * neuron_view(w_norm, u)).clamp_min(_EPS)
+    return ((1 + cos) / 2) ** 2
+
+
+def statistics(
+    x: torch.Tensor,
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    *,
+    temperature: float,
+    similarity_kind: str = "raised_cos2",
+) -> dict[str, torch.Tensor]:
+    """Sufficient statistics of one batch.
+
+    Args:
+        x: layer input, M×S (Linear) or B×C×H×W (Conv2d, padded as ``geometry`` expects).
+        u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
+        weight: the layer weight W, N×S or N×C×kh×kw.
+        geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
+        temperature: softmax temperature ``T > 0``.
+        similarity_kind: ``"raised_cos2"`` or ``"dot"``.
+
+    Returns:
+        ``{"r2x": A (shape of W), "r2": q (N), "r": z (N)}``.
+    """
+    s = similarity(x, u, weight, geometry, similarity_kind)
+    # softmax subtracts the per-position maximum: stable for any T > 0 and any scale of s.
+    r = torch.softmax(s / temperature, dim=1)
+    r2 = r * r
+    dims = sample_dims(u)
+    return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": r.sum(dims)}
+
+
+def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
+    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``."""
+    z = stats["r"]
+    # z_n = 0 only if r_bn underflowed to 0 for every sample; then A_n = q_n = 0 as well.
+    z = torch.where(z > 0, z, torch.ones_like(z))
+    return (stats["r2x"] - weight_view(stats["r2"], weight) * weight) / weight_view(z, weight)

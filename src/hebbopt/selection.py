@@ -1,0 +1,82 @@
+"""Which layers a Hebbian optimizer hooks, and the checks that a layer can be hooked."""
+
+from __future__ import annotations
+
+from torch import nn
+
+HEBBIAN_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def check_layer(name: str, module: object) -> None:
+    """Raise a clear error unless ``module`` is a Conv2d (groups=1) or Linear the rules support.
+
+    Raises:
+        TypeError: not an ``nn.Conv2d``/``nn.Linear``, or a subclass with its own ``forward``
+            (its geometry is unknown, e.g. timm's ``Conv2dSame``).
+        ValueError: ``groups > 1`` or an uninitialised lazy module.
+    """
+    if not isinstance(module, HEBBIAN_TYPES):
+        raise TypeError(
+            f"layer {name!r} is a {type(module).__name__}; Hebbian rules support nn.Conv2d and "
+            "nn.Linear only. Pass those modules (or the whole model) instead."
+        )
+    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Linear
+    if type(module).forward is not base.forward:
+        raise TypeError(
+            f"layer {name!r} ({type(module).__name__}) overrides {base.__name__}.forward, so its "
+            "patches are unknown to the rules; leave it out (pass the other layers explicitly)."
+        )
+    if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        raise ValueError(f"layer {name!r} is a lazy module: run one forward pass before hooking it.")
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        raise ValueError(
+            f"layer {name!r} has groups={module.groups}; Hebbian rules support groups=1 only. "
+            "Leave grouped/depthwise convolutions out (pass the other layers explicitly)."
+        )
+
+
+def classifier(model: nn.Module) -> nn.Module | None:
+    """The model's classifier: timm's ``get_classifier()``, else its last ``nn.Linear``."""
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        head = get()
+        return head if isinstance(head, nn.Module) else None
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def hebbian_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The hidden ``nn.Conv2d``/``nn.Linear`` layers of ``model``, by qualified name.
+
+    The classifier is left out: the module timm's ``model.get_classifier()`` returns (with all
+    its submodules), or for other models the last ``nn.Linear`` in module order. A model that is
+    itself a Conv2d/Linear is returned as the single layer ``""``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+        >>> list(hebbian_layers(net))
+        ['0']
+
+    Raises:
+        TypeError, ValueError: a selected layer cannot be hooked (see :func:`check_layer`), or the
+            model has no eligible layer.
+    """
+    if isinstance(model, HEBBIAN_TYPES):
+        check_layer("", model)
+        return {"": model}
+    head = classifier(model)
+    excluded = {id(m) for m in head.modules()} if head is not None else set()
+    layers = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, HEBBIAN_TYPES) and id(m) not in excluded
+    }
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Conv2d/nn.Linear layer besides its classifier: "
+            "nothing to train with a Hebbian rule. Pass the layers explicitly to hook the head."
+        )
+    for name, m in layers.items():
+        check_layer(name, m)
+    return layers
