@@ -1,8 +1,9 @@
 """``torch.compile`` for the rules' statistics and update functions.
 
 Each distinct layer shape and geometry is one statistics graph, compiled once on first use (about
-5-15 s a graph on 2 CPU cores). Stable shapes never recompile. A whole network has more layer shapes than dynamo's default recompile limit (8
-graphs per function), so the limit is raised for these calls only.
+5-15 s a graph on 2 CPU cores). Stable shapes never recompile. A whole network has more layer
+shapes than dynamo's default recompile limit (8 graphs per function), so the limit is raised for
+these calls only.
 """
 
 from __future__ import annotations

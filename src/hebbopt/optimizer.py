@@ -121,7 +121,15 @@ class HebbianOptimizer(Optimizer):
         if compiling.resolve(self.compile, x.device):
             fn = compiling.compiled(fn)
         bias = module.bias.detach() if module.bias is not None else None
-        stats = fn(self.rule.statistics, x, output, bias, module.weight.detach(), geometry, self.rule_hyper(layer.group))
+        stats = fn(
+            self.rule.statistics,
+            x,
+            output,
+            bias,
+            module.weight.detach(),
+            geometry,
+            self.rule_hyper(layer.group),
+        )
         state = self.state[module.weight]
         state["stats"] = capture.accumulate(state.get("stats"), stats)
 
@@ -225,7 +233,12 @@ def _stats_dtype(stats: dict) -> torch.dtype:
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"invalid {name}: {value!r} (must be a finite number > 0)")
 
 
@@ -306,7 +319,9 @@ class SoftWTAHebb(HebbianOptimizer):
         super().check_group(group)
         _check_positive("temperature", group.get("temperature"))
         if group.get("similarity") not in swta.SIMILARITIES:
-            raise ValueError(f"invalid similarity {group.get('similarity')!r}: choose one of {swta.SIMILARITIES}")
+            raise ValueError(
+                f"invalid similarity {group.get('similarity')!r}: choose one of {swta.SIMILARITIES}"
+            )
 
     def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"temperature": float(group["temperature"]), "similarity_kind": group["similarity"]}
@@ -344,7 +359,9 @@ class HPCAHebb(HebbianOptimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
         if group.get("activation") not in hpca.ACTIVATIONS:
-            raise ValueError(f"invalid activation {group.get('activation')!r}: choose one of {hpca.ACTIVATIONS}")
+            raise ValueError(
+                f"invalid activation {group.get('activation')!r}: choose one of {hpca.ACTIVATIONS}"
+            )
 
     def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
         return {"activation_kind": group["activation"]}

@@ -68,9 +68,7 @@ def hebbian_layers(model: nn.Module) -> dict[str, nn.Module]:
     head = classifier(model)
     excluded = {id(m) for m in head.modules()} if head is not None else set()
     layers = {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, HEBBIAN_TYPES) and id(m) not in excluded
+        name: m for name, m in model.named_modules() if isinstance(m, HEBBIAN_TYPES) and id(m) not in excluded
     }
     if not layers:
         raise ValueError(

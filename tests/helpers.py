@@ -1,0 +1,68 @@
+"""Shared test helpers: layer inputs captured independently of hebbopt, and relative errors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hebbopt import reference
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def record_inputs(model: nn.Module, layers: dict[str, nn.Module], *batches: torch.Tensor):
+    """Run ``model`` on each batch (no grad) and return every layer's inputs, concatenated.
+
+    Hebbian hooks are switched off meanwhile (the layers are put in eval mode), so this forward
+    adds no statistics.
+    """
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, name=name: seen[name].append(args[0].detach().clone()))
+        for name, m in layers.items()
+    ]
+    modes = {name: m.training for name, m in layers.items()}
+    try:
+        for m in layers.values():
+            m.eval()
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for name, m in layers.items():
+            m.train(modes[name])
+    return {name: torch.cat(xs) for name, xs in seen.items()}
+
+
+def reference_delta(rule: str, layer: nn.Module, x: torch.Tensor, **hyper) -> torch.Tensor:
+    if rule == "swta":
+        return reference.swta_update(layer, x, **hyper)
+    return reference.hpca_update(layer, x, **hyper)
+
+
+def geometry_net(dtype=torch.float64) -> nn.Sequential:
+    """Conv layers of 5 geometries (stride 2, padding modes, dilation 2, non-square kernels,
+    asymmetric 'same') and two Linear layers, all with biases, BN in between."""
+    torch.manual_seed(torch.seed() % 2**31)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, (3, 2), stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=2, dilation=2, padding_mode="reflect"),
+        nn.BatchNorm2d(5),
+        nn.Conv2d(5, 7, (2, 3), stride=(1, 2), padding=(1, 0), padding_mode="circular"),
+        nn.ReLU(),
+        nn.Conv2d(7, 4, (4, 3), padding="same"),
+        nn.Conv2d(4, 6, 1, stride=2, padding_mode="replicate", padding=1),
+        nn.Flatten(),
+        nn.LazyLinear(40),
+        nn.ReLU(),
+        nn.Linear(40, 9),
+        nn.ReLU(),
+        nn.Linear(9, 3),
+    ).to(dtype)
+    net(torch.randn(2, 3, 13, 11, dtype=dtype))
+    return net

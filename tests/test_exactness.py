@@ -1,0 +1,103 @@
+"""Fast path (hooks + sufficient statistics) == the paper's per-sample reference (eq. 1, 2, 4)."""
+
+import pytest
+import torch
+from helpers import geometry_net, record_inputs, reference_delta, rel_err
+from torch import nn
+
+import hebbopt
+from hebbopt.rules import hpca
+
+CASES = [
+    ("swta", {"temperature": 0.02, "similarity": "raised_cos2"}),
+    ("swta", {"temperature": 0.7, "similarity": "dot"}),
+    ("hpca", {"activation": "relu"}),
+    ("hpca", {"activation": "identity"}),
+]
+
+
+def make_optimizer(rule, net, hyper, **kw):
+    cls = hebbopt.SoftWTAHebb if rule == "swta" else hebbopt.HPCAHebb
+    return cls(net, lr=1.0, **hyper, **kw)
+
+
+def ref_hyper(rule, hyper):
+    return hyper if rule == "swta" else {"activation": hyper["activation"]}
+
+
+def check_step_matches_reference(rule, hyper, net, x, tol, compile=False):
+    opt = make_optimizer(rule, net, hyper, compile=compile)
+    inputs = record_inputs(net, opt.layers, x)
+    before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
+    expected = {
+        n: reference_delta(rule, m, inputs[n].double(), **ref_hyper(rule, hyper))
+        for n, m in opt.layers.items()
+    }
+    with torch.no_grad():
+        net(x)
+    opt.step()
+    opt.close()
+    assert len(opt.layers) == 7
+    for name, m in opt.layers.items():
+        got = m.weight.detach().double() - before[name].double()
+        assert rel_err(got, expected[name]) < tol, name
+
+
+@pytest.mark.parametrize(("rule", "hyper"), CASES)
+def test_step_equals_per_sample_reference_float64(rule, hyper):
+    net = geometry_net(torch.float64)
+    x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
+    check_step_matches_reference(rule, hyper, net, x, 1e-10)
+
+
+@pytest.mark.parametrize(("rule", "hyper"), [CASES[0], CASES[2]])
+def test_step_equals_per_sample_reference_float32(rule, hyper):
+    net = geometry_net(torch.float32)
+    x = torch.randn(3, 3, 13, 11)
+    check_step_matches_reference(rule, hyper, net, x, 1e-4)
+
+
+@pytest.mark.parametrize("rule", ["swta", "hpca"])
+def test_linear_with_leading_dims_and_unbatched_conv(rule):
+    lin = nn.Linear(10, 6).double()
+    x = torch.randn(2, 3, 4, 10, dtype=torch.float64)
+    opt = make_optimizer(rule, lin, {} if rule == "hpca" else {"temperature": 0.3})
+    expected = reference_delta(rule, lin, x, **({} if rule == "hpca" else {"temperature": 0.3}))
+    w0 = lin.weight.detach().clone()
+    lin(x)
+    opt.step()
+    assert rel_err(lin.weight.detach() - w0, expected) < 1e-10
+
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    x = torch.randn(2, 5, 5, dtype=torch.float64)  # unbatched C×H×W
+    opt = make_optimizer(rule, [conv], {})
+    expected = reference_delta(rule, conv, x)
+    w0 = conv.weight.detach().clone()
+    conv(x)
+    opt.step()
+    assert rel_err(conv.weight.detach() - w0, expected) < 1e-10
+
+
+@pytest.mark.parametrize(("m", "n", "s"), [(7, 300, 20), (5, 130, 3), (64, 96, 75)])
+def test_hpca_reconstruction_forms_agree(m, n, s):
+    y = torch.randn(m, n, dtype=torch.float64)
+    w = torch.randn(n, s, dtype=torch.float64)
+    expected = torch.tril(y.T @ y) @ w
+    assert rel_err(hpca.reconstruction(y, w), expected) < 1e-12
+    # The paper's literal sum Σ_b y_bn Σ_{n'≤n} y_bn' w_n' as well.
+    literal = (y[:, :, None] * torch.cumsum(y[:, :, None] * w[None], dim=1)).sum(0)
+    assert rel_err(hpca.reconstruction(y, w), literal) < 1e-12
+
+
+def test_prefix_form_chosen_when_batch_smaller_than_neurons():
+    assert hpca.prefix_is_cheaper(64, 4096, 2304)  # the paper's fc5 at batch 64
+    assert not hpca.prefix_is_cheaper(64 * 28 * 28, 96, 75)  # conv1: the Gram form
+
+
+def test_unfold_formulation_equals_per_sample():
+    from hebbopt import reference
+
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1).double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    assert rel_err(reference.swta_update_unfold(conv, x), reference.swta_update(conv, x)) < 1e-12
+    assert rel_err(reference.hpca_update_unfold(conv, x), reference.hpca_update(conv, x)) < 1e-12
