@@ -79,14 +79,19 @@ def test_linear_with_leading_dims_and_unbatched_conv(rule):
 
 
 @pytest.mark.parametrize(("m", "n", "s"), [(7, 300, 20), (5, 130, 3), (64, 96, 75)])
-def test_hpca_reconstruction_forms_agree(m, n, s):
+def test_hpca_prefix_form_equals_gram_form_and_literal_sum(m, n, s):
     y = torch.randn(m, n, dtype=torch.float64)
+    x = torch.randn(m, s, dtype=torch.float64)
     w = torch.randn(n, s, dtype=torch.float64)
-    expected = torch.tril(y.T @ y) @ w
-    assert rel_err(hpca.reconstruction(y, w), expected) < 1e-12
-    # The paper's literal sum Σ_b y_bn Σ_{n'≤n} y_bn' w_n' as well.
+    recon = torch.tril(hpca.gram(y)) @ w
+    # The paper's literal sum Σ_b y_bn Σ_{n'≤n} y_bn' w_n'.
     literal = (y[:, :, None] * torch.cumsum(y[:, :, None] * w[None], dim=1)).sum(0)
-    assert rel_err(hpca.reconstruction(y, w), literal) < 1e-12
+    assert rel_err(recon, literal) < 1e-12
+    assert rel_err(hpca.hebbian_term(y, x, w), y.T @ x - literal) < 1e-12
+    assert rel_err(hpca.hebbian_term(y, None, w), -literal) < 1e-12
+    maps = torch.randn(2, n, 3, 5, dtype=torch.float64)  # gram of a B×N×H×W map = of its rows
+    rows = maps.movedim(1, -1).reshape(-1, n)
+    assert rel_err(hpca.gram(maps), rows.T @ rows) < 1e-12
 
 
 def test_prefix_form_chosen_when_batch_smaller_than_neurons():

@@ -148,7 +148,8 @@ class HebbianOptimizer(Optimizer):
         computed and checked before any weight changes, so an error leaves every weight as it was.
 
         Args:
-            closure: optional callable that runs forward passes (and may return a loss).
+            closure: optional callable that runs forward passes (under ``torch.no_grad()``)
+                before the update; its return value is returned.
 
         Returns:
             the closure's return value, or ``None``.
@@ -161,8 +162,7 @@ class HebbianOptimizer(Optimizer):
         """
         result = None
         if closure is not None:
-            with torch.enable_grad():
-                result = closure()
+            result = closure()  # under no_grad: Hebbian forwards need no autograd graph
         pending = []
         for group in self.param_groups:
             lr = group["lr"]
@@ -178,12 +178,17 @@ class HebbianOptimizer(Optimizer):
         update = self.rule.update
         if compiling.resolve(self.compile, pending[0][1].device):
             update = compiling.compiled(update, dynamic=True)
-        deltas = [update(stats, p.detach().to(_stats_dtype(stats))) for _, p, stats in pending]
-        finite = torch.stack([torch.isfinite(d).all() for d in deltas]).tolist()
-        if not all(finite):
-            bad = [self._layers[p].name for (_, p, _), ok in zip(pending, finite, strict=True) if not ok]
+        try:
+            deltas = [update(stats, p.detach().to(_stats_dtype(stats))) for _, p, stats in pending]
+            # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow):
+            # one reduction per layer instead of an element-wise isfinite pass, one host sync.
+            finite = torch.isfinite(torch.stack([d.sum() for d in deltas])).tolist()
+        finally:
+            # The updates consume the statistics' buffers: none of them is kept past this point.
             for _, p, _ in pending:
                 del self.state[p]["stats"]
+        if not all(finite):
+            bad = [self._layers[p].name for (_, p, _), ok in zip(pending, finite, strict=True) if not ok]
             raise FloatingPointError(
                 f"non-finite Hebbian update for layer(s) {bad} (NaN/Inf in activations or "
                 "weights); no weight was changed and this step's statistics were discarded"
@@ -191,7 +196,6 @@ class HebbianOptimizer(Optimizer):
         for (group, p, _), delta in zip(pending, deltas, strict=True):
             p.add_(delta.to(p.dtype), alpha=group["lr"])
             state = self.state[p]
-            del state["stats"]
             state["step"] = state.get("step", 0) + 1
         return result
 

@@ -46,7 +46,7 @@ def _swta_competition(xp: torch.Tensor, w: torch.Tensor, temperature: float, sim
     if similarity == "dot":
         s = u
     else:
-        cos = u / (xp.norm(dim=1, keepdim=True) * w.norm(dim=1)).clamp_min(_EPS)
+        cos = u / (xp.norm(dim=1, keepdim=True).clamp_min(_EPS) * w.norm(dim=1).clamp_min(_EPS))
         s = ((1 + cos) / 2) ** 2
     return torch.softmax(s / temperature, dim=1)
 

@@ -8,7 +8,7 @@ input is the patch ``x_b`` (S = C·kh·kw values) under the kernel there. The ru
 
 * ``Σ_b g_b x_bᵀ`` is the weight-gradient of the convolution with ``g`` as output-gradient
   (``aten.convolution_backward`` with only the weight output requested);
-* ``‖x_b‖²`` is the convolution of ``x²`` with a one-channel kernel of ones.
+* ``‖x_b‖²`` is the convolution of ``Σ_c x²`` with a one-channel kernel of ones.
 """
 
 from __future__ import annotations
@@ -65,8 +65,11 @@ def patch_sq_norms(x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) ->
     """``‖x_b‖²`` for every sample: M×1 (Linear) or B×1×H'×W' (Conv2d)."""
     if geometry is None:
         return (x * x).sum(dim=1, keepdim=True)
-    ones = torch.ones((1, *weight.shape[1:]), dtype=x.dtype, device=x.device)
-    sq = F.conv2d(x * x, ones, None, geometry.stride, geometry.padding, geometry.dilation)
+    # Σ_c first, then a one-channel box filter: the same sum as a C-channel kernel of ones, C×
+    # fewer multiply-adds.
+    ones = torch.ones((1, 1, *weight.shape[2:]), dtype=x.dtype, device=x.device)
+    channel_sq = (x * x).sum(dim=1, keepdim=True)
+    sq = F.conv2d(channel_sq, ones, None, geometry.stride, geometry.padding, geometry.dilation)
     # Fast convolution algorithms may return tiny negatives for a sum of squares.
     return sq.clamp_min(0)
 

@@ -8,26 +8,26 @@ Averaging over the ``B`` samples (every image × every position) and contracting
 
     ΔW = (Yᵀ X − tril(Yᵀ Y) W) / B
 
-Sufficient statistics: ``Yᵀ X`` (N×S), the reconstruction term ``tril(YᵀY) W`` (N×S, computed
-with the weight seen by the forward pass) and the count ``B``.
+Sufficient statistics: the Hebbian term ``H = YᵀX − tril(YᵀY)W`` (N×S, a sum over samples,
+computed with the weight seen by the forward pass) and the count ``B``.
 
-The reconstruction term has two exact forms, chosen by shape (:func:`reconstruction`):
+``tril(YᵀY) W`` has two exact forms, chosen by shape (:func:`prefix_is_cheaper`):
 
-* Gram: ``tril(YᵀY) W`` costs ``B·N² + N²·S`` and O(N²) memory; cheapest when B ≥ N (convs).
-* Blocked prefix (when B < N, e.g. 4096-unit Linear layers): split neurons into K blocks,
-  ``Z_j = Y_j W_j`` (B×S), ``C_i = Σ_{j<i} Z_j``, then rows of block i are
-  ``Y_iᵀ C_i + tril(Y_iᵀ Y_i) W_i``. Cost O(B·N·S), memory O(N·S).
+* Gram: ``tril(YᵀY) W`` costs ``B·N² + N²·S`` and O(N²) memory; cheapest when B ≳ N (convs).
+* Blocked prefix, when B < N (e.g. 4096-unit Linear layers on a batch of 64): split neurons into
+  blocks of ``nb``, let ``C_i = Σ_{j<i} Y_j W_j`` (B×S); rows of block ``i`` are
+  ``Y_iᵀ C_i + tril(Y_iᵀ Y_i) W_i``. Cost O(B·N·S), memory O(B·S + N·S). For a Linear layer the
+  input X is at hand, so the block's whole Hebbian term is ``Y_iᵀ (X − C_i) − tril(Y_iᵀ Y_i) W_i``
+  (the paper's E = X − reconstruction, blocked): YᵀX comes for free.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from hebbopt.rules.geometry import Geometry, as_rows, patch_sum
 
 ACTIVATIONS = ("relu", "identity")
-_MIN_BLOCK = 64
 
 
 def activation(u: torch.Tensor, kind: str) -> torch.Tensor:
@@ -36,8 +36,13 @@ def activation(u: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def prefix_block_size(m: int, n: int) -> int:
-    """Block size of the prefix form: ≥ B keeps the K·B×S buffers within O(N·S) memory."""
-    return min(n, max(m, _MIN_BLOCK))
+    """Neurons per block of the prefix form.
+
+    Small blocks cut the ``tril(Y_iᵀY_i)W_i`` cost (N·nb·S) but run more, smaller products; on 2
+    CPU threads 64-128 was fastest for B = 16…256 (a 4096×2304 layer, measured with
+    benchmarks/step_cpu.py's shapes).
+    """
+    return min(n, max(64, min(128, 2 * m)))
 
 
 def prefix_is_cheaper(m: int, n: int, s: int) -> bool:
@@ -48,24 +53,34 @@ def prefix_is_cheaper(m: int, n: int, s: int) -> bool:
     return prefix < gram
 
 
-def reconstruction(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``tril(YᵀY) W`` for ``Y`` (B×N) and ``W`` (N×S), in the cheaper exact form."""
+def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
+    """``YᵀX − tril(YᵀY)W`` by blocks (prefix form), or ``−tril(YᵀY)W`` alone if ``x`` is None.
+
+    Args:
+        y: B×N outputs; x: B×S inputs or ``None``; w: N×S weights.
+    """
     m, n = y.shape
-    s = w.shape[1]
-    if not prefix_is_cheaper(m, n, s):
-        return torch.tril(y.transpose(0, 1) @ y) @ w
     nb = prefix_block_size(m, n)
-    k = -(-n // nb)
-    pad = k * nb - n
-    # Zero neurons appended to fill the last block contribute nothing and are cut off below.
-    yb = F.pad(y, (0, pad)).reshape(m, k, nb).transpose(0, 1)  # K×B×nb
-    wb = F.pad(w, (0, 0, 0, pad)).reshape(k, nb, s)  # K×nb×S
-    z = torch.bmm(yb, wb)  # Z_j = Y_j W_j, K×B×S
-    # Exclusive prefix sum C_i = Σ_{j<i} Z_j, without the cancellation of cumsum(Z) − Z.
-    c = torch.cat([torch.zeros_like(z[:1]), torch.cumsum(z[:-1], dim=0)], dim=0)
-    ybt = yb.transpose(1, 2)  # K×nb×B
-    r = torch.bmm(ybt, c) + torch.bmm(torch.tril(torch.bmm(ybt, yb)), wb)
-    return r.reshape(k * nb, s)[:n]
+    out = y.new_empty(n, w.shape[1])
+    # e = X − C_i (or −C_i): the input minus the reconstruction by the neurons before block i.
+    e = x.clone() if x is not None else torch.zeros(m, w.shape[1], dtype=y.dtype, device=y.device)
+    for i in range(0, n, nb):
+        yi, wi = y[:, i : i + nb], w[i : i + nb]
+        torch.addmm(yi.T @ e, torch.tril(yi.T @ yi), wi, alpha=-1, out=out[i : i + nb])
+        if i + nb < n:
+            e.addmm_(yi, wi, alpha=-1)
+    return out
+
+
+def gram(y: torch.Tensor) -> torch.Tensor:
+    """``YᵀY`` (N×N) from B×N rows or a B×N×H×W map (batched products, no transposed copy)."""
+    if y.dim() == 2:
+        return y.T @ y
+    flat = y.flatten(2)
+    if flat.shape[2] >= 256:
+        return torch.bmm(flat, flat.transpose(1, 2)).sum(0)
+    rows = as_rows(y)
+    return rows.T @ rows
 
 
 def statistics(
@@ -86,14 +101,23 @@ def statistics(
         activation_kind: ``"relu"`` or ``"identity"``.
 
     Returns:
-        ``{"yx": YᵀX, "recon": tril(YᵀY)W (both shaped like W), "count": B}``.
+        ``{"hebb": YᵀX − tril(YᵀY)W (shaped like W), "count": B}``.
     """
     y = activation(u, activation_kind)
-    rows = as_rows(y)
-    recon = reconstruction(rows, weight.flatten(1)).reshape(weight.shape)
-    return {"yx": patch_sum(y, x, weight, geometry), "recon": recon, "count": rows.shape[0]}
+    n = weight.shape[0]
+    m = y.numel() // n
+    w = weight.flatten(1)
+    if not prefix_is_cheaper(m, n, w.shape[1]):
+        hebb = patch_sum(y, x, weight, geometry)
+        hebb.sub_((torch.tril(gram(y)) @ w).reshape(weight.shape))
+    elif geometry is None:
+        hebb = hebbian_term(y, x, w)
+    else:  # a convolution with fewer positions than neurons: patches X are not at hand
+        hebb = patch_sum(y, x, weight, geometry)
+        hebb.add_(hebbian_term(as_rows(y), None, w).reshape(weight.shape))
+    return {"hebb": hebb, "count": m}
 
 
 def update(stats: dict[str, torch.Tensor | int], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η)."""
-    return (stats["yx"] - stats["recon"]) / stats["count"]
+    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η). Consumes ``stats`` (in place)."""
+    return stats["hebb"].div_(stats["count"])

@@ -30,16 +30,27 @@ SIMILARITIES = ("raised_cos2", "dot")
 _EPS = 1e-12
 
 
-def similarity(
-    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, kind: str
+def scaled_similarity(
+    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, kind: str, temperature: float
 ) -> torch.Tensor:
-    """The similarity ``s_bn`` between every sample and every neuron, shaped like ``u``."""
+    """``s_bn / T`` for every sample and neuron, shaped like ``u`` (a new tensor).
+
+    Norms are clamped at 1e-12 before dividing, so an all-zero patch or weight gives cos = 0.
+    """
     if kind == "dot":
-        return u
-    w_norm = weight.flatten(1).norm(dim=1)
-    x_norm = patch_sq_norms(x, weight, geometry).sqrt()
-    cos = u / (x_norm * neuron_view(w_norm, u)).clamp_min(_EPS)
-    return ((1 + cos) / 2) ** 2
+        return u / temperature
+    inv_w = neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal(), u)
+    inv_x = patch_sq_norms(x, weight, geometry).sqrt_().clamp_min_(_EPS).reciprocal_()
+    # ((1 + cos) / 2)² / T, in place on one full-size buffer: the eager path makes 4 passes over it.
+    s = u * inv_w
+    return s.mul_(inv_x).add_(1).square_().mul_(0.25 / temperature)
+
+
+def softmax_neurons(s: torch.Tensor) -> torch.Tensor:
+    """Softmax over the neuron dimension (1), without a layout copy for channels-last maps."""
+    if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():
+        return torch.softmax(s.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+    return torch.softmax(s, dim=1)
 
 
 def statistics(
@@ -64,17 +75,20 @@ def statistics(
     Returns:
         ``{"r2x": A (shape of W), "r2": q (N), "r": z (N)}``.
     """
-    s = similarity(x, u, weight, geometry, similarity_kind)
     # softmax subtracts the per-position maximum: stable for any T > 0 and any scale of s.
-    r = torch.softmax(s / temperature, dim=1)
+    r = softmax_neurons(scaled_similarity(x, u, weight, geometry, similarity_kind, temperature))
     r2 = r * r
     dims = sample_dims(u)
     return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": r.sum(dims)}
 
 
 def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``."""
+    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``.
+
+    Consumes ``stats``: ΔW is computed in the buffer of ``A`` (no N×S allocation).
+    """
     z = stats["r"]
     # z_n = 0 only if r_bn underflowed to 0 for every sample; then A_n = q_n = 0 as well.
     z = torch.where(z > 0, z, torch.ones_like(z))
-    return (stats["r2x"] - weight_view(stats["r2"], weight) * weight) / weight_view(z, weight)
+    delta = stats["r2x"].addcmul_(weight_view(stats["r2"], weight), weight, value=-1)
+    return delta.div_(weight_view(z, weight))

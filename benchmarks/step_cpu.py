@@ -1,0 +1,226 @@
+"""One Hebbian step of the paper's 6-layer net on the CPU: hebbopt vs the formulations before it.
+
+A step is one forward pass of a batch plus the weight update of every hidden layer:
+
+* ``reference``: the per-sample rules (eq. 1, 2) aggregated over the batch (eq. 4), as written
+  (:mod:`hebbopt.reference`; slow on purpose, serialised over chunks of samples).
+* ``unfold``: the FastHebb formulation (eq. 6, 8): unfold patches into X, then matmuls.
+* ``hebbopt``: sufficient statistics from forward hooks, convolution weight-gradients instead of
+  unfolded patches, the O(B·N·S) reconstruction for the 4096-unit layer; eager and compiled.
+* ``sgd``: a backprop step of the same net for scale (cross-entropy, momentum 0.9).
+
+Times are medians over repeats after warm-up. Peak memory is measured in a fresh process per
+method: peak RSS during one step minus RSS before it (Linux ``VmHWM``, reset via clear_refs).
+
+    python benchmarks/step_cpu.py            # table on stdout, JSON in benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+import hebbopt
+from hebbopt import reference
+
+BATCH, SIZE, THREADS = 64, 32, 2
+METHODS = {
+    # name: (rule, implementation, warm-up steps, timed steps)
+    "forward only": (None, "forward", 2, 10),
+    "sgd step": (None, "sgd", 2, 10),
+    "swta reference": ("swta", "reference", 0, 1),
+    "swta unfold": ("swta", "unfold", 1, 3),
+    "swta hebbopt eager": ("swta", "eager", 2, 10),
+    "swta hebbopt compiled": ("swta", "compiled", 2, 10),
+    "hpca reference": ("hpca", "reference", 0, 1),
+    "hpca unfold": ("hpca", "unfold", 1, 3),
+    "hpca hebbopt eager": ("hpca", "eager", 2, 10),
+    "hpca hebbopt compiled": ("hpca", "compiled", 2, 10),
+}
+
+
+def paper_net(num_classes: int = 10) -> nn.Sequential:
+    """The FastHebb 6-layer net for 32×32 inputs (conv5 on the 3×3 map written as a Linear)."""
+
+    def block(conv, pool, bn):
+        return [conv, nn.ReLU(), *([nn.MaxPool2d(2)] if pool else []), bn]
+
+    return nn.Sequential(
+        *block(nn.Conv2d(3, 96, 5, bias=False), True, nn.BatchNorm2d(96)),
+        *block(nn.Conv2d(96, 128, 3, bias=False), False, nn.BatchNorm2d(128)),
+        *block(nn.Conv2d(128, 192, 3, bias=False), True, nn.BatchNorm2d(192)),
+        *block(nn.Conv2d(192, 256, 3, bias=False), False, nn.BatchNorm2d(256)),
+        nn.Flatten(),
+        *block(nn.Linear(2304, 4096, bias=False), False, nn.BatchNorm1d(4096)),
+        nn.Dropout(0.5),
+        nn.Linear(4096, num_classes),
+    )
+
+
+def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    if impl == "forward":
+
+        def step():
+            with torch.no_grad():
+                net(x)
+
+        return step
+    if impl == "sgd":
+        sgd = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def step():
+            sgd.zero_grad(set_to_none=True)
+            loss_fn(net(x), y).backward()
+            sgd.step()
+
+        return step
+    if impl in ("eager", "compiled"):
+        cls = hebbopt.SoftWTAHebb if rule == "swta" else hebbopt.HPCAHebb
+        opt = cls(net, lr=1e-3, compile=impl == "compiled")
+
+        def step():
+            with torch.no_grad():
+                net(x)
+            opt.step()
+
+        return step
+    layers = hebbopt.hebbian_layers(net)
+    fn = {
+        ("swta", "reference"): reference.swta_update,
+        ("hpca", "reference"): reference.hpca_update,
+        ("swta", "unfold"): reference.swta_update_unfold,
+        ("hpca", "unfold"): reference.hpca_update_unfold,
+    }[rule, impl]
+    inputs: dict[str, torch.Tensor] = {}
+    for name, m in layers.items():
+        m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0]))
+
+    def step():
+        with torch.no_grad():
+            net(x)
+            deltas = {name: fn(m, inputs[name]) for name, m in layers.items()}
+            for name, m in layers.items():
+                m.weight.add_(deltas[name], alpha=1e-3)
+        inputs.clear()
+
+    return step
+
+
+def setup(name: str, channels_last: bool = True):
+    torch.manual_seed(0)
+    torch.set_num_threads(THREADS)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = paper_net().to(memory_format=fmt)
+    x = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (BATCH,))
+    rule, impl, warmup, repeats = METHODS[name]
+    return make_step(rule, impl, net, x, y), warmup, repeats
+
+
+def time_methods(names: list[str], rounds: int) -> dict[str, dict]:
+    """Median step time of each method. Methods with ≥ ``rounds`` timed steps run interleaved,
+    one step each per round, so that the machine's drift (a shared 2-core VM) hits them alike."""
+    steps, rows = {}, {}
+    for name in names:
+        step, warmup, repeats = setup(name)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        rows[name] = {"warmup_s": time.perf_counter() - t0, "times_s": []}
+        steps[name] = (step, repeats)
+    fast = [n for n in names if steps[n][1] >= 10]
+    for _ in range(rounds):
+        for name in fast:
+            t = time.perf_counter()
+            steps[name][0]()
+            rows[name]["times_s"].append(time.perf_counter() - t)
+    for name in names:
+        if name not in fast:
+            step, repeats = steps[name]
+            for _ in range(repeats):
+                t = time.perf_counter()
+                step()
+                rows[name]["times_s"].append(time.perf_counter() - t)
+        rows[name]["median_s"] = statistics.median(rows[name]["times_s"])
+        rows[name]["repeats"] = len(rows[name]["times_s"])
+    return rows
+
+
+def _status_kb(field: str) -> int:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def peak_memory_mb(name: str) -> float:
+    """Peak RSS growth during the first step (fresh process, so nothing is cached)."""
+    step, _, _ = setup(name)
+    pathlib.Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    step()
+    return (_status_kb("VmHWM") - before) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "step_cpu.json"))
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved timed steps per method")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory runs")
+    args = parser.parse_args()
+    if args.memory_of:
+        print(json.dumps({"peak_mb": peak_memory_mb(args.memory_of)}))
+        return
+
+    rows = time_methods(args.methods, args.rounds)
+    for name in args.methods:
+        if not args.no_memory and not name.endswith("compiled"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-of", name], capture_output=True, text=True, check=True
+            )
+            rows[name]["peak_mb"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+    sgd = rows.get("sgd step", {}).get("median_s")
+    print(
+        f"\nOne step, batch {BATCH}, {SIZE}×{SIZE}, fp32, {THREADS} CPU threads (torch {torch.__version__})\n"
+    )
+    print("| method | step (ms) | × SGD step | speed-up vs per-sample | peak extra memory (MB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        rule = name.split()[0]
+        ref = rows.get(f"{rule} reference", {}).get("median_s")
+        ratio = f"{r['median_s'] / sgd:.2f}" if sgd else "–"
+        speed = f"{ref / r['median_s']:.0f}×" if ref and rule in ("swta", "hpca") else "–"
+        mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "–"
+        print(f"| {name} | {r['median_s'] * 1e3:.1f} | {ratio} | {speed} | {mem} |")
+    result = {
+        "device": f"CPU ({platform.processor() or platform.machine()}), {THREADS} threads",
+        "torch": torch.__version__,
+        "batch": BATCH,
+        "image_size": SIZE,
+        "methods": rows,
+        "command": "python benchmarks/step_cpu.py",
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
