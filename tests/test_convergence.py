@@ -25,7 +25,8 @@ def test_hpca_linear_finds_ordered_principal_components():
 
 def test_swta_moves_weights_to_cluster_centres():
     d, k = 6, 4
-    centres = torch.nn.functional.normalize(torch.randn(k, d, dtype=torch.float64), dim=1) * 3
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))
+    centres = q[:k] * 3  # random, mutually orthogonal directions: well separated
     layer = nn.Linear(d, k, bias=False).double()
     with torch.no_grad():
         layer.weight.copy_(centres[torch.randperm(k)] + 0.8 * torch.randn(k, d, dtype=torch.float64))

@@ -106,3 +106,23 @@ def test_unfold_formulation_equals_per_sample():
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     assert rel_err(reference.swta_update_unfold(conv, x), reference.swta_update(conv, x)) < 1e-12
     assert rel_err(reference.hpca_update_unfold(conv, x), reference.hpca_update(conv, x)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("layer", "x_shape", "mns"),
+    [
+        (nn.Linear(20, 300), (6, 20), (6, 300, 20)),
+        (nn.Conv2d(3, 200, 3, padding=1), (2, 3, 2, 2), (8, 200, 27)),
+    ],
+    ids=["linear", "conv"],
+)
+def test_hpca_prefix_path_end_to_end(layer, x_shape, mns):
+    assert hpca.prefix_is_cheaper(*mns)  # fewer samples than neurons: the blocked prefix form
+    layer = layer.double()
+    x = torch.randn(x_shape, dtype=torch.float64)
+    opt = hebbopt.HPCAHebb([layer], lr=1.0)
+    expected = reference_delta("hpca", layer, x)
+    w0 = layer.weight.detach().clone()
+    layer(x)
+    opt.step()
+    assert rel_err(layer.weight.detach() - w0, expected) < 1e-10
