@@ -6,7 +6,7 @@ from helpers import geometry_net, record_inputs, reference_delta, rel_err
 from torch import nn
 
 import hebbopt
-from hebbopt.rules import hpca
+from hebbopt.rules import Conv2dGeometry, hpca
 
 CASES = [
     ("swta", {"temperature": 0.02, "similarity": "raised_cos2"}),
@@ -126,3 +126,20 @@ def test_hpca_prefix_path_end_to_end(layer, x_shape, mns):
     layer(x)
     opt.step()
     assert rel_err(layer.weight.detach() - w0, expected) < 1e-10
+
+
+@pytest.mark.parametrize("rule", ["swta", "hpca"])
+def test_fused_apply_equals_w_plus_lr_update(rule):
+    from hebbopt.rules import swta
+
+    mod = swta if rule == "swta" else hpca
+    conv = nn.Conv2d(3, 8, 3).double()
+    x = torch.randn(4, 3, 7, 7, dtype=torch.float64)
+    w = conv.weight.detach().clone()
+    hyper = {"temperature": 0.1} if rule == "swta" else {}
+    stats = mod.statistics(
+        x, conv(x) - conv.bias.view(1, -1, 1, 1), w, Conv2dGeometry((1, 1), (0, 0), (1, 1)), **hyper
+    )
+    expected = w + 0.3 * mod.update(stats, w)
+    mod.apply_(w, stats, torch.tensor(0.3, dtype=torch.float64))
+    assert rel_err(w, expected) < 1e-13

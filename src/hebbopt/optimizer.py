@@ -1,8 +1,8 @@
 """``HebbianOptimizer``: bookkeeping around the pure rules in :mod:`hebbopt.rules`.
 
 Forward hooks (:mod:`hebbopt.capture`) add each hooked layer's statistics into
-``optimizer.state[weight]["stats"]``; :meth:`HebbianOptimizer.step` turns the sums into ΔW, checks
-them, applies ``W ← W + lr·ΔW`` to every layer at once and clears the sums.
+``optimizer.state[weight]["stats"]``; :meth:`HebbianOptimizer.step` checks the sums of every layer,
+then applies ``W ← W + lr·ΔW`` to each (the rule's ``apply_``) and clears the sums.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hebbopt.selection import HEBBIAN_TYPES, check_layer, hebbian_layers
 class HebbianOptimizer(Optimizer):
     """Base class of the Hebbian optimizers: hooks layers, accumulates statistics, updates weights.
 
-    Subclasses set :attr:`rule` (a module with ``statistics`` and ``update``) and implement
+    Subclasses set :attr:`rule` (a module with ``statistics``, ``update`` and ``apply_``) and implement
     :meth:`rule_hyper` (the rule's keyword arguments from a param group) and
     :meth:`check_group`.
 
@@ -157,8 +157,8 @@ class HebbianOptimizer(Optimizer):
         Raises:
             ValueError: a group's ``lr`` is negative or not finite, or a layer's weight was
                 replaced or changed shape since the forward pass (statistics are kept).
-            FloatingPointError: an update is not finite (NaN/Inf activations); the statistics of
-                this step are discarded and no weight changes.
+            FloatingPointError: statistics are not finite (NaN/Inf activations); the statistics
+                of this step are discarded and no weight changes.
         """
         result = None
         if closure is not None:
@@ -175,27 +175,32 @@ class HebbianOptimizer(Optimizer):
                     pending.append((group, p, stats))
         if not pending:
             return result
-        update = self.rule.update
-        if compiling.resolve(self.compile, pending[0][1].device):
-            update = compiling.compiled(update, dynamic=True)
-        try:
-            deltas = [update(stats, p.detach().to(_stats_dtype(stats))) for _, p, stats in pending]
-            # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow):
-            # one reduction per layer instead of an element-wise isfinite pass, one host sync.
-            finite = torch.isfinite(torch.stack([d.sum() for d in deltas])).tolist()
-        finally:
-            # The updates consume the statistics' buffers: none of them is kept past this point.
-            for _, p, _ in pending:
-                del self.state[p]["stats"]
+        # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
+        # reduction per statistic instead of an element-wise isfinite pass, and one host sync.
+        # With finite statistics (and weights) the update is finite.
+        sums = [
+            sum(v.sum() for v in stats.values() if isinstance(v, torch.Tensor)) for _, _, stats in pending
+        ]
+        finite = torch.isfinite(torch.stack(sums)).tolist()
         if not all(finite):
             bad = [self._layers[p].name for (_, p, _), ok in zip(pending, finite, strict=True) if not ok]
+            for _, p, _ in pending:
+                del self.state[p]["stats"]
             raise FloatingPointError(
-                f"non-finite Hebbian update for layer(s) {bad} (NaN/Inf in activations or "
+                f"non-finite Hebbian statistics for layer(s) {bad} (NaN/Inf in activations or "
                 "weights); no weight was changed and this step's statistics were discarded"
             )
-        for (group, p, _), delta in zip(pending, deltas, strict=True):
-            p.add_(delta.to(p.dtype), alpha=group["lr"])
+        apply_ = self.rule.apply_
+        if compiling.resolve(self.compile, pending[0][1].device):
+            apply_ = compiling.compiled(apply_, dynamic=True)
+        for group, p, stats in pending:
+            # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
+            lr = torch.full(
+                (), group["lr"], dtype=torch.promote_types(p.dtype, torch.float32), device=p.device
+            )
+            apply_(p.detach(), stats, lr)
             state = self.state[p]
+            del state["stats"]
             state["step"] = state.get("step", 0) + 1
         return result
 
@@ -230,10 +235,6 @@ class _Layer:
                 opt._capture(layer, args[0], output)
 
         self.handle = module.register_forward_hook(hook)
-
-
-def _stats_dtype(stats: dict) -> torch.dtype:
-    return next(v.dtype for v in stats.values() if isinstance(v, torch.Tensor))
 
 
 def _check_positive(name: str, value: Any) -> None:

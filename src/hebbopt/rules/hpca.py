@@ -39,10 +39,9 @@ def prefix_block_size(m: int, n: int) -> int:
     """Neurons per block of the prefix form.
 
     Small blocks cut the ``tril(Y_iᵀY_i)W_i`` cost (N·nb·S) but run more, smaller products; on 2
-    CPU threads 64-128 was fastest for B = 16…256 (a 4096×2304 layer, measured with
-    benchmarks/step_cpu.py's shapes).
+    CPU threads 64 was the fastest of 64/96/128/192 for a 4096×2304 layer at B = 16, 64 and 256.
     """
-    return min(n, max(64, min(128, 2 * m)))
+    return min(n, 64)
 
 
 def prefix_is_cheaper(m: int, n: int, s: int) -> bool:
@@ -65,8 +64,9 @@ def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> to
     # e = X − C_i (or −C_i): the input minus the reconstruction by the neurons before block i.
     e = x.clone() if x is not None else torch.zeros(m, w.shape[1], dtype=y.dtype, device=y.device)
     for i in range(0, n, nb):
-        yi, wi = y[:, i : i + nb], w[i : i + nb]
-        torch.addmm(yi.T @ e, torch.tril(yi.T @ yi), wi, alpha=-1, out=out[i : i + nb])
+        yi, wi, block = y[:, i : i + nb], w[i : i + nb], out[i : i + nb]
+        torch.mm(yi.T, e, out=block)
+        block.addmm_(torch.tril(yi.T @ yi), wi, alpha=-1)
         if i + nb < n:
             e.addmm_(yi, wi, alpha=-1)
     return out
@@ -119,5 +119,10 @@ def statistics(
 
 
 def update(stats: dict[str, torch.Tensor | int], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η). Consumes ``stats`` (in place)."""
-    return stats["hebb"].div_(stats["count"])
+    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η)."""
+    return stats["hebb"] / stats["count"]
+
+
+def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch.Tensor) -> None:
+    """``W ← W + lr·ΔW`` in place, one pass over W (``lr`` a 0-d tensor: no recompiles)."""
+    weight.addcmul_(stats["hebb"], lr / stats["count"])

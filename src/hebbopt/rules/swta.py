@@ -83,12 +83,18 @@ def statistics(
 
 
 def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``.
+    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``."""
+    z = _safe(stats["r"])
+    return (stats["r2x"] - weight_view(stats["r2"], weight) * weight) / weight_view(z, weight)
 
-    Consumes ``stats``: ΔW is computed in the buffer of ``A`` (no N×S allocation).
-    """
-    z = stats["r"]
+
+def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
+    """``W ← W + lr·ΔW`` in place, as ``W ← W·(1 − lr·q/z) + (lr/z)·A``: no N×S temporary (ΔW
+    is never formed), one fused pass when compiled. ``lr`` is a 0-d tensor: no recompiles."""
+    coef = lr / _safe(stats["r"])
+    weight.mul_(weight_view(1 - coef * stats["r2"], weight)).addcmul_(stats["r2x"], weight_view(coef, weight))
+
+
+def _safe(z: torch.Tensor) -> torch.Tensor:
     # z_n = 0 only if r_bn underflowed to 0 for every sample; then A_n = q_n = 0 as well.
-    z = torch.where(z > 0, z, torch.ones_like(z))
-    delta = stats["r2x"].addcmul_(weight_view(stats["r2"], weight), weight, value=-1)
-    return delta.div_(weight_view(z, weight))
+    return torch.where(z > 0, z, torch.ones_like(z))
