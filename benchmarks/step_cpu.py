@@ -39,11 +39,11 @@ METHODS = {
     "forward only": (None, "forward", 2, 10),
     "sgd step": (None, "sgd", 2, 10),
     "swta reference": ("swta", "reference", 0, 1),
-    "swta unfold": ("swta", "unfold", 1, 3),
+    "swta unfold": ("swta", "unfold", 1, 20),
     "swta hebbopt eager": ("swta", "eager", 2, 10),
     "swta hebbopt compiled": ("swta", "compiled", 2, 10),
     "hpca reference": ("hpca", "reference", 0, 1),
-    "hpca unfold": ("hpca", "unfold", 1, 3),
+    "hpca unfold": ("hpca", "unfold", 1, 20),
     "hpca hebbopt eager": ("hpca", "eager", 2, 10),
     "hpca hebbopt compiled": ("hpca", "compiled", 2, 10),
 }

@@ -58,3 +58,14 @@ def _as_double(layer, weight):
     with torch.no_grad():
         layer.weight.copy_(weight.double())
     return layer
+
+
+def test_compiled_hpca_prefix_form():
+    layer = nn.Linear(20, 300).double()  # 6 samples < 300 neurons: the blocked prefix form
+    x = torch.randn(6, 20, dtype=torch.float64)
+    opt = hebbopt.HPCAHebb([layer], lr=1.0, compile=True)
+    expected = reference_delta("hpca", layer, x)
+    w0 = layer.weight.detach().clone()
+    layer(x)
+    opt.step()
+    assert rel_err(layer.weight.detach() - w0, expected) < 1e-10

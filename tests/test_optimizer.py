@@ -196,3 +196,24 @@ def test_timm_model_hooks_all_but_classifier():
 def test_plain_model_excludes_last_linear():
     net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 6), nn.Linear(6, 2))
     assert list(hebbopt.hebbian_layers(net)) == ["0", "2"]
+
+
+def test_load_state_dict_hyper_parameters_reach_the_hooks():
+    net = small_net(torch.float64)
+    saved = hebbopt.SoftWTAHebb(net, lr=0.3, temperature=0.7, similarity="dot")
+    state = copy.deepcopy(saved.state_dict())
+    saved.close()
+    opt = hebbopt.SoftWTAHebb(net, lr=0.1)  # other hyper-parameters, replaced by the loaded ones
+    opt.load_state_dict(state)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    inputs = record_inputs(net, opt.layers, x)
+    expected = {
+        n: 0.3 * reference_delta("swta", m, inputs[n], temperature=0.7, similarity="dot")
+        for n, m in opt.layers.items()
+    }
+    before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
+    with torch.no_grad():
+        net(x)
+    opt.step()
+    for name, m in opt.layers.items():
+        assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name

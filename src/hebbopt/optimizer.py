@@ -73,7 +73,7 @@ class HebbianOptimizer(Optimizer):
         group["layers"] = list(named)
         super().add_param_group(group)
         for name, module in named.items():
-            self._layers[module.weight] = _Layer(name, module, group, self)
+            self._layers[module.weight] = _Layer(name, module, self)
 
     def check_group(self, group: dict[str, Any]) -> None:
         """Raise ``ValueError`` for invalid hyper-parameters (``lr`` here; rules add theirs)."""
@@ -121,17 +121,18 @@ class HebbianOptimizer(Optimizer):
         if compiling.resolve(self.compile, x.device):
             fn = compiling.compiled(fn)
         bias = module.bias.detach() if module.bias is not None else None
-        stats = fn(
-            self.rule.statistics,
-            x,
-            output,
-            bias,
-            module.weight.detach(),
-            geometry,
-            self.rule_hyper(layer.group),
-        )
-        state = self.state[module.weight]
+        hyper = self.rule_hyper(self._group_of(layer.param))
+        stats = fn(self.rule.statistics, x, output, bias, module.weight.detach(), geometry, hyper)
+        # Keyed by the registered weight: if the module's weight was replaced, step() says so.
+        state = self.state[layer.param]
         state["stats"] = capture.accumulate(state.get("stats"), stats)
+
+    def _group_of(self, param: nn.Parameter) -> dict[str, Any]:
+        # Looked up each time: load_state_dict() replaces the group dicts.
+        for group in self.param_groups:
+            if any(p is param for p in group["params"]):
+                return group
+        raise RuntimeError("a hooked weight belongs to no param group")
 
     # ------------------------------------------------------------------ step
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -220,10 +221,10 @@ class HebbianOptimizer(Optimizer):
 
 
 class _Layer:
-    """One hooked layer: its name, module, weight, param group and forward hook."""
+    """One hooked layer: its name, module, registered weight and forward hook."""
 
-    def __init__(self, name: str, module: nn.Module, group: dict, optimizer: HebbianOptimizer) -> None:
-        self.name, self.module, self.param, self.group = name, module, module.weight, group
+    def __init__(self, name: str, module: nn.Module, optimizer: HebbianOptimizer) -> None:
+        self.name, self.module, self.param = name, module, module.weight
         ref = weakref.ref(optimizer)
         this = weakref.ref(self)
 

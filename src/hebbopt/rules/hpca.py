@@ -60,16 +60,24 @@ def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> to
     """
     m, n = y.shape
     nb = prefix_block_size(m, n)
-    out = y.new_empty(n, w.shape[1])
     # e = X − C_i (or −C_i): the input minus the reconstruction by the neurons before block i.
     e = x.clone() if x is not None else torch.zeros(m, w.shape[1], dtype=y.dtype, device=y.device)
+    # Eager: write each block into its rows of the output. Compiled: out= on slices becomes a
+    # whole-buffer copy per block after functionalisation, so concatenate once instead.
+    compiling = torch.compiler.is_compiling()
+    out = None if compiling else y.new_empty(n, w.shape[1])
+    blocks = []
     for i in range(0, n, nb):
-        yi, wi, block = y[:, i : i + nb], w[i : i + nb], out[i : i + nb]
-        torch.mm(yi.T, e, out=block)
-        block.addmm_(torch.tril(yi.T @ yi), wi, alpha=-1)
+        yi, wi = y[:, i : i + nb], w[i : i + nb]
+        if compiling:
+            blocks.append(torch.addmm(yi.T @ e, torch.tril(yi.T @ yi), wi, alpha=-1))
+        else:
+            block = out[i : i + nb]
+            torch.mm(yi.T, e, out=block)
+            block.addmm_(torch.tril(yi.T @ yi), wi, alpha=-1)
         if i + nb < n:
-            e.addmm_(yi, wi, alpha=-1)
-    return out
+            e = e - yi @ wi if compiling else e.addmm_(yi, wi, alpha=-1)
+    return torch.cat(blocks) if compiling else out
 
 
 def gram(y: torch.Tensor) -> torch.Tensor:
