@@ -9,7 +9,9 @@ A step is one forward pass of a batch plus the weight update of every hidden lay
   unfolded patches, the O(B·N·S) reconstruction for the 4096-unit layer; eager and compiled.
 * ``sgd``: a backprop step of the same net for scale (cross-entropy, momentum 0.9).
 
-Times are medians over repeats after warm-up. Peak memory is measured in a fresh process per
+Times are medians over repeats after warm-up; the methods run interleaved, one step each per
+round, and "× SGD step" is the median over rounds of (method step / SGD step of the same round),
+which cancels most of the drift of a shared machine. Peak memory is measured in a fresh process per
 method: peak RSS during one step minus RSS before it (Linux ``VmHWM``, reset via clear_refs).
 
     python benchmarks/step_cpu.py            # table on stdout, JSON in benchmarks/results/
@@ -35,17 +37,17 @@ from hebbopt import reference
 
 BATCH, SIZE, THREADS = 64, 32, 2
 METHODS = {
-    # name: (rule, implementation, warm-up steps, timed steps)
-    "forward only": (None, "forward", 2, 10),
-    "sgd step": (None, "sgd", 2, 10),
+    # name: (rule, implementation, warm-up steps, timed steps apart; None = interleaved rounds)
+    "forward only": (None, "forward", 2, None),
+    "sgd step": (None, "sgd", 2, None),
     "swta reference": ("swta", "reference", 0, 1),
-    "swta unfold": ("swta", "unfold", 1, 20),
-    "swta hebbopt eager": ("swta", "eager", 2, 10),
-    "swta hebbopt compiled": ("swta", "compiled", 2, 10),
+    "swta unfold": ("swta", "unfold", 1, None),
+    "swta hebbopt eager": ("swta", "eager", 2, None),
+    "swta hebbopt compiled": ("swta", "compiled", 2, None),
     "hpca reference": ("hpca", "reference", 0, 1),
-    "hpca unfold": ("hpca", "unfold", 1, 20),
-    "hpca hebbopt eager": ("hpca", "eager", 2, 10),
-    "hpca hebbopt compiled": ("hpca", "compiled", 2, 10),
+    "hpca unfold": ("hpca", "unfold", 1, None),
+    "hpca hebbopt eager": ("hpca", "eager", 2, None),
+    "hpca hebbopt compiled": ("hpca", "compiled", 2, None),
 }
 
 
@@ -129,8 +131,8 @@ def setup(name: str, channels_last: bool = True):
 
 
 def time_methods(names: list[str], rounds: int) -> dict[str, dict]:
-    """Median step time of each method. Methods with ≥ ``rounds`` timed steps run interleaved,
-    one step each per round, so that the machine's drift (a shared 2-core VM) hits them alike."""
+    """Median step time of each method. Interleaved methods run one step each per round, so that
+    the drift of a shared machine hits them alike; the others (the slow references) run apart."""
     steps, rows = {}, {}
     for name in names:
         step, warmup, repeats = setup(name)
@@ -139,7 +141,7 @@ def time_methods(names: list[str], rounds: int) -> dict[str, dict]:
             step()
         rows[name] = {"warmup_s": time.perf_counter() - t0, "times_s": []}
         steps[name] = (step, repeats)
-    fast = [n for n in names if steps[n][1] >= 10]
+    fast = [n for n in names if steps[n][1] is None]
     for _ in range(rounds):
         for name in fast:
             t = time.perf_counter()
@@ -154,6 +156,7 @@ def time_methods(names: list[str], rounds: int) -> dict[str, dict]:
                 rows[name]["times_s"].append(time.perf_counter() - t)
         rows[name]["median_s"] = statistics.median(rows[name]["times_s"])
         rows[name]["repeats"] = len(rows[name]["times_s"])
+        rows[name]["min_s"] = min(rows[name]["times_s"])
     return rows
 
 
@@ -178,7 +181,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "step_cpu.json"))
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved timed steps per method")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved timed steps per method")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-method memory runs")
     args = parser.parse_args()
     if args.memory_of:
@@ -193,16 +196,20 @@ def main() -> None:
             )
             rows[name]["peak_mb"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
-    sgd = rows.get("sgd step", {}).get("median_s")
-    print(
-        f"\nOne step, batch {BATCH}, {SIZE}×{SIZE}, fp32, {THREADS} CPU threads (torch {torch.__version__})\n"
-    )
+    sgd = rows.get("sgd step")
+    print(f"\nOne step, batch {BATCH}, {SIZE}×{SIZE}, fp32, channels-last, {THREADS} CPU threads", end="")
+    print(f" (torch {torch.__version__}, {args.rounds} interleaved rounds)\n")
     print("| method | step (ms) | × SGD step | speed-up vs per-sample | peak extra memory (MB) |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
         rule = name.split()[0]
+        if sgd and len(r["times_s"]) == len(sgd["times_s"]):
+            # Interleaved: the ratio of each round's pair of steps, then the median over rounds.
+            r["x_sgd"] = statistics.median(a / b for a, b in zip(r["times_s"], sgd["times_s"], strict=True))
+        elif sgd:
+            r["x_sgd"] = r["median_s"] / sgd["median_s"]
         ref = rows.get(f"{rule} reference", {}).get("median_s")
-        ratio = f"{r['median_s'] / sgd:.2f}" if sgd else "–"
+        ratio = f"{r['x_sgd']:.2f}" if "x_sgd" in r else "–"
         speed = f"{ref / r['median_s']:.0f}×" if ref and rule in ("swta", "hpca") else "–"
         mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "–"
         print(f"| {name} | {r['median_s'] * 1e3:.1f} | {ratio} | {speed} | {mem} |")

@@ -1,7 +1,20 @@
 """hebbopt: Hebbian learning (soft-WTA, Hebbian PCA) as drop-in ``torch.optim`` optimizers."""
 
+from hebbopt import models
+from hebbopt.filters import filter_grid, save_filters
 from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, SoftWTAHebb
 from hebbopt.selection import hebbian_layers
+from hebbopt.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
-__all__ = ["HPCAHebb", "HebbianOptimizer", "SoftWTAHebb", "hebbian_layers"]
+__all__ = [
+    "HPCAHebb",
+    "HebbianOptimizer",
+    "SoftWTAHebb",
+    "filter_grid",
+    "hebbian_layers",
+    "load_weights",
+    "models",
+    "save_filters",
+    "save_weights",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -31,8 +31,9 @@ class HebbianOptimizer(Optimizer):
 
     Args:
         params: a model (its hidden Conv2d/Linear layers are hooked, see
-            :func:`hebbopt.hebbian_layers`), one Conv2d/Linear, an iterable of such modules, or
-            param-group dicts ``{"modules": model_or_modules, "lr": ..., ...}``.
+            :func:`hebbopt.hebbian_layers`), one Conv2d/Linear, an iterable of such modules, a
+            ``{name: module}`` dict (e.g. ``hebbian_layers(model, exclude=[...])``), or
+            param-group dicts ``{"modules": any of these, "lr": ..., ...}``.
         defaults: default hyper-parameters of every group.
         compile: run the statistics and update functions under ``torch.compile``: ``True``,
             ``False`` or ``"auto"`` (compile for CUDA tensors, eager on the CPU where the first
@@ -249,7 +250,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 
 def _as_groups(params: Any) -> list[dict[str, Any]]:
-    if isinstance(params, nn.Module):
+    if isinstance(params, (nn.Module, Mapping)):
         return [{"modules": params}]
     if isinstance(params, torch.Tensor):
         raise TypeError("Hebbian optimizers take a model or its layers, not tensors")
@@ -271,6 +272,12 @@ def _as_groups(params: Any) -> list[dict[str, Any]]:
 def _named_layers(modules: Any, start: int) -> dict[str, nn.Module]:
     if isinstance(modules, nn.Module):
         return hebbian_layers(modules)
+    if isinstance(modules, Mapping):  # {name: module}, e.g. from hebbian_layers(model, exclude=...)
+        for name, m in modules.items():
+            check_layer(name, m)
+        if not modules:
+            raise ValueError("a param group has no modules")
+        return dict(modules)
     if isinstance(modules, torch.Tensor) or not isinstance(modules, Iterable):
         raise TypeError(f"'modules' must be a model or an iterable of modules, got {type(modules).__name__}")
     named = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
+
 from torch import nn
 
 HEBBIAN_TYPES = (nn.Conv2d, nn.Linear)
@@ -45,35 +48,57 @@ def classifier(model: nn.Module) -> nn.Module | None:
     return linears[-1] if linears else None
 
 
-def hebbian_layers(model: nn.Module) -> dict[str, nn.Module]:
+def hebbian_layers(
+    model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] = ()
+) -> dict[str, nn.Module]:
     """The hidden ``nn.Conv2d``/``nn.Linear`` layers of ``model``, by qualified name.
 
-    The classifier is left out: the module timm's ``model.get_classifier()`` returns (with all
-    its submodules), or for other models the last ``nn.Linear`` in module order. A model that is
-    itself a Conv2d/Linear is returned as the single layer ``""``.
+    By default the classifier is left out: the module timm's ``model.get_classifier()`` returns
+    (with all its submodules), or for other models the last ``nn.Linear`` in module order. A
+    model that is itself a Conv2d/Linear is returned as the single layer ``""``.
+
+    Args:
+        model: the network.
+        include: ``fnmatch`` patterns of layer names to select instead of the default (these may
+            name the classifier), e.g. ``["features.*"]``.
+        exclude: patterns of layer names to leave out, e.g. ``["pre_logits.*"]``.
+
+    Returns:
+        ``{name: module}`` in module order; pass it to an optimizer as is.
 
     Example:
         >>> import torch.nn as nn
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 2))
         >>> list(hebbian_layers(net))
+        ['0', '3']
+        >>> list(hebbian_layers(net, exclude=["3"]))
         ['0']
 
     Raises:
-        TypeError, ValueError: a selected layer cannot be hooked (see :func:`check_layer`), or the
-            model has no eligible layer.
+        TypeError, ValueError: a selected layer cannot be hooked (see :func:`check_layer`); a
+            pattern matches no Conv2d/Linear layer (the message lists them); nothing is selected.
     """
     if isinstance(model, HEBBIAN_TYPES):
         check_layer("", model)
         return {"": model}
-    head = classifier(model)
-    excluded = {id(m) for m in head.modules()} if head is not None else set()
-    layers = {
-        name: m for name, m in model.named_modules() if isinstance(m, HEBBIAN_TYPES) and id(m) not in excluded
-    }
+    candidates = {name: m for name, m in model.named_modules() if isinstance(m, HEBBIAN_TYPES)}
+    for pattern in [*(include or ()), *exclude]:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in candidates):
+            raise ValueError(
+                f"layer pattern {pattern!r} matches no nn.Conv2d/nn.Linear of {type(model).__name__}; "
+                f"its layers are: {', '.join(candidates) or 'none'}"
+            )
+    if include is not None:
+        layers = {n: m for n, m in candidates.items() if any(fnmatch.fnmatchcase(n, p) for p in include)}
+    else:
+        head = classifier(model)
+        excluded = {id(m) for m in head.modules()} if head is not None else set()
+        layers = {n: m for n, m in candidates.items() if id(m) not in excluded}
+    layers = {n: m for n, m in layers.items() if not any(fnmatch.fnmatchcase(n, p) for p in exclude)}
     if not layers:
         raise ValueError(
-            f"{type(model).__name__} has no nn.Conv2d/nn.Linear layer besides its classifier: "
-            "nothing to train with a Hebbian rule. Pass the layers explicitly to hook the head."
+            f"{type(model).__name__} has no nn.Conv2d/nn.Linear layer besides its classifier "
+            "(or all were excluded): nothing to train with a Hebbian rule."
         )
     for name, m in layers.items():
         check_layer(name, m)

@@ -1,0 +1,230 @@
+"""The FastHebb papers' AlexNet-like networks as timm models: ``hebb_alexnet_6l``, ``hebb_alexnet_10l``.
+
+Importing :mod:`hebbopt` registers them, so ``timm.create_model("hebb_alexnet_6l", num_classes=10)``
+works. Every hidden layer is conv (no bias) → ReLU → [max-pool] → BatchNorm, as in the FastHebb
+reference code; the last hidden layer is a Linear on the flattened map (the paper's conv on the
+whole map, the same function) → ReLU → BatchNorm1d; the classifier is dropout → Linear.
+
+=========  =======================================  ===================  ===============
+model      hidden convolutions (out, kernel, pool)   input               fc (in → out)
+=========  =======================================  ===================  ===============
+6 layers   96 k5 p2, 128 k3, 192 k3 p2, 256 k3      32×32 (Fig. 2)      2304 → 4096
+10 layers  96 k7 p3, 128 k3, 192 k3 p2, 192 k3,     210×210 (Fig. 3)    4608 → 4096
+           256 k3 p2, 256 k3, 384 k3 p2, 512 k3
+=========  =======================================  ===================  ===============
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import get_act_layer
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch import nn
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+# (out channels, kernel, max-pool after the ReLU (0 = none))
+LAYERS = {
+    "6l": [(96, 5, 2), (128, 3, 0), (192, 3, 2), (256, 3, 0)],
+    "10l": [
+        (96, 7, 3),
+        (128, 3, 0),
+        (192, 3, 2),
+        (192, 3, 0),
+        (256, 3, 2),
+        (256, 3, 0),
+        (384, 3, 2),
+        (512, 3, 0),
+    ],
+}
+
+
+class HebbAlexNet(nn.Module):
+    """An AlexNet-like network of the FastHebb papers, with timm's model interface.
+
+    Args:
+        layers: ``(out_channels, kernel, pool)`` of each hidden convolution.
+        img_size: input height = width (the hidden Linear layer is sized for it).
+        num_classes: classifier outputs (0: no classifier, ``forward`` returns pre-logits).
+        in_chans: input channels.
+        fc_dim: width of the hidden Linear layer.
+        width: multiplier of every hidden width (convolutions and the Linear layer).
+        drop_rate: dropout before the classifier.
+        act_layer: activation after every hidden layer.
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[int, int, int]],
+        img_size: int = 32,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        fc_dim: int = 4096,
+        width: float = 1.0,
+        drop_rate: float = 0.5,
+        act_layer: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        act = get_act_layer(act_layer)
+        modules: list[nn.Module] = []
+        self.feature_info: list[dict[str, Any]] = []
+        chans, size, reduction = in_chans, img_size, 1
+        for out, kernel, pool in layers:
+            out = max(1, round(out * width))
+            modules += [nn.Conv2d(chans, out, kernel, bias=False), act(inplace=True)]
+            size -= kernel - 1
+            if pool:
+                modules.append(nn.MaxPool2d(pool))
+                size //= pool
+                reduction *= pool
+            modules.append(nn.BatchNorm2d(out))
+            if size < 1:
+                raise ValueError(
+                    f"img_size={img_size} is too small for these layers (a map shrinks to {size})"
+                )
+            chans = out
+            self.feature_info.append(
+                {"num_chs": out, "reduction": reduction, "module": f"features.{len(modules) - 1}"}
+            )
+        self.features = nn.Sequential(*modules)
+        self.feature_ends = [int(f["module"].split(".")[1]) for f in self.feature_info]
+        self.num_features = chans
+        self.map_size = size
+        self.head_hidden_size = max(1, round(fc_dim * width))
+        self.pre_logits = nn.Sequential(
+            nn.Flatten(1),
+            nn.Linear(chans * size * size, self.head_hidden_size, bias=False),
+            act(inplace=True),
+            nn.BatchNorm1d(self.head_hidden_size),
+        )
+        self.head_drop = nn.Dropout(drop_rate)
+        self.classifier = self._classifier(num_classes)
+
+    def _classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        """The final Linear layer (what Hebbian optimizers leave out)."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` outputs (0: none). There is no global pooling."""
+        if global_pool:
+            raise ValueError("HebbAlexNet has no global pooling (the hidden Linear sees the whole map)")
+        self.num_classes = num_classes
+        self.classifier = self._classifier(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolutional map, B×C×s×s."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Hidden Linear layer, then (unless ``pre_logits``) dropout and the classifier."""
+        x = self.pre_logits(x)
+        return x if pre_logits else self.classifier(self.head_drop(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output of each hidden conv layer (after its BatchNorm), as timm models give them.
+
+        Args:
+            indices: the last n layers if an int, these layers if a list, all if None.
+            stop_early: stop after the last requested layer.
+            intermediates_only: return only the intermediates.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError("output_fmt must be 'NCHW'")
+        take, max_index = feature_take_indices(len(self.feature_ends), indices)
+        end = self.feature_ends[max_index] if stop_early else len(self.features) - 1
+        intermediates = []
+        for i, layer in enumerate(self.features[: end + 1]):
+            x = layer(x)
+            if i in self.feature_ends and self.feature_ends.index(i) in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the layers after the last requested intermediate (and the head if asked)."""
+        take, max_index = feature_take_indices(len(self.feature_ends), indices)
+        self.features = self.features[: self.feature_ends[max_index] + 1]
+        if prune_head or max_index < len(self.feature_ends) - 1:
+            self.pre_logits = nn.Identity()
+            self.reset_classifier(0)
+        return take
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "",
+        "num_classes": 10,
+        "input_size": (3, 32, 32),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": CIFAR10_MEAN,
+        "std": CIFAR10_STD,
+        "first_conv": "features.0",
+        "classifier": "classifier",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        "hebb_alexnet_6l.untrained": _cfg(),
+        "hebb_alexnet_10l.untrained": _cfg(
+            num_classes=1000,
+            input_size=(3, 210, 210),
+            crop_pct=0.875,
+            interpolation="bicubic",
+            mean=IMAGENET_DEFAULT_MEAN,
+            std=IMAGENET_DEFAULT_STD,
+        ),
+    }
+)
+
+
+def _create(variant: str, layers: str, pretrained: bool, **kwargs: Any) -> HebbAlexNet:
+    img_size = kwargs.pop("img_size", 32 if layers == "6l" else 210)
+    out_indices = kwargs.pop("out_indices", tuple(range(len(LAYERS[layers]))))
+    return build_model_with_cfg(
+        HebbAlexNet,
+        variant,
+        pretrained,
+        layers=LAYERS[layers],
+        img_size=img_size,
+        feature_cfg={"flatten_sequential": True, "out_indices": out_indices},
+        **kwargs,
+    )
+
+
+@register_model
+def hebb_alexnet_6l(pretrained: bool = False, **kwargs: Any) -> HebbAlexNet:
+    """The 6-layer network of FastHebb Fig. 2 (32×32 inputs: CIFAR, Tiny ImageNet at 32 px)."""
+    return _create("hebb_alexnet_6l", "6l", pretrained, **kwargs)
+
+
+@register_model
+def hebb_alexnet_10l(pretrained: bool = False, **kwargs: Any) -> HebbAlexNet:
+    """The 10-layer network of FastHebb Fig. 3 (210×210 ImageNet inputs)."""
+    return _create("hebb_alexnet_10l", "10l", pretrained, **kwargs)
