@@ -217,3 +217,22 @@ def test_load_state_dict_hyper_parameters_reach_the_hooks():
     opt.step()
     for name, m in opt.layers.items():
         assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name
+
+
+def test_inference_mode_and_no_grad_forwards_accumulate_together():
+    net = small_net(torch.float64)
+    opt = hebbopt.HPCAHebb(net, lr=1.0)
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            m.eval()  # batch statistics would differ between the halves
+    inputs = record_inputs(net, opt.layers, x)
+    expected = {n: reference_delta("hpca", m, inputs[n]) for n, m in opt.layers.items()}
+    before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
+    with torch.inference_mode():
+        net(x[:4])
+    with torch.no_grad():
+        net(x[4:])
+    opt.step()
+    for name, m in opt.layers.items():
+        assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name

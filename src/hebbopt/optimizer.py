@@ -233,7 +233,13 @@ class _Layer:
             opt, layer = ref(), this()
             if not mod.training or opt is None or layer is None:
                 return
-            with torch.no_grad(), torch.autocast(output.device.type, enabled=False):
+            # Statistics are plain tensors even under inference_mode (later forwards add into
+            # them in place), never part of an autograd graph, and at least float32.
+            with (
+                torch.inference_mode(False),
+                torch.no_grad(),
+                torch.autocast(output.device.type, enabled=False),
+            ):
                 opt._capture(layer, args[0], output)
 
         self.handle = module.register_forward_hook(hook)
