@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from hebbopt import capture, compiling
+from hebbopt import capture, compiling, distributed
 from hebbopt.rules import hpca, swta
 from hebbopt.selection import HEBBIAN_TYPES, check_layer, hebbian_layers
 
@@ -146,7 +146,10 @@ class HebbianOptimizer(Optimizer):
     def step(self, closure=None):  # type: ignore[override]
         """Apply ``W ← W + lr·ΔW`` to every layer with captured statistics, then clear them.
 
-        Without any captured forward pass since the last step, this is a no-op. All updates are
+        Under ``torch.distributed`` (e.g. ``accelerate launch``), the statistics are first summed
+        over all processes, so every process applies the update of the global batch; every
+        process must call ``step()`` together. Without any captured forward pass since the last
+        step, this is a no-op (but still takes part in that reduction). All updates are
         computed and checked before any weight changes, so an error leaves every weight as it was.
 
         Args:
@@ -157,8 +160,9 @@ class HebbianOptimizer(Optimizer):
             the closure's return value, or ``None``.
 
         Raises:
-            ValueError: a group's ``lr`` is negative or not finite, or a layer's weight was
-                replaced or changed shape since the forward pass (statistics are kept).
+            ValueError: a group's ``lr`` is negative or not finite, a layer's weight was
+                replaced or changed shape since the forward pass (statistics are kept), or the
+                processes of a distributed run hold statistics of different layers or shapes.
             FloatingPointError: statistics are not finite (NaN/Inf activations); the statistics
                 of this step are discarded and no weight changes.
         """
@@ -175,6 +179,10 @@ class HebbianOptimizer(Optimizer):
                 if stats is not None:
                     self._check_current(self._layers[p], stats)
                     pending.append((group, p, stats))
+        if distributed.active():
+            # Every rank reduces (even with nothing captured) so that no rank waits alone.
+            layers = [(layer.name, self.state[p].get("stats")) for p, layer in self._layers.items()]
+            distributed.all_reduce_statistics(layers, next(iter(self._layers)).device)
         if not pending:
             return result
         # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
