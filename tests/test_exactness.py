@@ -143,3 +143,10 @@ def test_fused_apply_equals_w_plus_lr_update(rule):
     expected = w + 0.3 * mod.update(stats, w)
     mod.apply_(w, stats, torch.tensor(0.3, dtype=torch.float64))
     assert rel_err(w, expected) < 1e-13
+
+
+@pytest.mark.parametrize(("rule", "hyper"), [CASES[0], CASES[2]])
+def test_channels_last_model(rule, hyper):
+    net = geometry_net(torch.float64).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 3, 13, 11, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    check_step_matches_reference(rule, hyper, net, x, 1e-10)
