@@ -66,3 +66,14 @@ def geometry_net(dtype=torch.float64) -> nn.Sequential:
     ).to(dtype)
     net(torch.randn(2, 3, 13, 11, dtype=dtype))
     return net
+
+
+def assert_step_applies(net, opt, expected: dict[str, torch.Tensor], *batches: torch.Tensor, tol=1e-10):
+    """Forward each batch (no grad), step, and check every layer moved by ``expected[name]``."""
+    before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
+    with torch.no_grad():
+        for x in batches:
+            net(x)
+    opt.step()
+    for name, m in opt.layers.items():
+        assert rel_err(m.weight.detach() - before[name], expected[name]) < tol, name
