@@ -9,7 +9,7 @@ import torch
 from accelerate import Accelerator
 from dist_worker import batches, model, optimizer
 
-ACCUMULATION = 2
+ACCUMULATION = 4
 
 
 def main(rule: str, out: str) -> None:

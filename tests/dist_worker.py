@@ -11,7 +11,7 @@ from torch import nn
 
 import hebbopt
 
-STEPS, BATCH = 3, 8
+STEPS, BATCH = 3, 16
 
 
 def model() -> nn.Sequential:
