@@ -155,12 +155,14 @@ def test_param_groups_add_param_group_and_lr_scheduler():
     assert "layer0" in opt.describe() and "Conv2d" in repr(opt)
 
 
-def test_autocast_bf16_accumulates_float32_close_to_fp32_update():
+@pytest.mark.parametrize("cls", RULES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_accumulates_float32_close_to_fp32_update(cls, dtype):
     net = small_net()
     ref_net = copy.deepcopy(net)
-    opt, ref = hebbopt.HPCAHebb(net, lr=1.0), hebbopt.HPCAHebb(ref_net, lr=1.0)
+    opt, ref = cls(net, lr=1.0), cls(ref_net, lr=1.0)
     x = torch.randn(8, 3, 8, 8)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
         net(x)
     with torch.no_grad():
         ref_net(x)
