@@ -1,4 +1,4 @@
-"""``torch.compile`` for the rules' statistics and update functions.
+"""``torch.compile`` for the rules' ``statistics`` and ``apply_`` (in-place update) functions.
 
 Each distinct layer shape and geometry is one statistics graph, compiled once on first use (about
 5-15 s a graph on 2 CPU cores). Stable shapes never recompile. A whole network has more layer
@@ -28,8 +28,8 @@ def compiled(fn: Callable, dynamic: bool = False) -> Callable:
     """``fn`` compiled with ``fullgraph=True`` (no graph breaks allowed).
 
     ``dynamic=False`` (statistics: convolutions and matmuls, best specialised per shape);
-    ``dynamic=True`` (updates: element-wise, one graph per weight rank, and a changing sample
-    count ``B`` does not recompile).
+    ``dynamic=True`` (``apply_``: element-wise, one graph per weight rank; a new learning rate,
+    passed as a 0-d tensor, or a new sample count ``B`` does not recompile).
     """
     graph = torch.compile(fn, fullgraph=True, dynamic=dynamic)
 
