@@ -22,6 +22,21 @@ def conv_geometry(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Con
 
     Padding modes other than zeros, and asymmetric ``padding="same"``, are applied here exactly
     as ``nn.Conv2d.forward`` applies them (``F.pad`` by ``_reversed_padding_repeated_twice``).
+
+    Args:
+        module: the convolution.
+        x: its batched input B×C×H×W.
+
+    Returns:
+        ``(x, geometry)``: the input, padded here if the padding is not symmetric zeros, and the
+        :class:`~hebbopt.rules.geometry.Conv2dGeometry` that the rule applies to it.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+        >>> x, geometry = conv_geometry(conv, torch.randn(2, 3, 8, 8))
+        >>> tuple(x.shape), geometry.padding  # reflect-padded here, no padding left for the rule
+        ((2, 3, 10, 10), (0, 0))
     """
     padding = module.padding
     if isinstance(padding, str) or module.padding_mode != "zeros":
@@ -44,7 +59,24 @@ def batch_statistics(
     geometry: Geometry,
     hyper: dict,
 ) -> dict:
-    """``statistics(x, u, W, geometry, **hyper)`` with ``u = output − bias`` in ≥ float32."""
+    """``statistics(x, u, W, geometry, **hyper)`` with ``u = output − bias`` in ≥ float32.
+
+    Inputs, outputs and the weight are cast to a common dtype of at least float32 (float64 stays
+    float64). A Linear layer's inputs of any shape ``(*, S)`` are flattened to rows.
+
+    Args:
+        statistics: a rule's ``statistics`` function, e.g. :func:`hebbopt.rules.swta.statistics`.
+        x: the layer input (padded for a convolution, see :func:`layer_inputs`).
+        output: the layer output (bias included).
+        bias: the layer bias, or ``None``.
+        weight: the layer weight (detached).
+        geometry: ``None`` for Linear, else the convolution's
+            :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
+        hyper: keyword arguments of ``statistics`` (see ``HebbianOptimizer.rule_hyper``).
+
+    Returns:
+        the rule's statistics of this batch.
+    """
     dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
     dtype = torch.promote_types(dtype, weight.dtype)
     x, output, weight = x.to(dtype), output.to(dtype), weight.to(dtype)
@@ -56,7 +88,17 @@ def batch_statistics(
 
 
 def layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
-    """``(x, output, geometry)`` of one forward call, batched and padded for the rule."""
+    """``(x, output, geometry)`` of one forward call, batched and padded for the rule.
+
+    Args:
+        module: the hooked ``nn.Conv2d`` or ``nn.Linear``.
+        x: the input of the forward call (a C×H×W input to a convolution is unbatched).
+        output: the output of the forward call.
+
+    Returns:
+        ``(x, output, geometry)``: batched (and padded) input, batched output, and ``None`` for a
+        Linear layer or the convolution's :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
+    """
     if isinstance(module, nn.Linear):
         return x, output, None
     if x.dim() == 3:  # unbatched C×H×W input
@@ -66,7 +108,24 @@ def layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
 
 
 def accumulate(total: dict | None, stats: dict) -> dict:
-    """Add one batch's statistics into the running sums (in place where they are tensors)."""
+    """Add one batch's statistics into the running sums (in place where they are tensors).
+
+    Because every statistic is a sum over samples, k batches accumulated give exactly the
+    statistics of their concatenation (up to the order of floating-point additions).
+
+    Args:
+        total: the running sums, or ``None`` before the first batch.
+        stats: one batch's statistics.
+
+    Returns:
+        the running sums (``total`` itself, updated, or a shallow copy of ``stats``).
+
+    Examples:
+        >>> import torch
+        >>> total = accumulate(None, {"r": torch.ones(2), "count": 3})
+        >>> accumulate(total, {"r": torch.ones(2), "count": 5})
+        {'r': tensor([2., 2.]), 'count': 8}
+    """
     if total is None:
         return dict(stats)
     for key, value in stats.items():

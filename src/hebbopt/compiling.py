@@ -14,10 +14,26 @@ from collections.abc import Callable
 import torch
 
 RECOMPILE_LIMIT = 256
+"""Graphs per compiled function before dynamo gives up (its default, 8, is fewer than a network's
+layer shapes); raised only inside the calls of :func:`compiled`."""
 
 
 def resolve(mode: bool | str, device: torch.device) -> bool:
-    """Whether to compile: ``True``/``False``, or ``"auto"`` = compile on CUDA only."""
+    """Whether to compile: ``True``/``False``, or ``"auto"`` = compile on CUDA only.
+
+    Args:
+        mode: the optimizer's ``compile`` argument.
+        device: the device of the tensors about to be processed.
+
+    Returns:
+        whether to run the compiled function.
+
+    Examples:
+        >>> import torch
+        >>> cpu, cuda = torch.device("cpu"), torch.device("cuda")
+        >>> resolve("auto", cpu), resolve("auto", cuda), resolve(True, cpu)
+        (False, True, True)
+    """
     if mode == "auto":
         return device.type == "cuda"
     return bool(mode)
@@ -25,11 +41,18 @@ def resolve(mode: bool | str, device: torch.device) -> bool:
 
 @functools.cache
 def compiled(fn: Callable, dynamic: bool = False) -> Callable:
-    """``fn`` compiled with ``fullgraph=True`` (no graph breaks allowed).
+    """``fn`` compiled with ``fullgraph=True`` (no graph breaks allowed), cached per ``fn``.
 
-    ``dynamic=False`` (statistics: convolutions and matmuls, best specialised per shape);
-    ``dynamic=True`` (``apply_``: element-wise, one graph per weight rank; a new learning rate,
-    passed as a 0-d tensor, or a new sample count ``B`` does not recompile).
+    Args:
+        fn: the function to compile (a rule's ``apply_``, or
+            :func:`hebbopt.capture.batch_statistics`).
+        dynamic: ``False`` for statistics (convolutions and matmuls, best specialised per shape);
+            ``True`` for ``apply_`` (element-wise, one graph per weight rank; a new learning rate,
+            passed as a 0-d tensor, or a new sample count ``B`` does not recompile).
+
+    Returns:
+        a wrapper that calls the compiled ``fn`` with dynamo's recompile limit raised to
+        :data:`RECOMPILE_LIMIT` (one graph per layer shape; a network has more than 8).
     """
     graph = torch.compile(fn, fullgraph=True, dynamic=dynamic)
 

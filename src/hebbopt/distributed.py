@@ -21,12 +21,29 @@ import torch.distributed as dist
 
 
 def active() -> bool:
-    """Whether a default process group with more than one process is initialised."""
+    """Whether a default process group with more than one process is initialised.
+
+    Returns:
+        ``True`` under ``torchrun`` / ``accelerate launch`` with 2 or more processes.
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def manifest(layers: list[tuple[str, dict | None]]) -> str:
-    """What this rank is about to reduce: every hooked layer, its statistics' keys and shapes."""
+    """What this rank is about to reduce: every hooked layer, its statistics' keys and shapes.
+
+    Args:
+        layers: ``(name, stats or None)`` of every hooked layer, in optimizer order.
+
+    Returns:
+        a string such as ``"features.0:r(96,)…;pre_logits.1:-"`` (``-``: nothing pending,
+        ``#``: a count).
+
+    Examples:
+        >>> import torch
+        >>> manifest([("conv", {"hebb": torch.zeros(4, 3), "count": 7}), ("fc", None)])
+        'conv:count#,hebb(4, 3);fc:-'
+    """
     parts = []
     for name, stats in layers:
         if stats is None:
@@ -41,8 +58,12 @@ def manifest(layers: list[tuple[str, dict | None]]) -> str:
 
 
 def all_reduce_statistics(layers: list[tuple[str, dict | None]], device: torch.device) -> None:
-    """Sum, in place, the statistics of ``layers`` (``(name, stats or None)``, in optimizer order)
-    over all processes of the default group.
+    """Sum, in place, the statistics of ``layers`` over all processes of the default group.
+
+    Args:
+        layers: ``(name, stats or None)`` of every hooked layer, in optimizer order.
+        device: device of the small check and count tensors (the optimizer passes its first
+            hooked weight's device; NCCL needs CUDA tensors, gloo takes CPU ones).
 
     Raises:
         ValueError: the ranks' hooked layers, pending statistics or shapes differ (raised on every

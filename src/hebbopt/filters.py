@@ -17,8 +17,21 @@ def filter_grid(layer: nn.Module | torch.Tensor, *, max_filters: int = 256, scal
     tile per filter; other filters as one grey tile per input channel, a row per filter (at most
     16 channels). Each tile is enlarged ``scale`` times with nearest-neighbour pixels.
 
+    Args:
+        layer: an ``nn.Conv2d`` (or any module with a 4-d ``weight``), or the weight itself.
+        max_filters: show at most this many filters (the first ones).
+        scale: enlargement of every tile.
+
+    Returns:
+        a 3×H×W float image in [0, 1] (as ``torchvision.utils.make_grid`` returns).
+
     Raises:
         ValueError: not a 4-d convolution weight.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> filter_grid(nn.Conv2d(3, 16, 5)).shape  # 4×4 colour tiles of 5·4 px, 1 px between and around
+        torch.Size([3, 85, 85])
     """
     w = (layer.weight if isinstance(layer, nn.Module) else layer).detach().float().cpu()
     if w.dim() != 4:
@@ -37,7 +50,19 @@ def filter_grid(layer: nn.Module | torch.Tensor, *, max_filters: int = 256, scal
 
 
 def save_filters(layer: nn.Module | torch.Tensor, path: str | os.PathLike, **kwargs) -> pathlib.Path:
-    """Write :func:`filter_grid` of ``layer`` as a PNG file; returns the path."""
+    """Write :func:`filter_grid` of ``layer`` as a PNG file (parent folders are created).
+
+    Args:
+        layer: an ``nn.Conv2d`` or its 4-d weight.
+        path: the PNG file to write.
+        **kwargs: ``max_filters`` and ``scale`` of :func:`filter_grid`.
+
+    Returns:
+        the path written.
+
+    Raises:
+        ValueError: not a 4-d convolution weight.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(filter_grid(layer, **kwargs), path)

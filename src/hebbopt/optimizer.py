@@ -38,9 +38,17 @@ class HebbianOptimizer(Optimizer):
         compile: run the statistics and update functions under ``torch.compile``: ``True``,
             ``False`` or ``"auto"`` (compile for CUDA tensors, eager on the CPU where the first
             call of each layer shape would cost ~15 s of compilation).
+
+    Raises:
+        TypeError: ``params`` is not a model, a Conv2d/Linear, modules or param groups (e.g.
+            ``model.parameters()``), or holds a layer the rules cannot hook.
+        ValueError: ``compile`` is not ``True``, ``False`` or ``"auto"``, a hyper-parameter is
+            invalid, there is no layer to hook, or a layer is given twice.
     """
 
     rule: types.ModuleType
+    """The rule module (:mod:`hebbopt.rules.swta` or :mod:`hebbopt.rules.hpca`): its
+    ``statistics`` runs in the hooks, its ``apply_`` in :meth:`step`."""
 
     def __init__(self, params: Any, defaults: dict[str, Any], compile: bool | str = "auto") -> None:
         if compile not in (True, False, "auto"):
@@ -52,6 +60,12 @@ class HebbianOptimizer(Optimizer):
     # ------------------------------------------------------------------ param groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group ``{"modules": model_or_modules, **hyper-parameters}`` and hook its layers.
+
+        Hyper-parameters missing from the group take the optimizer's defaults.
+
+        Args:
+            param_group: ``{"modules": ..., "lr": ..., ...}``; ``"modules"`` is a model, a
+                Conv2d/Linear, an iterable of them or a ``{name: module}`` dict.
 
         Raises:
             TypeError: no ``"modules"`` key, or a module that cannot be hooked.
@@ -77,11 +91,25 @@ class HebbianOptimizer(Optimizer):
             self._layers[module.weight] = _Layer(name, module, self)
 
     def check_group(self, group: dict[str, Any]) -> None:
-        """Raise ``ValueError`` for invalid hyper-parameters (``lr`` here; rules add theirs)."""
+        """Raise ``ValueError`` for invalid hyper-parameters (``lr`` here; rules add theirs).
+
+        Args:
+            group: a param group with the defaults filled in.
+
+        Raises:
+            ValueError: ``lr`` is not a finite number > 0.
+        """
         _check_positive("lr", group.get("lr"))
 
     def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments of ``rule.statistics`` taken from a param group."""
+        """Keyword arguments of ``rule.statistics`` taken from a param group.
+
+        Args:
+            group: the param group of the layer being captured.
+
+        Returns:
+            keyword arguments for the rule's ``statistics``.
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------ layers
@@ -91,7 +119,19 @@ class HebbianOptimizer(Optimizer):
         return {layer.name: layer.module for layer in self._layers.values()}
 
     def describe(self) -> str:
-        """A table of the hooked layers: name, type, weight shape, group."""
+        """A table of the hooked layers: name, type, weight shape, group.
+
+        Returns:
+            the table as text, one layer per line after a header.
+
+        Examples:
+            >>> import torch.nn as nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(288, 16), nn.Linear(16, 2))
+            >>> print(HPCAHebb(net).describe())
+            layer  type    weight   group
+            0      Conv2d  8×3×3×3  0
+            2      Linear  16×288   0
+        """
         rows = [("layer", "type", "weight", "group")]
         for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
@@ -140,6 +180,9 @@ class HebbianOptimizer(Optimizer):
         """Does nothing: Hebbian updates never read ``.grad``, and gradients belong to backprop.
 
         Kept so scripts that call ``optimizer.zero_grad()`` for every optimizer keep working.
+
+        Args:
+            set_to_none: ignored (accepted for ``torch.optim.Optimizer`` compatibility).
         """
 
     @torch.no_grad()
@@ -319,7 +362,13 @@ class SoftWTAHebb(HebbianOptimizer):
         similarity: ``"raised_cos2"`` (``((1 + cos(w, x)) / 2)²``, default) or ``"dot"``.
         compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
 
-    Example:
+    Raises:
+        TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
+            ``model.parameters()``), or a layer the rules cannot hook (see
+            :func:`hebbopt.selection.check_layer`).
+        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
+
+    Examples:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
         >>> opt = SoftWTAHebb(net, lr=1e-2)
@@ -343,6 +392,14 @@ class SoftWTAHebb(HebbianOptimizer):
         super().__init__(params, defaults, compile=compile)
 
     def check_group(self, group: dict[str, Any]) -> None:
+        """Check ``lr`` and ``temperature`` (finite, > 0) and ``similarity``.
+
+        Args:
+            group: a param group with the defaults filled in.
+
+        Raises:
+            ValueError: an invalid ``lr``, ``temperature`` or ``similarity``.
+        """
         super().check_group(group)
         _check_positive("temperature", group.get("temperature"))
         if group.get("similarity") not in swta.SIMILARITIES:
@@ -351,6 +408,14 @@ class SoftWTAHebb(HebbianOptimizer):
             )
 
     def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        """``temperature`` and ``similarity_kind`` for :func:`hebbopt.rules.swta.statistics`.
+
+        Args:
+            group: the param group of the layer being captured.
+
+        Returns:
+            ``{"temperature": T, "similarity_kind": similarity}``.
+        """
         return {"temperature": float(group["temperature"]), "similarity_kind": group["similarity"]}
 
 
@@ -365,7 +430,13 @@ class HPCAHebb(HebbianOptimizer):
         activation: ``"relu"`` (nonlinear Sanger rule, default) or ``"identity"`` (linear PCA).
         compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
 
-    Example:
+    Raises:
+        TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
+            ``model.parameters()``), or a layer the rules cannot hook (see
+            :func:`hebbopt.selection.check_layer`).
+        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
+
+    Examples:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
         >>> opt = HPCAHebb(net, lr=1e-2)
@@ -384,6 +455,14 @@ class HPCAHebb(HebbianOptimizer):
         super().__init__(params, {"lr": lr, "activation": activation}, compile=compile)
 
     def check_group(self, group: dict[str, Any]) -> None:
+        """Check ``lr`` (finite, > 0) and ``activation``.
+
+        Args:
+            group: a param group with the defaults filled in.
+
+        Raises:
+            ValueError: an invalid ``lr`` or ``activation``.
+        """
         super().check_group(group)
         if group.get("activation") not in hpca.ACTIVATIONS:
             raise ValueError(
@@ -391,6 +470,14 @@ class HPCAHebb(HebbianOptimizer):
             )
 
     def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        """``activation_kind`` for :func:`hebbopt.rules.hpca.statistics`.
+
+        Args:
+            group: the param group of the layer being captured.
+
+        Returns:
+            ``{"activation_kind": activation}``.
+        """
         return {"activation_kind": group["activation"]}
 
 

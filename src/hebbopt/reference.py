@@ -21,7 +21,15 @@ _EPS = 1e-12
 
 
 def patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Every input patch of ``layer`` as a row: X is B×S (S = C·kh·kw, the weight's order)."""
+    """Every input patch of ``layer`` as a row: X is B×S (S = C·kh·kw, the weight's order).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+
+    Returns:
+        X, B×S with B = images × output positions, padded as the layer pads.
+    """
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, layer.in_features)
     if x.dim() == 3:
@@ -59,7 +67,17 @@ def _chunks(m: int, per_row: int, budget: int = 2**25):
 def swta_update(
     layer: nn.Module, x: torch.Tensor, *, temperature: float = 0.02, similarity: str = "raised_cos2"
 ) -> torch.Tensor:
-    """Per-sample soft-WTA: ΔW = Σ_b c_bn r_bn (x_b − w_n), c = r / Σ_b r (eq. 1, 4, 5)."""
+    """Per-sample soft-WTA: ΔW = Σ_b c_bn r_bn (x_b − w_n), c = r / Σ_b r (eq. 1, 4, 5).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        temperature: softmax temperature T.
+        similarity: ``"raised_cos2"`` or ``"dot"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+    """
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     r = _swta_competition(xp, w, temperature, similarity)
@@ -75,7 +93,25 @@ def swta_update(
 
 
 def hpca_update(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") -> torch.Tensor:
-    """Per-sample HPCA: ΔW = (1/B) Σ_b y_bn (x_b − Σ_{n'≤n} y_bn' w_n') (eq. 2, 4)."""
+    """Per-sample HPCA: ΔW = (1/B) Σ_b y_bn (x_b − Σ_{n'≤n} y_bn' w_n') (eq. 2, 4).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        activation: ``"relu"`` or ``"identity"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> from hebbopt.rules import hpca
+        >>> layer, x = nn.Linear(5, 3, bias=False).double(), torch.randn(8, 5, dtype=torch.float64)
+        >>> w = layer.weight.detach()
+        >>> fast = hpca.update(hpca.statistics(x, x @ w.T, w, None), w)
+        >>> torch.allclose(fast, hpca_update(layer, x), atol=1e-12)
+        True
+    """
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     y = xp @ w.T
@@ -93,7 +129,17 @@ def hpca_update(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") 
 def swta_update_unfold(
     layer: nn.Module, x: torch.Tensor, *, temperature: float = 0.02, similarity: str = "raised_cos2"
 ) -> torch.Tensor:
-    """FastHebb soft-WTA on unfolded patches: (matmul((CR)ᵀ, X) − Q W) (eq. 6)."""
+    """FastHebb soft-WTA on unfolded patches: (matmul((CR)ᵀ, X) − Q W) (eq. 6).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        temperature: softmax temperature T.
+        similarity: ``"raised_cos2"`` or ``"dot"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+    """
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     r = _swta_competition(xp, w, temperature, similarity)
@@ -103,7 +149,16 @@ def swta_update_unfold(
 
 
 def hpca_update_unfold(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") -> torch.Tensor:
-    """FastHebb HPCA on unfolded patches: (matmul(Yᵀ, X) − matmul(P, W)) / B, P = YᵀY ∘ L (eq. 8)."""
+    """FastHebb HPCA on unfolded patches: (matmul(Yᵀ, X) − matmul(P, W)) / B, P = YᵀY ∘ L (eq. 8).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        activation: ``"relu"`` or ``"identity"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+    """
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     y = xp @ w.T

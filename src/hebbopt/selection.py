@@ -8,10 +8,15 @@ from collections.abc import Sequence
 from torch import nn
 
 HEBBIAN_TYPES = (nn.Conv2d, nn.Linear)
+"""The layer types the rules support (exactly these ``forward`` methods; Conv2d with groups=1)."""
 
 
 def check_layer(name: str, module: object) -> None:
     """Raise a clear error unless ``module`` is a Conv2d (groups=1) or Linear the rules support.
+
+    Args:
+        name: the layer's name, for the error message.
+        module: the candidate layer.
 
     Raises:
         TypeError: not an ``nn.Conv2d``/``nn.Linear``, or a subclass with its own ``forward``
@@ -39,7 +44,15 @@ def check_layer(name: str, module: object) -> None:
 
 
 def classifier(model: nn.Module) -> nn.Module | None:
-    """The model's classifier: timm's ``get_classifier()``, else its last ``nn.Linear``."""
+    """The model's classifier: timm's ``get_classifier()``, else its last ``nn.Linear``.
+
+    Args:
+        model: the network.
+
+    Returns:
+        the classifier module, or ``None`` (no ``nn.Linear``, or ``get_classifier()`` returned
+        something other than a module).
+    """
     get = getattr(model, "get_classifier", None)
     if callable(get):
         head = get()
@@ -66,7 +79,7 @@ def hebbian_layers(
     Returns:
         ``{name: module}`` in module order; pass it to an optimizer as is.
 
-    Example:
+    Examples:
         >>> import torch.nn as nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4), nn.Linear(4, 2))
         >>> list(hebbian_layers(net))
@@ -75,8 +88,9 @@ def hebbian_layers(
         ['0']
 
     Raises:
-        TypeError, ValueError: a selected layer cannot be hooked (see :func:`check_layer`); a
-            pattern matches no Conv2d/Linear layer (the message lists them); nothing is selected.
+        TypeError: a selected layer is not a plain Conv2d/Linear (see :func:`check_layer`).
+        ValueError: a pattern matches no Conv2d/Linear layer (the message lists them), nothing is
+            selected, or a selected layer cannot be hooked (``groups > 1``, lazy).
     """
     if isinstance(model, HEBBIAN_TYPES):
         check_layer("", model)

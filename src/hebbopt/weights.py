@@ -1,7 +1,7 @@
 """Pre-trained backbones on disk as safetensors, loadable back by timm.
 
 ``save_weights(model, path)`` writes the model's whole ``state_dict`` (classifier included, so a
-checkpoint is complete) atomically. timm loads it for fine-tuning with a new head::
+checkpoint is complete) atomically. timm loads it for fine-tuning with a new head:
 
     timm.create_model("hebb_alexnet_6l", pretrained=True, num_classes=100,
                       pretrained_cfg_overlay=dict(file="hpca.safetensors"))
@@ -25,6 +25,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
     """Write ``model.state_dict()`` to ``path`` (``.safetensors``), atomically.
 
     The file appears complete or not at all: written to a temporary file beside it, then renamed.
+    Missing parent folders are created.
+
+    Args:
+        model: the network (its whole ``state_dict``, classifier and buffers included).
+        path: the file to write; must end in ``.safetensors``.
+
+    Returns:
+        the path written.
 
     Raises:
         ValueError: ``path`` does not end in ``.safetensors`` (timm picks the loader by suffix).
@@ -49,10 +57,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, 
     """Load a safetensors state dict into ``model``; nothing is loaded if any key mismatches.
 
     Args:
+        model: the network to load into.
+        path: a file written by :func:`save_weights` (or any safetensors state dict).
         skip: key prefixes to leave out on both sides (e.g. ``("classifier.",)`` for a new head).
 
     Raises:
         ValueError: missing, unexpected or differently shaped keys, all named.
+
+    Examples:
+        >>> import tempfile, pathlib, torch.nn as nn
+        >>> a, b = nn.Linear(4, 2), nn.Linear(4, 2)
+        >>> path = save_weights(a, pathlib.Path(tempfile.mkdtemp()) / "a.safetensors")
+        >>> load_weights(b, path)
+        >>> bool((a.weight == b.weight).all())
+        True
     """
     state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(skip)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}

@@ -5,13 +5,10 @@ works. Every hidden layer is conv (no bias) → ReLU → [max-pool] → BatchNor
 reference code; the last hidden layer is a Linear on the flattened map (the paper's conv on the
 whole map, the same function) → ReLU → BatchNorm1d; the classifier is dropout → Linear.
 
-=========  =======================================  ===================  ===============
-model      hidden convolutions (out, kernel, pool)   input               fc (in → out)
-=========  =======================================  ===================  ===============
-6 layers   96 k5 p2, 128 k3, 192 k3 p2, 256 k3      32×32 (Fig. 2)      2304 → 4096
-10 layers  96 k7 p3, 128 k3, 192 k3 p2, 192 k3,     210×210 (Fig. 3)    4608 → 4096
-           256 k3 p2, 256 k3, 384 k3 p2, 512 k3
-=========  =======================================  ===================  ===============
+| model     | hidden convolutions: out, k kernel, p pool        | input            | fc          |
+|-----------|---------------------------------------------------|------------------|-------------|
+| 6 layers  | 96k5p2 128k3 192k3p2 256k3                        | 32×32 (Fig. 2)   | 2304 → 4096 |
+| 10 layers | 96k7p3 128k3 192k3p2 192k3 256k3p2 256k3 384k3p2 512k3 | 210×210 (Fig. 3) | 4608 → 4096 |
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from torch import nn
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-# (out channels, kernel, max-pool after the ReLU (0 = none))
 LAYERS = {
     "6l": [(96, 5, 2), (128, 3, 0), (192, 3, 2), (256, 3, 0)],
     "10l": [
@@ -42,6 +38,7 @@ LAYERS = {
         (512, 3, 0),
     ],
 }
+"""Hidden convolutions of each network: ``(out channels, kernel, max-pool after the ReLU (0 = none))``."""
 
 
 class HebbAlexNet(nn.Module):
@@ -55,7 +52,16 @@ class HebbAlexNet(nn.Module):
         fc_dim: width of the hidden Linear layer.
         width: multiplier of every hidden width (convolutions and the Linear layer).
         drop_rate: dropout before the classifier.
-        act_layer: activation after every hidden layer.
+        act_layer: activation after every hidden layer (a timm activation name).
+
+    Raises:
+        ValueError: ``img_size`` too small for the layers (a feature map would shrink below 1×1).
+
+    Examples:
+        >>> import torch
+        >>> net = HebbAlexNet([(8, 5, 2), (16, 3, 0)], img_size=16, num_classes=3, fc_dim=32)
+        >>> net(torch.randn(2, 3, 16, 16)).shape
+        torch.Size([2, 3])
     """
 
     def __init__(
@@ -111,22 +117,49 @@ class HebbAlexNet(nn.Module):
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
     def get_classifier(self) -> nn.Module:
-        """The final Linear layer (what Hebbian optimizers leave out)."""
+        """The final Linear layer (what Hebbian optimizers leave out).
+
+        Returns:
+            ``self.classifier`` (``nn.Identity`` when ``num_classes=0``).
+        """
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A new classifier for ``num_classes`` outputs (0: none). There is no global pooling."""
+        """A new classifier for ``num_classes`` outputs (0: none). There is no global pooling.
+
+        Args:
+            num_classes: outputs of the new classifier (0: ``nn.Identity``).
+            global_pool: must be empty (accepted for timm compatibility).
+
+        Raises:
+            ValueError: ``global_pool`` is given.
+        """
         if global_pool:
             raise ValueError("HebbAlexNet has no global pooling (the hidden Linear sees the whole map)")
         self.num_classes = num_classes
         self.classifier = self._classifier(num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last convolutional map, B×C×s×s."""
+        """The last convolutional map, B×C×s×s.
+
+        Args:
+            x: images, B×in_chans×img_size×img_size.
+
+        Returns:
+            the output of the last conv block (after its BatchNorm).
+        """
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Hidden Linear layer, then (unless ``pre_logits``) dropout and the classifier."""
+        """Hidden Linear layer, then (unless ``pre_logits``) dropout and the classifier.
+
+        Args:
+            x: the output of :meth:`forward_features`.
+            pre_logits: return the hidden features (B×fc_dim) instead of the logits.
+
+        Returns:
+            B×num_classes logits, or B×fc_dim hidden features.
+        """
         x = self.pre_logits(x)
         return x if pre_logits else self.classifier(self.head_drop(x))
 
@@ -145,9 +178,18 @@ class HebbAlexNet(nn.Module):
         """The output of each hidden conv layer (after its BatchNorm), as timm models give them.
 
         Args:
+            x: images.
             indices: the last n layers if an int, these layers if a list, all if None.
+            norm: ignored (there is no final norm layer; accepted for timm compatibility).
             stop_early: stop after the last requested layer.
+            output_fmt: must be ``"NCHW"``.
             intermediates_only: return only the intermediates.
+
+        Returns:
+            the intermediates, or ``(last feature map, intermediates)``.
+
+        Raises:
+            ValueError: ``output_fmt`` is not ``"NCHW"``.
         """
         if output_fmt != "NCHW":
             raise ValueError("output_fmt must be 'NCHW'")
@@ -163,7 +205,16 @@ class HebbAlexNet(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the layers after the last requested intermediate (and the head if asked)."""
+        """Drop the layers after the last requested intermediate (and the head if asked).
+
+        Args:
+            indices: as in :meth:`forward_intermediates`.
+            prune_norm: ignored (there is no final norm layer).
+            prune_head: also remove the hidden Linear layer and the classifier.
+
+        Returns:
+            the indices of the kept intermediates.
+        """
         take, max_index = feature_take_indices(len(self.feature_ends), indices)
         self.features = self.features[: self.feature_ends[max_index] + 1]
         if prune_head or max_index < len(self.feature_ends) - 1:
@@ -220,11 +271,31 @@ def _create(variant: str, layers: str, pretrained: bool, **kwargs: Any) -> HebbA
 
 @register_model
 def hebb_alexnet_6l(pretrained: bool = False, **kwargs: Any) -> HebbAlexNet:
-    """The 6-layer network of FastHebb Fig. 2 (32×32 inputs: CIFAR, Tiny ImageNet at 32 px)."""
+    """The 6-layer network of FastHebb Fig. 2 (32×32 inputs: CIFAR, Tiny ImageNet at 32 px).
+
+    Args:
+        pretrained: load weights from the ``pretrained_cfg`` (there is no hosted file: pass
+            ``pretrained_cfg_overlay=dict(file=...)``, see :func:`hebbopt.save_weights`).
+        **kwargs: :class:`HebbAlexNet` arguments and timm's (``num_classes``, ``in_chans``,
+            ``drop_rate``, ``width``, ``img_size``, ``features_only``, ...).
+
+    Returns:
+        the model; usually made by ``timm.create_model("hebb_alexnet_6l", ...)``.
+    """
     return _create("hebb_alexnet_6l", "6l", pretrained, **kwargs)
 
 
 @register_model
 def hebb_alexnet_10l(pretrained: bool = False, **kwargs: Any) -> HebbAlexNet:
-    """The 10-layer network of FastHebb Fig. 3 (210×210 ImageNet inputs)."""
+    """The 10-layer network of FastHebb Fig. 3 (210×210 ImageNet inputs).
+
+    Args:
+        pretrained: load weights from the ``pretrained_cfg`` (there is no hosted file: pass
+            ``pretrained_cfg_overlay=dict(file=...)``, see :func:`hebbopt.save_weights`).
+        **kwargs: :class:`HebbAlexNet` arguments and timm's (``num_classes``, ``in_chans``,
+            ``drop_rate``, ``width``, ``img_size``, ``features_only``, ...).
+
+    Returns:
+        the model; usually made by ``timm.create_model("hebb_alexnet_10l", ...)``.
+    """
     return _create("hebb_alexnet_10l", "10l", pretrained, **kwargs)

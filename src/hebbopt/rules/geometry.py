@@ -24,6 +24,15 @@ class Conv2dGeometry(NamedTuple):
 
     Non-zero padding modes and asymmetric padding are applied to the input before the rule
     sees it (see :mod:`hebbopt.capture`), so the rule only ever needs symmetric zero padding.
+
+    Attributes:
+        stride: ``(sh, sw)``.
+        padding: ``(ph, pw)`` zeros on each side.
+        dilation: ``(dh, dw)``.
+
+    Examples:
+        >>> Conv2dGeometry(stride=(1, 1), padding=(2, 2), dilation=(1, 1))
+        Conv2dGeometry(stride=(1, 1), padding=(2, 2), dilation=(1, 1))
     """
 
     stride: tuple[int, int]
@@ -43,6 +52,20 @@ def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: 
         x: layer input, M×S (Linear) or B×C×H×W (Conv2d, already padded if needed).
         weight: the layer weight (only its shape and dtype are used).
         geometry: ``None`` for Linear, else the convolution's :class:`Conv2dGeometry`.
+
+    Returns:
+        N×S (Linear) or N×C×kh×kw (Conv2d): a convolution's weight-gradient with ``g`` as the
+        output-gradient, computed without unfolding patches.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+        >>> x, g = torch.randn(4, 2, 6, 6), torch.randn(4, 3, 6, 6)
+        >>> geometry = Conv2dGeometry((1, 1), (1, 1), (1, 1))
+        >>> unfolded = nn.functional.unfold(x, 3, padding=1)  # B×S×positions, for comparison
+        >>> literal = torch.einsum("bnp,bsp->ns", g.flatten(2), unfolded).reshape(3, 2, 3, 3)
+        >>> torch.allclose(patch_sum(g, x, conv.weight, geometry), literal, atol=1e-4)
+        True
     """
     if geometry is None:
         return g.transpose(0, 1) @ x
@@ -62,7 +85,16 @@ def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: 
 
 
 def patch_sq_norms(x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """``‖x_b‖²`` for every sample: M×1 (Linear) or B×1×H'×W' (Conv2d)."""
+    """``‖x_b‖²`` for every sample: the squared norm of each input row or patch.
+
+    Args:
+        x: layer input, M×S (Linear) or B×C×H×W (Conv2d, already padded if needed).
+        weight: the layer weight (its kernel size, dtype and device are used).
+        geometry: ``None`` for Linear, else the convolution's :class:`Conv2dGeometry`.
+
+    Returns:
+        M×1 (Linear) or B×1×H'×W' (Conv2d), clamped at 0.
+    """
     if geometry is None:
         return (x * x).sum(dim=1, keepdim=True)
     # Σ_c first, then a one-channel box filter: the same sum as a C-channel kernel of ones, C×
@@ -75,22 +107,52 @@ def patch_sq_norms(x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) ->
 
 
 def neuron_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-neuron vector (N) to broadcast against a weight or a pre-activation."""
+    """Reshape a per-neuron vector (N) to broadcast against a pre-activation (neurons on dim 1).
+
+    Args:
+        v: a vector of N values.
+        like: a tensor with neurons on dimension 1, M×N or B×N×H'×W'.
+
+    Returns:
+        ``v`` as 1×N or 1×N×1×1.
+    """
     return v.reshape(1, -1, *([1] * (like.dim() - 2)))
 
 
 def weight_view(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-neuron vector (N) to broadcast against ``weight`` (N×...)."""
+    """Reshape a per-neuron vector (N) to broadcast against ``weight`` (N×...).
+
+    Args:
+        v: a vector of N values.
+        weight: N×S or N×C×kh×kw.
+
+    Returns:
+        ``v`` as N×1 or N×1×1×1.
+    """
     return v.reshape(-1, *([1] * (weight.dim() - 1)))
 
 
 def sample_dims(u: torch.Tensor) -> list[int]:
-    """Every dimension of a pre-activation except the neuron dimension (1)."""
+    """Every dimension of a pre-activation except the neuron dimension (1).
+
+    Args:
+        u: M×N or B×N×H'×W'.
+
+    Returns:
+        the dimensions to sum over for a per-neuron total, e.g. ``[0, 2, 3]``.
+    """
     return [d for d in range(u.dim()) if d != 1]
 
 
 def as_rows(y: torch.Tensor) -> torch.Tensor:
-    """Pre-activations as an M×N matrix, one row per sample (image × position)."""
+    """Pre-activations as an M×N matrix, one row per sample (image × position).
+
+    Args:
+        y: M×N (returned as is) or B×N×H'×W'.
+
+    Returns:
+        M×N with M = B·H'·W' for a map.
+    """
     if y.dim() == 2:
         return y
     return y.movedim(1, -1).reshape(-1, y.shape[1])

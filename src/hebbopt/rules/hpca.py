@@ -28,10 +28,19 @@ import torch
 from hebbopt.rules.geometry import Geometry, as_rows, patch_sum
 
 ACTIVATIONS = ("relu", "identity")
+"""Accepted values of ``activation_kind`` (``HPCAHebb(activation=...)``)."""
 
 
 def activation(u: torch.Tensor, kind: str) -> torch.Tensor:
-    """``y = act(u)``: ``"relu"`` (the reference code's nonlinear Sanger rule) or ``"identity"``."""
+    """``y = act(u)``: ``"relu"`` (the reference code's nonlinear Sanger rule) or ``"identity"``.
+
+    Args:
+        u: pre-activations without bias.
+        kind: ``"relu"`` or ``"identity"``.
+
+    Returns:
+        ``y``: ``relu(u)``, or ``u`` itself (not a copy) for ``"identity"``.
+    """
     return torch.relu(u) if kind == "relu" else u
 
 
@@ -40,12 +49,36 @@ def prefix_block_size(m: int, n: int) -> int:
 
     Small blocks cut the ``tril(Y_iᵀY_i)W_i`` cost (N·nb·S) but run more, smaller products; on 2
     CPU threads 64 was the fastest of 64/96/128/192 for a 4096×2304 layer at B = 16, 64 and 256.
+
+    Args:
+        m: number of samples B (not used by the current choice).
+        n: number of neurons N.
+
+    Returns:
+        ``nb = min(N, 64)``.
     """
     return min(n, 64)
 
 
 def prefix_is_cheaper(m: int, n: int, s: int) -> bool:
-    """Whether the blocked prefix form costs fewer multiply-adds than the Gram form."""
+    """Whether the blocked prefix form costs fewer multiply-adds than the Gram form.
+
+    Gram form: ``B·N² + N²·S``; prefix form: ``2·B·N·S + N·nb·(B + S)``.
+
+    Args:
+        m: number of samples B (images × positions).
+        n: number of neurons N.
+        s: inputs per neuron S.
+
+    Returns:
+        ``True`` if the prefix form is cheaper (roughly when B < N).
+
+    Examples:
+        >>> prefix_is_cheaper(64, 4096, 2304)  # the 4096-unit Linear layer at batch 64
+        True
+        >>> prefix_is_cheaper(64 * 28 * 28, 96, 75)  # the first convolution: B ≫ N
+        False
+    """
     nb = prefix_block_size(m, n)
     gram = m * n * n + n * n * s
     prefix = 2 * m * n * s + n * nb * (m + s)
@@ -55,8 +88,23 @@ def prefix_is_cheaper(m: int, n: int, s: int) -> bool:
 def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
     """``YᵀX − tril(YᵀY)W`` by blocks (prefix form), or ``−tril(YᵀY)W`` alone if ``x`` is None.
 
+    For blocks ``i`` of ``nb`` neurons, with ``C_i = Σ_{j<i} Y_j W_j`` (B×S), the rows of block
+    ``i`` are ``Y_iᵀ (X − C_i) − tril(Y_iᵀ Y_i) W_i``: O(B·N·S) time, O(B·S + N·S) memory.
+
     Args:
-        y: B×N outputs; x: B×S inputs or ``None``; w: N×S weights.
+        y: B×N outputs.
+        x: B×S inputs, or ``None`` (then only ``−tril(YᵀY)W`` is computed).
+        w: N×S weights.
+
+    Returns:
+        N×S tensor.
+
+    Examples:
+        >>> import torch
+        >>> y, x, w = torch.randn(5, 130), torch.randn(5, 7), torch.randn(130, 7)
+        >>> gram_form = y.T @ x - torch.tril(y.T @ y) @ w
+        >>> torch.allclose(hebbian_term(y, x, w), gram_form, atol=1e-4)
+        True
     """
     m, n = y.shape
     nb = prefix_block_size(m, n)
@@ -81,7 +129,14 @@ def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> to
 
 
 def gram(y: torch.Tensor) -> torch.Tensor:
-    """``YᵀY`` (N×N) from B×N rows or a B×N×H×W map (batched products, no transposed copy)."""
+    """``YᵀY`` (N×N) from B×N rows or a B×N×H×W map (batched products, no transposed copy).
+
+    Args:
+        y: outputs, B×N rows or a B×N×H×W map (every position a sample).
+
+    Returns:
+        the N×N Gram matrix summed over all samples and positions.
+    """
     if y.dim() == 2:
         return y.T @ y
     flat = y.flatten(2)
@@ -110,6 +165,14 @@ def statistics(
 
     Returns:
         ``{"hebb": YᵀX − tril(YᵀY)W (shaped like W), "count": B}``.
+
+    Examples:
+        >>> import torch
+        >>> from hebbopt.rules import hpca
+        >>> w, x = torch.randn(3, 4), torch.randn(10, 4)
+        >>> stats = hpca.statistics(x, x @ w.T, w, None)
+        >>> stats["hebb"].shape, stats["count"]
+        (torch.Size([3, 4]), 10)
     """
     y = activation(u, activation_kind)
     n = weight.shape[0]
@@ -127,10 +190,25 @@ def statistics(
 
 
 def update(stats: dict[str, torch.Tensor | int], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η)."""
+    """``ΔW = (YᵀX − tril(YᵀY)W) / B`` (eq. 8 without η).
+
+    Args:
+        stats: the sums of :func:`statistics` (accumulated over any number of batches).
+        weight: the layer weight (unused: the weight entered the statistics already).
+
+    Returns:
+        ΔW, shaped like the weight.
+    """
     return stats["hebb"] / stats["count"]
 
 
 def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch.Tensor) -> None:
-    """``W ← W + lr·ΔW`` in place, one pass over W (``lr`` a 0-d tensor: no recompiles)."""
+    """``W ← W + lr·ΔW`` in place, one pass over W.
+
+    Args:
+        weight: the weight W to update in place (a detached view of the parameter).
+        stats: the sums of :func:`statistics`.
+        lr: the learning rate η as a 0-d tensor, so that a compiled ``apply_`` does not
+            recompile when a scheduler changes it.
+    """
     weight.addcmul_(stats["hebb"], lr / stats["count"])

@@ -27,6 +27,7 @@ import torch
 from hebbopt.rules.geometry import Geometry, neuron_view, patch_sq_norms, patch_sum, sample_dims, weight_view
 
 SIMILARITIES = ("raised_cos2", "dot")
+"""Accepted values of ``similarity_kind`` (``SoftWTAHebb(similarity=...)``)."""
 _EPS = 1e-12
 
 
@@ -36,6 +37,24 @@ def scaled_similarity(
     """``s_bn / T`` for every sample and neuron, shaped like ``u`` (a new tensor).
 
     Norms are clamped at 1e-12 before dividing, so an all-zero patch or weight gives cos = 0.
+
+    Args:
+        x: layer input, M×S (Linear) or B×C×H×W (Conv2d, padded as ``geometry`` expects).
+        u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
+        weight: the layer weight W, N×S or N×C×kh×kw.
+        geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
+        kind: ``"raised_cos2"`` (``((1 + cos(w_n, x_b)) / 2)²``) or ``"dot"`` (``w_n · x_b``).
+        temperature: softmax temperature ``T > 0``.
+
+    Returns:
+        ``s / T``, shaped like ``u``.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> x = torch.tensor([[2.0, 0.0]])  # parallel to w_0, orthogonal to w_1
+        >>> scaled_similarity(x, x @ w.T, w, None, "raised_cos2", 1.0)  # ((1 + cos) / 2)²
+        tensor([[1.0000, 0.2500]])
     """
     if kind == "dot":
         return u / temperature
@@ -47,7 +66,14 @@ def scaled_similarity(
 
 
 def softmax_neurons(s: torch.Tensor) -> torch.Tensor:
-    """Softmax over the neuron dimension (1), without a layout copy for channels-last maps."""
+    """Softmax over the neuron dimension (1), without a layout copy for channels-last maps.
+
+    Args:
+        s: scaled similarities ``s / T``, M×N or B×N×H'×W' (any memory format).
+
+    Returns:
+        ``r = softmax_n(s / T)``, shaped like ``s``; ``r`` sums to 1 over neurons at every sample.
+    """
     if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():
         return torch.softmax(s.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
     return torch.softmax(s, dim=1)
@@ -74,6 +100,16 @@ def statistics(
 
     Returns:
         ``{"r2x": A (shape of W), "r2": q (N), "r": z (N)}``.
+
+    Examples:
+        >>> import torch
+        >>> from hebbopt.rules import swta
+        >>> w, x = torch.randn(3, 4), torch.randn(10, 4)
+        >>> stats = swta.statistics(x, x @ w.T, w, None, temperature=0.1)
+        >>> {k: tuple(v.shape) for k, v in stats.items()}
+        {'r2x': (3, 4), 'r2': (3,), 'r': (3,)}
+        >>> round(float(stats["r"].sum()), 4)  # Σ_b Σ_n r_bn = B: r sums to 1 over neurons
+        10.0
     """
     # softmax subtracts the per-position maximum: stable for any T > 0 and any scale of s.
     r = softmax_neurons(scaled_similarity(x, u, weight, geometry, similarity_kind, temperature))
@@ -83,14 +119,30 @@ def statistics(
 
 
 def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
-    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``."""
+    """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``.
+
+    Args:
+        stats: the sums of :func:`statistics` (accumulated over any number of batches).
+        weight: the current weight W (N×S or N×C×kh×kw).
+
+    Returns:
+        ΔW, shaped like ``weight``.
+    """
     z = _safe(stats["r"])
     return (stats["r2x"] - weight_view(stats["r2"], weight) * weight) / weight_view(z, weight)
 
 
 def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor], lr: torch.Tensor) -> None:
-    """``W ← W + lr·ΔW`` in place, as ``W ← W·(1 − lr·q/z) + (lr/z)·A``: no N×S temporary (ΔW
-    is never formed), one fused pass when compiled. ``lr`` is a 0-d tensor: no recompiles."""
+    """``W ← W + lr·ΔW`` in place, as ``W ← W·(1 − lr·q/z) + (lr/z)·A``.
+
+    No N×S temporary (ΔW is never formed), one fused pass when compiled.
+
+    Args:
+        weight: the weight W to update in place (a detached view of the parameter).
+        stats: the sums of :func:`statistics`.
+        lr: the learning rate η as a 0-d tensor, so that a compiled ``apply_`` does not
+            recompile when a scheduler changes it.
+    """
     coef = lr / _safe(stats["r"])
     weight.mul_(weight_view(1 - coef * stats["r2"], weight)).addcmul_(stats["r2x"], weight_view(coef, weight))
 
