@@ -1,0 +1,357 @@
+"""Named datasets as train/test splits normalised by the training split's statistics.
+
+Small datasets (digits, synthetic, CIFAR, any ImageFolder tree with ``in_memory``) live in memory
+as uint8 tensors, decoded once and cached (``$HEBBOPT_CACHE`` or ``~/.cache/hebbopt``); large
+ImageFolder trees (ImageNet) are streamed from disk with a resize and centre crop.
+
+==============  ==================================================================  ============
+name            source                                                               needs
+==============  ==================================================================  ============
+``digits``      scikit-learn's 8×8 digits (1797 images), resized: the embedded default  nothing
+``synthetic``   class-dependent random patterns, for smoke tests                        nothing
+``cifar10``     ``root/{train,test}/<class>/*.png`` or torchvision's CIFAR-10 files     ``root``
+``cifar100``    as ``cifar10``                                                          ``root``
+``imagefolder`` ``root/train`` and ``root/test`` (or ``root/val``) class folders        ``root``
+==============  ==================================================================  ============
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".JPG")
+
+
+class TensorImages(Dataset):
+    """Images held as a uint8 ``N×C×H×W`` tensor; items come out as normalised float32.
+
+    Args:
+        images: uint8 images, ``N×C×H×W``.
+        labels: int64 classes, ``N``.
+        mean, std: per-channel statistics on the 0–1 scale (the training split's).
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+    ):
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(
+                f"images must be uint8 N×C×H×W with one label each, got {images.dtype} "
+                f"{tuple(images.shape)} and {len(labels)} labels"
+            )
+        self.images, self.labels = images, labels.long()
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised images and labels at ``index``, as one batch (no per-item Python work)."""
+        x = (self.images[index].float() - self._mean) / self._std
+        return x, self.labels[index]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.batch(torch.tensor([i]))
+        return x[0], y[0]
+
+
+@dataclasses.dataclass
+class ImageSplits:
+    """A dataset's splits and what a model needs to know about them."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    classes: list[str]
+    in_chans: int
+    img_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.train.labels  # type: ignore[attr-defined]
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
+    """Where decoded datasets are cached: ``override``, ``$HEBBOPT_CACHE``, or ``~/.cache/hebbopt``."""
+    path = override or os.environ.get("HEBBOPT_CACHE") or pathlib.Path.home() / ".cache" / "hebbopt"
+    return pathlib.Path(path).expanduser()
+
+
+def data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
+    """``root`` as given, else ``$HEBBOPT_DATA/<name>`` when ``$HEBBOPT_DATA`` is set."""
+    if root:
+        return pathlib.Path(root).expanduser()
+    base = os.environ.get("HEBBOPT_DATA")
+    return pathlib.Path(base) / name if base else None
+
+
+def check_source(name: str, root: str | os.PathLike | None, download: bool = False) -> None:
+    """Fail fast, before any training, when a dataset cannot be found.
+
+    Raises:
+        ValueError: unknown ``name``, no ``root`` for a dataset that needs one, or a missing folder.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {DATASETS}")
+    if name in ("digits", "synthetic"):
+        return
+    path = data_root(name, root)
+    if path is None:
+        raise ValueError(
+            f"dataset {name!r} needs a folder: set data.root (or the HEBBOPT_DATA environment variable)"
+        )
+    if name == "imagefolder":
+        if not (path / "train").is_dir() or not ((path / "test").is_dir() or (path / "val").is_dir()):
+            raise ValueError(f"{path}: expected class folders under {path}/train and {path}/test (or val)")
+        return
+    if (path / "train").is_dir() or _torchvision_cifar(name, path) or download:
+        return
+    raise ValueError(
+        f"{path}: no {name} here (neither train/<class>/ image folders nor torchvision's files); "
+        "point data.root at it, or set data.download: true where the network allows"
+    )
+
+
+def _torchvision_cifar(name: str, path: pathlib.Path) -> bool:
+    return (path / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")).is_dir()
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    img_size: int | None = None,
+    in_memory: bool | None = None,
+    download: bool = False,
+    cache: str | os.PathLike | None = None,
+    synthetic_size: int = 512,
+    verbose: bool = True,
+) -> ImageSplits:
+    """The train and test splits of a dataset, normalised by the training split's statistics.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: the dataset's folder (default ``$HEBBOPT_DATA/<name>``); unused by ``digits``/``synthetic``.
+        img_size: images are resized to ``img_size``×``img_size`` (default: the native size; 32 for
+            ``digits`` and ``synthetic``, 224 for streamed folders).
+        in_memory: decode into a cached uint8 tensor (default: everything but ``imagefolder``).
+        download: let torchvision download CIFAR when ``root`` has no copy.
+        cache: cache folder (see :func:`cache_dir`).
+        synthetic_size: training images of the ``synthetic`` dataset (a quarter as many test images).
+        verbose: print a line when decoding.
+
+    Returns:
+        :class:`ImageSplits`.
+
+    Raises:
+        ValueError: unknown name or missing data (see :func:`check_source`).
+
+    Example:
+        >>> splits = load_dataset("synthetic", img_size=8, synthetic_size=40)
+        >>> len(splits.train), len(splits.test), splits.num_classes, tuple(splits.train[0][0].shape)
+        (40, 10, 10, (3, 8, 8))
+    """
+    check_source(name, root, download)
+    if name == "digits":
+        return _in_memory(name, *_digits(img_size or 32), img_size or 32)
+    if name == "synthetic":
+        return _in_memory(name, *_synthetic(img_size or 32, synthetic_size), img_size or 32)
+    path = data_root(name, root)
+    assert path is not None
+    if in_memory is None:
+        in_memory = name != "imagefolder"
+    if not in_memory:
+        return _streamed(name, path, img_size or 224, cache)
+    splits = {}
+    for split in ("train", "test"):
+        splits[split] = _cached(name, path, split, img_size, download, cache, verbose)
+    size = splits["train"][0].shape[-1]
+    return _in_memory(name, splits["train"], splits["test"], splits["train"][2], size)
+
+
+def _in_memory(name, train, test, classes, size) -> ImageSplits:
+    images, labels = train[0], train[1]
+    x = images.double() / 255
+    mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    return ImageSplits(
+        name=name,
+        train=TensorImages(images, labels, mean, std),
+        test=TensorImages(test[0], test[1], mean, std),
+        classes=list(classes),
+        in_chans=images.shape[1],
+        img_size=size,
+        mean=mean,
+        std=std,
+    )
+
+
+def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or (images.shape[-1] == size and images.shape[-2] == size):
+        return images
+    out = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _digits(size: int):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images * 255 / 16).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.tensor(data.target, dtype=torch.long)
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    cut = int(0.8 * len(images))
+    images = _resize(images, size)
+    classes = [str(c) for c in range(10)]
+    return (
+        (images[perm[:cut]], labels[perm[:cut]], classes),
+        (images[perm[cut:]], labels[perm[cut:]], classes),
+        classes,
+    )
+
+
+def _synthetic(size: int, n_train: int):
+    """Ten classes, each a fixed random low-frequency pattern plus noise (learnable, not trivial)."""
+    g = torch.Generator().manual_seed(0)
+    protos = F.interpolate(torch.rand(10, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")
+
+    def draw(n: int):
+        labels = torch.arange(n) % 10
+        x = 0.6 * protos[labels] + 0.4 * torch.rand(n, 3, size, size, generator=g)
+        return (x * 255).round().to(torch.uint8), labels
+
+    classes = [f"class{c}" for c in range(10)]
+    train, test = draw(n_train), draw(max(10, n_train // 4))
+    return (*train, classes), (*test, classes), classes
+
+
+def _cached(name, path, split, img_size, download, cache, verbose):
+    key = hashlib.sha1(f"{path.resolve()}|{split}|{img_size}".encode()).hexdigest()[:12]
+    file = cache_dir(cache) / f"{name}-{split}-{key}.pt"
+    if file.exists():
+        blob = torch.load(file, weights_only=True)
+        return blob["images"], blob["labels"], blob["classes"]
+    if (path / split).is_dir() or (split == "test" and (path / "val").is_dir()):
+        folder = path / split if (path / split).is_dir() else path / "val"
+        images, labels, classes = _decode_folder(folder, img_size, verbose, file)
+    else:
+        images, labels, classes = _torchvision(name, path, split, download)
+        images = _resize(images, img_size)
+    _atomic_save({"images": images, "labels": labels, "classes": classes}, file)
+    return images, labels, classes
+
+
+def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
+    from torchvision.io import ImageReadMode, decode_image
+
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{folder}: no class folders")
+    files = [
+        (f, c)
+        for c, cls in enumerate(classes)
+        for f in sorted((folder / cls).iterdir())
+        if f.suffix in IMAGE_SUFFIXES
+    ]
+    if verbose:
+        print(f"decoding {len(files)} images from {folder} (once; cached at {file})", flush=True)
+    images, labels = [], []
+    for f, c in files:
+        img = decode_image(str(f), mode=ImageReadMode.RGB)
+        images.append(_resize(img.unsqueeze(0), img_size)[0] if img_size else img)
+        labels.append(c)
+    shapes = {tuple(i.shape) for i in images}
+    if len(shapes) != 1:
+        raise ValueError(f"{folder}: images differ in size {sorted(shapes)[:3]}...; set data.img_size")
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), classes
+
+
+def _torchvision(name, path, split, download):
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    ds = cls(str(path), train=split == "train", download=download)
+    return (
+        torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+        torch.tensor(ds.targets),
+        list(ds.classes),
+    )
+
+
+def _atomic_save(obj, file: pathlib.Path) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, file)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class FolderImages(Dataset):
+    """An ImageFolder streamed from disk: resize, centre crop, normalise (for ImageNet-sized sets)."""
+
+    def __init__(self, folder: pathlib.Path, img_size: int, mean=None, std=None, crop_pct: float = 0.875):
+        from torchvision import datasets, transforms
+
+        steps = [
+            transforms.Resize(round(img_size / crop_pct)),
+            transforms.CenterCrop(img_size),
+            transforms.PILToTensor(),
+            transforms.ConvertImageDtype(torch.float32),
+        ]
+        if mean is not None:
+            steps.append(transforms.Normalize(mean, std))
+        self.folder = datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+        self.labels = torch.tensor(self.folder.targets, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int):
+        x, y = self.folder[i]
+        return x, torch.tensor(y)
+
+
+def _streamed(name, path, img_size, cache) -> ImageSplits:
+    test_dir = path / "test" if (path / "test").is_dir() else path / "val"
+    key = hashlib.sha1(f"{path.resolve()}|{img_size}".encode()).hexdigest()[:12]
+    stats_file = cache_dir(cache) / f"{name}-stats-{key}.json"
+    if stats_file.exists():
+        stats = json.loads(stats_file.read_text())
+    else:  # statistics of up to 2000 training images drawn with a fixed seed
+        raw = FolderImages(path / "train", img_size)
+        pick = torch.randperm(len(raw), generator=torch.Generator().manual_seed(0))[:2000]
+        x = torch.stack([raw[int(i)][0] for i in pick]).double()
+        stats = {"mean": x.mean(dim=(0, 2, 3)).tolist(), "std": x.std(dim=(0, 2, 3)).tolist()}
+        stats_file.parent.mkdir(parents=True, exist_ok=True)
+        stats_file.write_text(json.dumps(stats))
+    train = FolderImages(path / "train", img_size, stats["mean"], stats["std"])
+    test = FolderImages(test_dir, img_size, stats["mean"], stats["std"])
+    if train.folder.classes != test.folder.classes:
+        raise ValueError(f"{path}: train and test class folders differ")
+    return ImageSplits(
+        name, train, test, train.folder.classes, 3, img_size, tuple(stats["mean"]), tuple(stats["std"])
+    )

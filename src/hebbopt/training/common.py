@@ -1,0 +1,296 @@
+"""What every recipe shares: the accelerator, the model, batches, evaluation, run folders, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import timm
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+import hebbopt  # noqa: F401  (registers the timm models)
+from hebbopt.data import ImageSplits, TensorImages, load_dataset
+from hebbopt.training.config import Config, ConfigError, dump
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    """An :class:`accelerate.Accelerator` for ``run.cpu`` / ``run.mixed_precision``; sets CPU threads."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    return Accelerator(cpu=cfg.run.cpu, mixed_precision=cfg.run.mixed_precision)
+
+
+def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
+    """The configured dataset; the main process decodes and caches first, the others then read the cache."""
+    kwargs = dict(
+        img_size=cfg.data.img_size,
+        in_memory=cfg.data.in_memory,
+        download=cfg.data.download,
+        cache=cfg.data.cache,
+        synthetic_size=cfg.data.synthetic_size,
+    )
+    with accelerator.main_process_first():
+        return load_dataset(cfg.data.name, cfg.data.root, verbose=accelerator.is_main_process, **kwargs)
+
+
+def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None) -> nn.Module:
+    """``timm.create_model(model.name)`` for the dataset's channels, classes and size, seeded."""
+    kwargs: dict[str, Any] = {
+        "in_chans": splits.in_chans,
+        "num_classes": splits.num_classes,
+        **cfg.model.kwargs,
+    }
+    if cfg.model.name.startswith("hebb_alexnet"):
+        kwargs.setdefault("img_size", splits.img_size)
+    if drop_rate is not None:
+        kwargs["drop_rate"] = drop_rate
+    torch.manual_seed(seed)
+    try:
+        model = timm.create_model(cfg.model.name, **kwargs)
+    except (RuntimeError, ValueError) as e:  # timm: "Unknown model"; the model: bad arguments
+        raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
+    return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model
+
+
+def shard(indices: torch.Tensor, accelerator: Accelerator, *, even: bool) -> torch.Tensor:
+    """This process's share of ``indices`` (every ``num_processes``-th); ``even`` truncates so all
+    processes get the same count (needed when every batch ends in a collective, as Hebbian steps do)."""
+    world = accelerator.num_processes
+    if even:
+        indices = indices[: len(indices) // world * world]
+    return indices[accelerator.process_index :: world]
+
+
+class Batches:
+    """Batches of ``dataset[indices]`` on the accelerator's device, in a seeded order.
+
+    Tensor datasets are gathered a batch at a time (no per-image Python work); streamed folders
+    go through a :class:`~torch.utils.data.DataLoader` with ``workers`` and pinned memory. A
+    final batch of one image is dropped (BatchNorm cannot train on it).
+    """
+
+    def __init__(
+        self,
+        dataset,
+        indices: torch.Tensor,
+        batch_size: int,
+        accelerator: Accelerator,
+        *,
+        order_seed: int | None = None,
+        even: bool = True,
+        channels_last: bool = True,
+        workers: int = 0,
+        min_batch: int = 2,
+    ) -> None:
+        if order_seed is not None:
+            indices = indices[
+                torch.randperm(len(indices), generator=torch.Generator().manual_seed(order_seed))
+            ]
+        self.indices = shard(indices, accelerator, even=even)
+        self.dataset, self.batch_size, self.accelerator = dataset, batch_size, accelerator
+        self.channels_last, self.workers = channels_last, workers
+        n = len(self.indices)
+        full, rest = divmod(n, batch_size)
+        self.length = full + (1 if rest >= min_batch else 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.accelerator.device
+        x = x.to(device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(device, non_blocking=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.dataset, TensorImages):
+            for i in range(self.length):
+                yield self._to_device(
+                    *self.dataset.batch(self.indices[i * self.batch_size : (i + 1) * self.batch_size])
+                )
+            return
+        loader = DataLoader(
+            Subset(self.dataset, self.indices.tolist()),
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            pin_memory=self.accelerator.device.type == "cuda",
+            persistent_workers=False,
+        )
+        for i, (x, y) in enumerate(loader):
+            if i >= self.length:
+                break
+            yield self._to_device(x, y)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, dataset, indices: torch.Tensor | None, accelerator: Accelerator, cfg: Config
+) -> dict:
+    """Top-1 and top-5 accuracy (%) of ``model`` on ``dataset[indices]`` (all of it if None), summed
+    over processes."""
+    if indices is None:
+        indices = torch.arange(len(dataset))
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    batches = Batches(
+        dataset, indices, 256, accelerator, even=False, channels_last=cfg.model.channels_last,
+        workers=cfg.data.workers, min_batch=1,
+    )  # fmt: skip
+    for x, y in batches:
+        with accelerator.autocast():
+            logits = model(x)
+        top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == y[:, None]
+        counts += torch.stack(
+            [hits[:, 0].sum(), hits.any(1).sum(), torch.tensor(len(y), device=y.device)]
+        ).double()
+    counts = accelerator.reduce(counts, reduction="sum")
+    model.train(was_training)
+    n = max(1.0, counts[2].item())
+    return {
+        "top1": 100 * counts[0].item() / n,
+        "top5": 100 * counts[1].item() / n,
+        "images": int(counts[2].item()),
+    }
+
+
+def step_lr(cfg_constant: int, halve_every: int):
+    """The paper's schedule as a LambdaLR factor: 1 for ``cfg_constant`` epochs, then halved every
+    ``halve_every`` epochs: f(e) = 0.5^⌊(e − c)/h + 1⌋ for e ≥ c."""
+
+    def factor(epoch: int) -> float:
+        return 1.0 if epoch < cfg_constant else 0.5 ** ((epoch - cfg_constant) // halve_every + 1)
+
+    return factor
+
+
+def atomic_write(path: pathlib.Path, write) -> None:
+    """``write(tmp_path)``, then rename onto ``path``: the file is complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: pathlib.Path, state: dict) -> None:
+    """Atomically ``torch.save`` ``state`` plus the CPU/CUDA random states."""
+    state = {**state, "rng": {"cpu": torch.get_rng_state()}}
+    if torch.cuda.is_available():
+        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: pathlib.Path) -> dict:
+    """A checkpoint written by :func:`save_checkpoint`, random states restored."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    torch.set_rng_state(state["rng"]["cpu"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return state
+
+
+def write_json(path: pathlib.Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+class Run:
+    """A run folder: ``config.yaml`` (resolved), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
+
+    A folder that already holds a run is refused unless ``resume``; resuming checks that the
+    configuration is the one the run started with (``run.progress``/``run.threads`` may differ).
+    Files are written by the main process only.
+    """
+
+    def __init__(self, cfg: Config, accelerator: Accelerator, *, resume: bool) -> None:
+        self.cfg, self.accelerator = cfg, accelerator
+        self.dir = pathlib.Path(cfg.run.dir)
+        self.checkpoint = self.dir / "checkpoint.pt"
+        config_file = self.dir / "config.yaml"
+        if config_file.exists():
+            if not resume:
+                raise ConfigError(
+                    f"{self.dir} already holds a run: pass --resume to continue it, or pick another run.dir"
+                )
+            _check_same(config_file, cfg)
+        self.main = accelerator.is_main_process
+        self._started = False
+
+    def start(self) -> None:
+        """Create the folder and record the resolved configuration (call once the data and model
+        are known to load, so a configuration that fails leaves no folder behind)."""
+        if self.main and not self._started:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.dir / "config.yaml", lambda tmp: pathlib.Path(tmp).write_text(dump(self.cfg)))
+        self._started = True
+        self.accelerator.wait_for_everyone()
+
+    def log(self, message: str, *, echo: bool = True) -> None:
+        """Print (if ``echo``) on the main process and append to ``log.txt``."""
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if echo:
+                tqdm.write(message)
+            with open(self.dir / "log.txt", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def progress(self, iterable, desc: str):
+        """A progress bar on the main process when ``run.progress``."""
+        return tqdm(iterable, desc=desc, leave=False, disable=not (self.main and self.cfg.run.progress))
+
+    def save(self, state: dict) -> None:
+        if self.main:
+            save_checkpoint(self.checkpoint, state)
+        self.accelerator.wait_for_everyone()
+
+    def metrics(self, obj: dict) -> None:
+        if self.main:
+            write_json(self.dir / "metrics.json", obj)
+        self.accelerator.wait_for_everyone()
+
+    def done(self) -> dict | None:
+        """The final metrics of a finished run in this folder, else None."""
+        file = self.dir / "metrics.json"
+        if file.exists():
+            metrics = json.loads(file.read_text())
+            if metrics.get("done"):
+                return metrics
+        return None
+
+
+def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
+    import yaml
+
+    saved = yaml.safe_load(config_file.read_text())
+    now = cfg.to_dict()
+    diff = [
+        f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+        for section, values in now.items()
+        for key, value in values.items()
+        if (section, key) not in (("run", "progress"), ("run", "threads"))
+        and _norm(saved.get(section, {}).get(key)) != _norm(value)
+    ]
+    if diff:
+        raise ConfigError(f"{config_file}: cannot resume with a different configuration: {'; '.join(diff)}")
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return value

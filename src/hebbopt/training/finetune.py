@@ -1,0 +1,145 @@
+"""Supervised fine-tuning on the labelled subset, then top-1/top-5 on the test split.
+
+The paper's defaults (FastHebb §4.3): 20 epochs, batch 64, SGD lr 1e-3, momentum 0.9 with
+Nesterov, lr constant for 10 epochs then halved every 2 epochs, dropout 0.5, cross-entropy, weight
+decay 5e-2 (CIFAR-10); end to end; the model kept is the epoch with the best validation accuracy
+(early stopping) when ``data.val_size`` > 0, else the last epoch.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from hebbopt.data import ImageSplits, labelled_subset, validation_split
+from hebbopt.selection import classifier
+from hebbopt.training.common import (
+    Batches,
+    Run,
+    build_model,
+    evaluate,
+    load_checkpoint,
+    load_splits,
+    make_accelerator,
+    step_lr,
+)  # fmt: skip
+from hebbopt.training.config import Config
+from hebbopt.weights import load_weights, save_weights
+
+
+def subsets(cfg: Config, splits: ImageSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labelled training indices, validation indices) for ``cfg.finetune.regime`` and ``cfg.run.seed``."""
+    labels = splits.train_labels
+    val = validation_split(labels, cfg.data.val_size)
+    labelled = labelled_subset(
+        labels, cfg.finetune.regime, cfg.run.seed, balanced=cfg.finetune.balanced, exclude=val
+    )
+    return labelled, val
+
+
+def finetune(
+    cfg: Config,
+    *,
+    backbone: str | pathlib.Path | None = None,
+    method: str | None = None,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    splits: ImageSplits | None = None,
+) -> dict:
+    """Fine-tune ``cfg.model`` (from ``backbone`` weights, else a seeded random start) on the labelled
+    ``cfg.finetune.regime`` % of the training set; evaluate on the test split.
+
+    Writes ``config.yaml``, ``log.txt``, ``checkpoint.pt`` (every epoch), ``model.safetensors`` (the
+    kept weights) and ``metrics.json`` to ``cfg.run.dir``.
+
+    Args:
+        backbone: safetensors of a pre-trained model of the same architecture (its classifier is
+            not loaded: the head starts from the seeded initialisation, as with no pre-training).
+        method: label recorded in the metrics (default: ``cfg.pretrain.method`` if a backbone is
+            given, else ``"none"``).
+
+    Returns:
+        The metrics: ``test`` (top1, top5 in %), ``labelled`` (images), ``best_epoch``, ``history``.
+    """
+    accelerator = accelerator or make_accelerator(cfg)
+    run = Run(cfg, accelerator, resume=resume)
+    finished = run.done()
+    if finished:
+        return finished
+    splits = splits or load_splits(cfg, accelerator)
+    f = cfg.finetune
+    labelled, val = subsets(cfg, splits)
+    model = build_model(cfg, splits, seed=cfg.run.seed, drop_rate=f.dropout)
+    if backbone is not None:
+        head = classifier(model)
+        prefix = next((n + "." for n, m in model.named_modules() if m is head and n), None)
+        load_weights(model, backbone, skip=(prefix,) if prefix else ())
+    run.start()
+    model.to(accelerator.device)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, step_lr(f.lr_constant_epochs, f.lr_halve_every))
+    model, opt = accelerator.prepare(model, opt)
+    plain = accelerator.unwrap_model(model)
+    first_epoch, best, history = 0, {"top1": -1.0, "epoch": 0, "state": None}, []
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint)
+        plain.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        first_epoch, best, history = state["epoch"], state["best"], state["history"]
+        run.log(f"resumed from {run.checkpoint}: epoch {first_epoch}")
+    label = method or (cfg.pretrain.method if backbone is not None else "none")
+    torch.manual_seed(cfg.run.seed + 1 + first_epoch * 7)  # dropout draws, the same after a resume
+    for epoch in range(first_epoch, f.epochs):
+        batches = Batches(
+            splits.train, labelled, f.batch_size, accelerator, order_seed=cfg.run.seed * 1_000_003 + epoch,
+            channels_last=cfg.model.channels_last, workers=cfg.data.workers,
+        )  # fmt: skip
+        model.train()
+        start, total, seen = time.perf_counter(), 0.0, 0
+        for x, y in run.progress(batches, f"finetune {label} {f.regime:g}% epoch {epoch + 1}"):
+            with accelerator.autocast():
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            opt.step()
+            total, seen = total + loss.item() * len(y), seen + len(y)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        seconds = time.perf_counter() - start
+        entry = {"epoch": epoch + 1, "seconds": seconds, "loss": total / max(1, seen), "lr": lr}
+        if len(val):
+            entry["val"] = evaluate(model, splits.train, val, accelerator, cfg)
+            if entry["val"]["top1"] > best["top1"]:
+                state = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
+                best = {"top1": entry["val"]["top1"], "epoch": epoch + 1, "state": state}
+        history.append(entry)
+        val_text = f", val top-1 {entry['val']['top1']:.2f}" if len(val) else ""
+        run.log(f"finetune {label} {f.regime:g}% epoch {epoch + 1}/{f.epochs}: loss {entry['loss']:.4f}"
+                f"{val_text}, {seconds:.1f} s")  # fmt: skip
+        torch.manual_seed(cfg.run.seed + 1 + (epoch + 1) * 7)
+        run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "epoch": epoch + 1, "best": best, "history": history})  # fmt: skip
+    if best["state"] is not None:
+        plain.load_state_dict(best["state"])
+    test = evaluate(model, splits.test, None, accelerator, cfg)
+    metrics = {
+        "done": True, "method": label, "regime": f.regime, "seed": cfg.run.seed, "labelled": len(labelled),
+        "validation": len(val), "best_epoch": best["epoch"] if best["state"] is not None else f.epochs,
+        "test": test, "history": history, "backbone": str(backbone) if backbone else None,
+    }  # fmt: skip
+    if run.main:
+        save_weights(plain, run.dir / "model.safetensors")
+    run.metrics(metrics)
+    if run.main:
+        run.checkpoint.unlink(missing_ok=True)
+    run.log(f"finetune {label} {f.regime:g}% ({len(labelled)} labelled): test top-1 {test['top1']:.2f}, "
+            f"top-5 {test['top5']:.2f}")  # fmt: skip
+    accelerator.free_memory()
+    return metrics

@@ -1,0 +1,130 @@
+"""Unsupervised pre-training of a backbone: Hebbian (HPCA, soft-WTA), the VAE baseline, or none.
+
+Hebbian pre-training (FastHebb §4.3): every training image, labels unused, batch 64, learning
+rate η = 1e-3 (1e-4 on ImageNet), no weight decay or dropout; all hidden layers at once as the
+paper, or one layer at a time (``schedule: layerwise``, ``epochs`` per layer). Each epoch ends
+with an atomic checkpoint; ``resume`` continues from the last one and ends with the same weights
+as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import torch
+from accelerate import Accelerator
+
+from hebbopt.data import ImageSplits
+from hebbopt.filters import save_filters
+from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, SoftWTAHebb
+from hebbopt.selection import hebbian_layers
+from hebbopt.training.common import Batches, Run, build_model, load_checkpoint, load_splits, make_accelerator
+from hebbopt.training.config import Config
+from hebbopt.weights import save_weights
+
+
+def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
+    """The configured rule over ``layers`` (``{name: module}``)."""
+    p = cfg.pretrain
+    if p.method == "hpca":
+        return HPCAHebb(layers, lr=p.lr, activation=p.activation, compile=p.compile)
+    if p.method == "swta":
+        return SoftWTAHebb(
+            layers, lr=p.lr, temperature=p.temperature, similarity=p.similarity, compile=p.compile
+        )
+    raise ValueError(f"pretrain.method {p.method!r} is not a Hebbian rule (hpca, swta)")
+
+
+def pretrain(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    splits: ImageSplits | None = None,
+) -> pathlib.Path | None:
+    """Pre-train ``cfg.model`` on ``cfg.data`` with ``cfg.pretrain.method``; return the backbone file.
+
+    Writes to ``cfg.run.dir``: ``config.yaml``, ``log.txt``, ``checkpoint.pt`` (every epoch),
+    ``backbone.safetensors`` and ``filters.png`` (first layer) at the end, ``metrics.json``
+    (per-epoch wall-clock, images/s, relative weight change of each layer).
+
+    Returns:
+        The ``backbone.safetensors`` path; None for ``method: none`` (nothing to pre-train).
+
+    Raises:
+        ConfigError: the run folder holds another run (without ``resume``) or a different config.
+    """
+    method = cfg.pretrain.method
+    if method == "none":
+        return None
+    if method == "vae":
+        from hebbopt.training.vae import pretrain_vae
+
+        return pretrain_vae(cfg, resume=resume, accelerator=accelerator, splits=splits)
+    accelerator = accelerator or make_accelerator(cfg)
+    run = Run(cfg, accelerator, resume=resume)
+    backbone = run.dir / "backbone.safetensors"
+    if run.done():
+        run.log(f"{run.dir}: finished earlier, nothing to do")
+        return backbone
+    splits = splits or load_splits(cfg, accelerator)
+    model = build_model(cfg, splits, seed=cfg.run.seed).to(accelerator.device)
+    layers = hebbian_layers(model, include=cfg.pretrain.include, exclude=cfg.pretrain.exclude or ())
+    run.start()
+    stages = [layers] if cfg.pretrain.schedule == "all" else [{n: m} for n, m in layers.items()]
+    first_stage, first_epoch, history, state = 0, 0, [], None
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint)
+        model.load_state_dict(state["model"])
+        first_stage, first_epoch, history = state["stage"], state["epoch"], state["history"]
+        run.log(f"resumed from {run.checkpoint}: stage {first_stage}, epoch {first_epoch}")
+    everything = torch.arange(len(splits.train))
+    for stage in range(first_stage, len(stages)):
+        opt = hebbian_optimizer(cfg, stages[stage])
+        if state is not None and stage == first_stage:
+            opt.load_state_dict(state["optimizer"])
+        names = ", ".join(stages[stage])
+        for epoch in range(first_epoch if stage == first_stage else 0, cfg.pretrain.epochs):
+            before = {n: m.weight.detach().clone() for n, m in stages[stage].items()}
+            batches = Batches(
+                splits.train, everything, cfg.pretrain.batch_size, accelerator,
+                order_seed=cfg.run.seed * 1_000_003 + stage * 1009 + epoch,
+                channels_last=cfg.model.channels_last, workers=cfg.data.workers,
+            )  # fmt: skip
+            model.train()
+            start = time.perf_counter()
+            for x, _ in run.progress(batches, f"{method} stage {stage} epoch {epoch + 1}"):
+                with torch.no_grad(), accelerator.autocast():
+                    model(x)
+                opt.step()
+            seconds = time.perf_counter() - start
+            change = {
+                n: ((m.weight.detach() - before[n]).norm() / before[n].norm().clamp_min(1e-12)).item()
+                for n, m in stages[stage].items()
+            }
+            images = len(batches.indices) * accelerator.num_processes
+            history.append(
+                {"stage": stage, "epoch": epoch + 1, "seconds": seconds, "images_per_s": images / seconds,
+                 "relative_change": change}
+            )  # fmt: skip
+            run.log(
+                f"{method} stage {stage + 1}/{len(stages)} ({names}) "
+                f"epoch {epoch + 1}/{cfg.pretrain.epochs}: "
+                f"{seconds:.1f} s, {images / seconds:.0f} images/s, max |ΔW|/|W| {max(change.values()):.3g}"
+            )
+            run.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
+                      "epoch": epoch + 1, "history": history})  # fmt: skip
+        opt.close()
+    if run.main:
+        save_weights(model, backbone)
+        first = next(m for m in layers.values() if isinstance(m, torch.nn.Conv2d)) if any(
+            isinstance(m, torch.nn.Conv2d) for m in layers.values()) else None  # fmt: skip
+        if first is not None:
+            save_filters(first, run.dir / "filters.png")
+    run.metrics({"done": True, "method": method, "layers": list(layers), "history": history,
+                 "seconds": sum(h["seconds"] for h in history)})  # fmt: skip
+    if run.main:
+        run.checkpoint.unlink(missing_ok=True)
+    run.log(f"{method}: backbone written to {backbone}")
+    return backbone

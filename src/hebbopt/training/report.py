@@ -1,0 +1,87 @@
+"""The sweep's outputs: a table laid out like the paper's Table 2 and an accuracy-vs-regime plot."""
+
+from __future__ import annotations
+
+import pathlib
+import statistics
+from collections import defaultdict
+
+#: FastHebb Table 2, CIFAR-10 top-1 (%), for side-by-side comparison: {regime: {method: accuracy}}.
+PAPER_CIFAR10 = {
+    1: {"vae": 22.54, "swta": 30.23, "hpca": 39.75},
+    2: {"vae": 26.78, "swta": 36.59, "hpca": 45.51},
+    3: {"vae": 29.00, "swta": 41.54, "hpca": 48.80},
+    4: {"vae": 31.15, "swta": 45.31, "hpca": 51.28},
+    5: {"vae": 32.75, "swta": 48.35, "hpca": 52.20},
+    10: {"vae": 45.67, "swta": 58.00, "hpca": 57.35},
+    25: {"vae": 68.70, "swta": 69.85, "hpca": 64.77},
+    100: {"vae": 85.23, "swta": 85.37, "hpca": 84.38},
+}
+
+
+def metric_name(num_classes: int) -> str:
+    """The paper reports top-1 for CIFAR-10 and top-5 for the datasets with more classes."""
+    return "top1" if num_classes <= 10 else "top5"
+
+
+def summarise(results: list[dict], metric: str) -> dict:
+    """``{(regime, method): (mean, std, n)}`` over seeds."""
+    groups: dict[tuple[float, str], list[float]] = defaultdict(list)
+    for r in results:
+        groups[float(r["regime"]), r["method"]].append(r["test"][metric])
+    return {
+        key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+        for key, v in groups.items()
+    }
+
+
+def table(results: list[dict], metric: str, *, dataset: str, methods: list[str]) -> str:
+    """A markdown table: one row per regime and method, mean ± std over seeds (and the paper's
+    CIFAR-10 figure beside it when the dataset is CIFAR-10)."""
+    summary = summarise(results, metric)
+    paper = dataset == "cifar10" and metric == "top1"
+    label = "top-1" if metric == "top1" else "top-5"
+    head = f"| regime | method | {dataset} {label} (%) | seeds |" + (
+        " paper (FastHebb Table 2) |" if paper else ""
+    )
+    lines = [head, "|---|---|---:|---:|" + ("---:|" if paper else "")]
+    for regime in sorted({k[0] for k in summary}):
+        for method in methods:
+            if (regime, method) not in summary:
+                continue
+            mean, std, n = summary[regime, method]
+            row = f"| {regime:g} % | {method} | {mean:.2f} ± {std:.2f} | {n} |"
+            if paper:
+                ref = PAPER_CIFAR10.get(int(regime) if regime == int(regime) else -1, {}).get(method)
+                row += f" {ref:.2f} |" if ref is not None else " – |"
+            lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], metric: str, path: pathlib.Path, *, dataset: str, methods: list[str]) -> None:
+    """Accuracy against the labelled share (log axis), one line per method, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(results, metric)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method in methods:
+        points = sorted((k[0], v) for k, v in summary.items() if k[1] == method)
+        if points:
+            xs = [p[0] for p in points]
+            ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points], marker="o", capsize=3,
+                        label=method)  # fmt: skip
+    ax.set_xscale("log")
+    regimes = sorted({k[0] for k in summary})
+    ax.set_xticks(regimes, [f"{r:g}" for r in regimes])
+    ax.set_xlabel("labelled training images (%)")
+    ax.set_ylabel(f"test {'top-1' if metric == 'top1' else 'top-5'} accuracy (%)")
+    ax.set_title(f"{dataset}: pre-training, then fine-tuning on the labelled share")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

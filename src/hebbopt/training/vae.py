@@ -1,0 +1,179 @@
+"""The paper's baseline: β-VAE pre-training of the same backbone (FastHebb §4.2).
+
+The encoder is the backbone without its classifier (``forward_features`` → ``forward_head(pre_logits)``)
+plus one Linear layer to the mean μ and log-variance log σ² of ``latents`` Gaussian variables; the
+decoder mirrors it: Linear layers back to the last feature map, then, for every encoder layer of
+``model.features`` in reverse, an upsampling to the size that layer saw and a same-padded
+convolution back to its input channels (models without a ``features`` sequence get a plain
+upsampling decoder). Trained end to end on every training image to minimise the negative β-VAE
+bound (Higgins et al., 2017) per image:
+
+    L = ‖x − x̂‖² + β · KL(N(μ, σ²) ‖ N(0, I)),   KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)
+
+with the fine-tuning optimiser (SGD, momentum 0.9, Nesterov, lr constant then halved). Only the
+backbone is kept (``backbone.safetensors``); the latent layer and the decoder are dropped.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from hebbopt.data import ImageSplits
+from hebbopt.training.common import (
+    Batches,
+    Run,
+    build_model,
+    load_checkpoint,
+    load_splits,
+    make_accelerator,
+    step_lr,
+)
+from hebbopt.training.config import Config
+from hebbopt.weights import save_weights
+
+
+class VAE(nn.Module):
+    """A β-VAE around a timm ``backbone`` (classifier unused) for ``in_chans``×``img_size``² inputs."""
+
+    def __init__(self, backbone: nn.Module, in_chans: int, img_size: int, latents: int = 256) -> None:
+        super().__init__()
+        self.backbone = backbone
+        probe = torch.zeros(2, in_chans, img_size, img_size)
+        sizes: list[tuple[int, int, int]] = []
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            features = getattr(backbone, "features", None)
+            mirror = isinstance(features, nn.Sequential) and any(isinstance(m, nn.Conv2d) for m in features)
+            x = probe
+            if mirror:
+                for m in features:
+                    if isinstance(m, nn.Conv2d):
+                        sizes.append((m.in_channels, x.shape[-2], x.shape[-1]))
+                    x = m(x)
+            else:
+                x = backbone.forward_features(probe)
+            fmap = x.shape[1:]
+            hidden = backbone.forward_head(x, pre_logits=True).shape[1]
+        backbone.train(was_training)
+        self.fmap = tuple(fmap)
+        self.to_latent = nn.Linear(hidden, 2 * latents)
+        flat = int(torch.tensor(fmap).prod())
+        self.from_latent = nn.Sequential(
+            nn.Linear(latents, hidden), nn.ReLU(), nn.Linear(hidden, flat), nn.ReLU()
+        )  # fmt: skip
+        layers: list[nn.Module] = []
+        chans = fmap[0]
+        if mirror:
+            steps = list(reversed(sizes))
+        else:  # double the size until the input size is reached
+            steps, h = [], fmap[-1]
+            while h < img_size:
+                h = min(img_size, 2 * h)
+                steps.append((max(in_chans, chans // 2), h, h))
+            steps[-1:] = [(in_chans, img_size, img_size)]  # the last step: back to the image
+        for i, (out, h, w) in enumerate(steps):
+            layers += [nn.Upsample(size=(h, w), mode="nearest"), nn.Conv2d(chans, out, 3, padding=1)]
+            if i < len(steps) - 1:
+                layers += [nn.ReLU(), nn.BatchNorm2d(out)]
+            chans = out
+        self.decoder = nn.Sequential(*layers)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of the approximate posterior."""
+        h = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        mu, logvar = self.to_latent(h).chunk(2, dim=1)
+        return mu, logvar.clamp(-20, 20)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.from_latent(z).view(len(z), *self.fmap))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return self.decode(z), mu, logvar
+
+
+def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float):
+    """The negative β-VAE bound per image: ‖x − x̂‖² + β·KL, averaged over the batch."""
+    rec = (recon.float() - x.float()).pow(2).flatten(1).sum(1)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+    return (rec + beta * kl).mean()
+
+
+def pretrain_vae(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    splits: ImageSplits | None = None,
+) -> pathlib.Path:
+    """β-VAE pre-training (``cfg.vae``) of ``cfg.model``; returns ``backbone.safetensors`` in ``cfg.run.dir``.
+
+    Checkpoints every epoch (atomically) and resumes exactly, as :func:`~hebbopt.training.pretrain`.
+    """
+    accelerator = accelerator or make_accelerator(cfg)
+    run = Run(cfg, accelerator, resume=resume)
+    backbone_file = run.dir / "backbone.safetensors"
+    if run.done():
+        return backbone_file
+    splits = splits or load_splits(cfg, accelerator)
+    v = cfg.vae
+    backbone = build_model(cfg, splits, seed=cfg.run.seed)
+    vae = VAE(backbone, splits.in_chans, splits.img_size, v.latents)
+    if cfg.model.channels_last:
+        vae = vae.to(memory_format=torch.channels_last)
+    run.start()
+    vae.to(accelerator.device)
+    opt = torch.optim.SGD(vae.parameters(), lr=v.lr, momentum=v.momentum, nesterov=v.momentum > 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, step_lr(cfg.finetune.lr_constant_epochs, cfg.finetune.lr_halve_every)
+    )
+    model, opt = accelerator.prepare(vae, opt)
+    plain = accelerator.unwrap_model(model)
+    first_epoch, history = 0, []
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint)
+        plain.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        first_epoch, history = state["epoch"], state["history"]
+        run.log(f"resumed from {run.checkpoint}: epoch {first_epoch}")
+    everything = torch.arange(len(splits.train))
+    for epoch in range(first_epoch, v.epochs):
+        torch.manual_seed(cfg.run.seed * 7919 + epoch)  # sampling noise, the same after a resume
+        batches = Batches(
+            splits.train, everything, v.batch_size, accelerator, order_seed=cfg.run.seed * 1_000_003 + epoch,
+            channels_last=cfg.model.channels_last, workers=cfg.data.workers,
+        )  # fmt: skip
+        model.train()
+        start, total, seen = time.perf_counter(), 0.0, 0
+        for x, _ in run.progress(batches, f"vae epoch {epoch + 1}"):
+            with accelerator.autocast():
+                recon, mu, logvar = model(x)
+            loss = vae_loss(x, recon, mu, logvar, v.beta)
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            opt.step()
+            total, seen = total + loss.item() * len(x), seen + len(x)
+        sched.step()
+        seconds = time.perf_counter() - start
+        history.append({"epoch": epoch + 1, "seconds": seconds, "loss": total / max(1, seen)})
+        run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {total / max(1, seen):.2f}, {seconds:.1f} s")
+        run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                  "epoch": epoch + 1, "history": history})  # fmt: skip
+    if run.main:
+        save_weights(plain.backbone, backbone_file)
+    run.metrics(
+        {"done": True, "method": "vae", "history": history, "seconds": sum(h["seconds"] for h in history)}
+    )
+    if run.main:
+        run.checkpoint.unlink(missing_ok=True)
+    run.log(f"vae: backbone written to {backbone_file}")
+    accelerator.free_memory()
+    return backbone_file
