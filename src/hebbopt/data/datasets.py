@@ -262,7 +262,8 @@ def _cached(name, path, split, img_size, download, cache, verbose):
 
 
 def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
-    from torchvision.io import ImageReadMode, decode_image
+    import numpy as np
+    from PIL import Image
 
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not classes:
@@ -277,7 +278,8 @@ def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
         print(f"decoding {len(files)} images from {folder} (once; cached at {file})", flush=True)
     images, labels = [], []
     for f, c in files:
-        img = decode_image(str(f), mode=ImageReadMode.RGB)
+        with Image.open(f) as im:
+            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
         images.append(_resize(img.unsqueeze(0), img_size)[0] if img_size else img)
         labels.append(c)
     shapes = {tuple(i.shape) for i in images}

@@ -17,9 +17,9 @@ REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
 
 
 def _check_percent(percent: float) -> float:
-    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or math.isnan(percent):
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
         raise TypeError(f"percent must be a number in (0, 100], got {percent!r}")
-    if not 0 < percent <= 100:
+    if math.isnan(percent) or not 0 < percent <= 100:
         raise ValueError(f"percent must be in (0, 100] (the share of labelled images), got {percent}")
     return float(percent)
 
@@ -92,7 +92,8 @@ def labelled_subset(
 
 
 def validation_split(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """A class-balanced held-out split of ``size`` training images (sorted indices), for early stopping.
+    """A held-out split of exactly ``size`` training images (sorted indices), for early stopping;
+    class-balanced when ``size`` is at least the number of classes.
 
     Fixed by ``seed`` (the recipes use 0, so every method and regime validates on the same images).
     """
@@ -100,4 +101,5 @@ def validation_split(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Te
         raise ValueError(f"validation size must be in [0, {len(labels)}) (training images), got {size}")
     if size == 0:
         return torch.zeros(0, dtype=torch.long)
-    return labelled_subset(labels, 100 * size / len(labels), seed=seed + 7919)
+    balanced = size >= len(torch.unique(labels))  # else at least one per class would exceed size
+    return labelled_subset(labels, 100 * size / len(labels), seed=seed + 7919, balanced=balanced)

@@ -8,6 +8,7 @@ decay 5e-2 (CIFAR-10); end to end; the model kept is the epoch with the best val
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 
@@ -59,8 +60,9 @@ def finetune(
     Args:
         backbone: safetensors of a pre-trained model of the same architecture (its classifier is
             not loaded: the head starts from the seeded initialisation, as with no pre-training).
-        method: label recorded in the metrics (default: ``cfg.pretrain.method`` if a backbone is
-            given, else ``"none"``).
+        method: label recorded in the metrics (default: the method in the ``metrics.json`` beside
+            ``backbone`` as :func:`~hebbopt.training.pretrain` writes it, ``"pretrained"`` if there
+            is none, ``"none"`` without a backbone).
 
     Returns:
         The metrics: ``test`` (top1, top5 in %), ``labelled`` (images), ``best_epoch``, ``history``.
@@ -94,7 +96,7 @@ def finetune(
         sched.load_state_dict(state["scheduler"])
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
         run.log(f"resumed from {run.checkpoint}: epoch {first_epoch}")
-    label = method or (cfg.pretrain.method if backbone is not None else "none")
+    label = method or _method_of(backbone)
     torch.manual_seed(cfg.run.seed + 1 + first_epoch * 7)  # dropout draws, the same after a resume
     for epoch in range(first_epoch, f.epochs):
         batches = Batches(
@@ -143,3 +145,13 @@ def finetune(
             f"top-5 {test['top5']:.2f}")  # fmt: skip
     accelerator.free_memory()
     return metrics
+
+
+def _method_of(backbone: str | pathlib.Path | None) -> str:
+    if backbone is None:
+        return "none"
+    record = pathlib.Path(backbone).parent / "metrics.json"
+    try:
+        return str(json.loads(record.read_text())["method"])
+    except (OSError, ValueError, KeyError):
+        return "pretrained"

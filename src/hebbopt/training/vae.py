@@ -8,8 +8,9 @@ convolution back to its input channels (models without a ``features`` sequence g
 upsampling decoder). Trained end to end on every training image to minimise the negative β-VAE
 bound (Higgins et al., 2017) per image:
 
-    L = ‖x − x̂‖² + β · KL(N(μ, σ²) ‖ N(0, I)),   KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)
+    L = (‖x − x̂‖² + β · KL(N(μ, σ²) ‖ N(0, I))) / D,   KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)
 
+(D: values per image; the division only rescales the gradient for SGD)
 with the fine-tuning optimiser (SGD, momentum 0.9, Nesterov, lr constant then halved). Only the
 backbone is kept (``backbone.safetensors``); the latent layer and the decoder are dropped.
 """
@@ -100,10 +101,11 @@ class VAE(nn.Module):
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float):
-    """The negative β-VAE bound per image: ‖x − x̂‖² + β·KL, averaged over the batch."""
+    """The negative β-VAE bound per image, (‖x − x̂‖² + β·KL) / D for D input values, averaged over
+    the batch (dividing by D keeps plain SGD at the paper's lr stable; the optimum is unchanged)."""
     rec = (recon.float() - x.float()).pow(2).flatten(1).sum(1)
-    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
-    return (rec + beta * kl).mean()
+    kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(1)
+    return (rec + beta * kl).mean() / x[0].numel()
 
 
 def pretrain_vae(

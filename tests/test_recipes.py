@@ -1,0 +1,189 @@
+"""Recipes end to end on tiny synthetic data: every method, exact resume, fail-fast configs."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hebbopt.training.common as common
+from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
+from hebbopt.training.cli import semisup_main
+
+ROOT = pathlib.Path(__file__).parents[1]
+TINY = [
+    "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",
+    "--model.kwargs", "{width: 0.125}", "--run.progress", "false",
+    "--pretrain.epochs", "1", "--pretrain.batch_size", "32", "--pretrain.compile", "false",
+    "--finetune.epochs", "2", "--finetune.batch_size", "16", "--finetune.lr", "0.01",
+    "--vae.epochs", "1", "--vae.batch_size", "32", "--vae.latents", "8",
+]  # fmt: skip
+
+
+def tiny(tmp_path, *extra):
+    return load(None, [*TINY, "--run.dir", str(tmp_path / "run"), *extra])
+
+
+def test_sweep_runs_every_method_end_to_end(tmp_path):
+    cfg = tiny(tmp_path, "--sweep.methods", "[hpca, swta, vae, none]", "--sweep.regimes", "[10, 50]",
+               "--sweep.seeds", "[0]", "--data.val_size", "8")  # fmt: skip
+    summary = semisup(cfg)
+    run = tmp_path / "run"
+    got = {(r["method"], r["regime"]) for r in summary["results"]}
+    assert got == {(m, s) for m in ("hpca", "swta", "vae", "none") for s in (10.0, 50.0)}
+    assert json.loads((run / "results.json").read_text())["results"] == summary["results"]
+    assert (run / "accuracy.png").stat().st_size > 1000
+    table = (run / "table.md").read_text()
+    assert table.count("\n") == 2 + 8 and "| 10 % | hpca |" in table
+    for r in summary["results"]:
+        assert 0 <= r["test"]["top1"] <= r["test"]["top5"] <= 100 and r["test"]["images"] == 24
+        assert r["labelled"] == {10.0: 10, 50.0: 44}[r["regime"]]  # of 96 − 8; ≥ 1 per class
+    init = common.build_model(cfg, common.load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0)
+    for method in ("hpca", "swta", "vae"):
+        backbone = load_file(run / "pretrain" / f"{method}-seed0" / "backbone.safetensors")
+        assert not torch.equal(backbone["features.0.weight"], init.features[0].weight.detach()), method
+        assert torch.equal(backbone["classifier.weight"], init.classifier.weight.detach())  # head untouched
+    assert (run / "pretrain" / "hpca-seed0" / "filters.png").exists()
+    assert not (run / "pretrain" / "none-seed0").exists()
+
+
+def test_finetune_starts_from_the_backbone_with_a_seeded_head(tmp_path):
+    pre = tiny(tmp_path, "--pretrain.method", "swta", "--run.dir", str(tmp_path / "pre"))
+    backbone = pretrain(pre)
+    cfg = tiny(tmp_path, "--finetune.epochs", "0", "--finetune.regime", "20", "--run.seed", "0")
+    metrics = finetune(cfg, backbone=backbone)
+    kept = load_file(tmp_path / "run" / "model.safetensors")
+    saved = load_file(backbone)
+    for k in ("features.0.weight", "pre_logits.1.weight", "classifier.weight"):
+        assert torch.equal(kept[k], saved[k]), k
+    assert metrics["method"] == "swta" and metrics["labelled"] == round(96 * 0.2)
+
+
+def interrupt_after_first_checkpoint(monkeypatch):
+    real, calls = common.save_checkpoint, []
+
+    def save_then_die(path, state):
+        real(path, state)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+
+
+@pytest.mark.parametrize("method", ["hpca", "vae"])
+def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch, method):
+    extra = ["--pretrain.method", method, "--pretrain.epochs", "2", "--vae.epochs", "2"]
+    full = pretrain(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
+    cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
+    with monkeypatch.context() as m:
+        interrupt_after_first_checkpoint(m)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(cfg)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (
+        tmp_path / "cut" / "backbone.safetensors"
+    ).exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        pretrain(cfg)
+    resumed = pretrain(cfg, resume=True)
+    a, b = load_file(full), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_layerwise_pretraining_resumes_mid_schedule(tmp_path, monkeypatch):
+    extra = ["--pretrain.schedule", "layerwise", "--pretrain.include", "[features.0, features.4]"]
+    full = pretrain(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
+    cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
+    with monkeypatch.context() as m:
+        interrupt_after_first_checkpoint(m)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(cfg)
+    a, b = load_file(full), load_file(pretrain(cfg, resume=True))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    stages = [h["stage"] for h in json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]]
+    assert stages == [0, 1]
+
+
+def test_finetune_resumes_to_the_same_weights_and_accuracy(tmp_path, monkeypatch):
+    extra = ["--finetune.epochs", "3", "--finetune.regime", "50", "--data.val_size", "8",
+             "--finetune.lr_constant_epochs", "1", "--finetune.lr_halve_every", "1"]  # fmt: skip
+    full = finetune(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
+    cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
+    with monkeypatch.context() as m:
+        interrupt_after_first_checkpoint(m)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(cfg)
+    resumed = finetune(cfg, resume=True)
+    a, b = (
+        load_file(tmp_path / "full" / "model.safetensors"),
+        load_file(tmp_path / "cut" / "model.safetensors"),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
+    assert [h["lr"] for h in resumed["history"]] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    finetune(tiny(tmp_path, "--finetune.epochs", "1"))
+    with pytest.raises(ConfigError, match=r"finetune.lr: 0.01 -> 0.02"):
+        finetune(tiny(tmp_path, "--finetune.epochs", "1", "--finetune.lr", "0.02"), resume=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--finetune.regimes", "5"], "unknown config key finetune.regimes"),
+        (["--data.name", "mnist"], "unknown dataset 'mnist'"),
+        (["--sweep.regimes", "[1, 0]"], r"percentage in \(0, 100\]"),
+        (["--finetune.regime", "101"], r"percentage in \(0, 100\]"),
+        (["--data.name", "cifar10", "--data.root", "/nonexistent/cifar"], "no cifar10 here"),
+        (["--model.name", "no_such_model"], "model.name 'no_such_model'"),
+        (["--pretrain.lr", "-1"], "pretrain.lr must be > 0"),
+        (["--finetune.epochs", "two"], "finetune.epochs must be int"),
+    ],
+)
+def test_bad_configs_fail_before_any_training(tmp_path, capsys, override, message):
+    code = None
+    try:
+        code = semisup_main([*TINY, "--run.dir", str(tmp_path / "run"), *override])
+    except SystemExit as e:  # argparse's error exit
+        code = e.code
+    assert code == 2
+    assert pytest.importorskip("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()  # nothing written, nothing trained
+
+
+def test_config_files_in_recipes_load(monkeypatch):
+    monkeypatch.setenv("HEBBOPT_DATA", str(ROOT / "tests"))  # folders are checked, not read
+    for file in sorted((ROOT / "recipes" / "configs").glob("*.yaml")):
+        name = load(file).data.name
+        if name in ("digits", "synthetic"):
+            continue
+        with pytest.raises(ConfigError):  # data folders missing here: refused by name
+            load(file, ["--data.root", "/nonexistent/data"])
+
+
+def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_path):
+    """torchrun × 2, batch 16 each == one process, batch 32: the first layer sees the same images
+    per step and its statistics are all-reduced (deeper layers differ: BatchNorm is per process)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*TINY, "--pretrain.method", "hpca", "--pretrain.epochs", "2", "--run.cpu", "true"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = tmp_path / "two"
+    script = str(ROOT / "recipes" / "pretrain.py")
+    subprocess.run(
+        [*cmd, script, *args, "--pretrain.batch_size", "16", "--run.dir", str(two)],
+        check=True, env=env, timeout=300, capture_output=True,
+    )  # fmt: skip
+    one = pretrain(load(None, [*args, "--pretrain.batch_size", "32", "--run.dir", str(tmp_path / "one")]))
+    a, b = load_file(one), load_file(two / "backbone.safetensors")
+    torch.testing.assert_close(a["features.0.weight"], b["features.0.weight"], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(a["features.0.weight"], common.build_model(
+        load(None, TINY), common.load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0
+    ).features[0].weight.detach())  # fmt: skip
