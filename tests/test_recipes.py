@@ -159,14 +159,22 @@ def test_bad_configs_fail_before_any_training(tmp_path, capsys, override, messag
     assert not (tmp_path / "run").exists()  # nothing written, nothing trained
 
 
-def test_config_files_in_recipes_load(monkeypatch):
-    monkeypatch.setenv("HEBBOPT_DATA", str(ROOT / "tests"))  # folders are checked, not read
-    for file in sorted((ROOT / "recipes" / "configs").glob("*.yaml")):
-        name = load(file).data.name
-        if name in ("digits", "synthetic"):
-            continue
-        with pytest.raises(ConfigError):  # data folders missing here: refused by name
-            load(file, ["--data.root", "/nonexistent/data"])
+def test_config_files_in_recipes_load(tmp_path, monkeypatch):
+    for folder in ("cifar10/train", "cifar100/train", "tiny-imagenet-200/train", "tiny-imagenet-200/test",
+                   "imagenet/train", "imagenet/val"):  # fmt: skip
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # folders are checked, not read
+    files = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+    assert len(files) >= 7
+    for file in files:
+        cfg = load(file)
+        assert cfg.run.dir.startswith("runs/")
+        if cfg.data.name not in ("digits", "synthetic"):
+            with pytest.raises(ConfigError, match="/nonexistent/data"):
+                load(file, ["--data.root", "/nonexistent/data"])
+    monkeypatch.delenv("HEBBOPT_DATA")
+    with pytest.raises(ConfigError, match="HEBBOPT_DATA"):
+        load(ROOT / "recipes" / "configs" / "cifar10_semisup.yaml")
 
 
 def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_path):

@@ -96,9 +96,13 @@ def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 def data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
-    """``root`` as given, else ``$HEBBOPT_DATA/<name>`` when ``$HEBBOPT_DATA`` is set."""
+    """``root`` as given (``~`` and ``$VARS`` expanded), else ``$HEBBOPT_DATA/<name>`` when
+    ``$HEBBOPT_DATA`` is set."""
     if root:
-        return pathlib.Path(root).expanduser()
+        expanded = os.path.expandvars(str(root))
+        if "$" in expanded:
+            raise ValueError(f"data root {root!r}: an environment variable in it is not set")
+        return pathlib.Path(expanded).expanduser()
     base = os.environ.get("HEBBOPT_DATA")
     return pathlib.Path(base) / name if base else None
 
