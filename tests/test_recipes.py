@@ -195,3 +195,20 @@ def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_pa
     assert not torch.equal(a["features.0.weight"], common.build_model(
         load(None, TINY), common.load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0
     ).features[0].weight.detach())  # fmt: skip
+
+
+def test_streamed_image_folder_trains_through_a_dataloader(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for c in ("a", "b", "c"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (36, 40, 3), dtype=torch.uint8, generator=g)
+                Image.fromarray(pixels.numpy()).save(tmp_path / "tree" / split / c / f"{i}.jpg")
+    data = ["--data.name", "imagefolder", "--data.root", str(tmp_path / "tree"), "--data.workers", "1"]
+    cfg = tiny(tmp_path, *data, "--data.cache", str(tmp_path / "cache"), "--finetune.regime", "100")
+    metrics = finetune(cfg)
+    assert metrics["labelled"] == 18 and metrics["test"]["images"] == 6
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
