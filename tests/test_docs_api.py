@@ -34,6 +34,16 @@ MODULES = [
     "hebbopt.weights",
     "hebbopt.filters",
     "hebbopt.models.alexnet",
+    "hebbopt.data.datasets",
+    "hebbopt.data.regimes",
+    "hebbopt.training.config",
+    "hebbopt.training.pretrain",
+    "hebbopt.training.finetune",
+    "hebbopt.training.vae",
+    "hebbopt.training.semisup",
+    "hebbopt.training.report",
+    "hebbopt.training.common",
+    "hebbopt.training.cli",
 ]
 
 # Documented where the class is (its Args); ``forward`` is nn.Module's, documented by torch.

@@ -4,15 +4,15 @@ Small datasets (digits, synthetic, CIFAR, any ImageFolder tree with ``in_memory`
 as uint8 tensors, decoded once and cached (``$HEBBOPT_CACHE`` or ``~/.cache/hebbopt``); large
 ImageFolder trees (ImageNet) are streamed from disk with a resize and centre crop.
 
-==============  ==================================================================  ============
-name            source                                                               needs
-==============  ==================================================================  ============
-``digits``      scikit-learn's 8×8 digits (1797 images), resized: the embedded default  nothing
-``synthetic``   class-dependent random patterns, for smoke tests                        nothing
-``cifar10``     ``root/{train,test}/<class>/*.png`` or torchvision's CIFAR-10 files     ``root``
-``cifar100``    as ``cifar10``                                                          ``root``
-``imagefolder`` ``root/train`` and ``root/test`` (or ``root/val``) class folders        ``root``
-==============  ==================================================================  ============
+| name | source | needs |
+|---|---|---|
+| ``digits`` | scikit-learn's 8×8 digits (1797 images, split 80/20 with a fixed seed), resized | nothing |
+| ``synthetic`` | class-dependent random patterns, for smoke tests | nothing |
+| ``cifar10`` | ``root/{train,test}/<class>/*.png`` or torchvision's CIFAR-10 files | ``root`` |
+| ``cifar100`` | as ``cifar10``, with torchvision's CIFAR-100 files | ``root`` |
+| ``imagefolder`` | ``root/train`` and ``root/test`` (or ``root/val``) class folders | ``root`` |
+
+``root`` is ``data.root``, else ``$HEBBOPT_DATA/<name>`` (see :func:`data_root`).
 """
 
 from __future__ import annotations
@@ -30,16 +30,33 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
+"""The names :func:`load_dataset` accepts (``data.name`` of a recipe)."""
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".JPG")
+"""Suffixes of the files decoded from class folders; other files are skipped."""
 
 
 class TensorImages(Dataset):
     """Images held as a uint8 ``N×C×H×W`` tensor; items come out as normalised float32.
 
+    A quarter of the memory of float32 images; each batch is converted on the fly,
+    ``x = (images / 255 − mean) / std`` per channel.
+
     Args:
         images: uint8 images, ``N×C×H×W``.
-        labels: int64 classes, ``N``.
-        mean, std: per-channel statistics on the 0–1 scale (the training split's).
+        labels: classes, ``N`` integers (kept as int64).
+        mean: per-channel means on the 0–1 scale (the training split's).
+        std: per-channel standard deviations on the 0–1 scale (the training split's).
+
+    Raises:
+        ValueError: ``images`` is not a uint8 ``N×C×H×W`` tensor with one label per image.
+
+    Examples:
+        >>> white = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
+        >>> ds = TensorImages(white, torch.tensor([3, 7]), mean=[0.5], std=[0.25])
+        >>> x, y = ds[1]
+        >>> tuple(x.shape), x.dtype, x[0, 0, 0].item(), y.item()      # (1 − 0.5) / 0.25 = 2
+        ((1, 4, 4), torch.float32, 2.0, 7)
     """
 
     def __init__(
@@ -58,7 +75,14 @@ class TensorImages(Dataset):
         return len(self.labels)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised images and labels at ``index``, as one batch (no per-item Python work)."""
+        """The normalised images and labels at ``index``, as one batch (no per-item Python work).
+
+        Args:
+            index: 1-D integer tensor of positions in the dataset.
+
+        Returns:
+            ``(x, y)``: float32 images ``len(index)×C×H×W``, normalised, and their int64 labels.
+        """
         x = (self.images[index].float() - self._mean) / self._std
         return x, self.labels[index]
 
@@ -69,7 +93,18 @@ class TensorImages(Dataset):
 
 @dataclasses.dataclass
 class ImageSplits:
-    """A dataset's splits and what a model needs to know about them."""
+    """A dataset's splits and what a model needs to know about them (what :func:`load_dataset` returns).
+
+    Args:
+        name: the dataset's name, one of :data:`DATASETS`.
+        train: the training split: a :class:`TensorImages`, or a :class:`FolderImages` when streamed.
+        test: the test split, normalised with the training split's statistics.
+        classes: class names, in label order.
+        in_chans: channels per image.
+        img_size: image height and width (images are square).
+        mean: per-channel means of the training split, on the 0–1 scale.
+        std: per-channel standard deviations of the training split, on the 0–1 scale.
+    """
 
     name: str
     train: Dataset
@@ -82,22 +117,43 @@ class ImageSplits:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes, ``len(classes)``."""
         return len(self.classes)
 
     @property
     def train_labels(self) -> torch.Tensor:
+        """The training split's labels (int64, one per image), as
+        :func:`~hebbopt.data.regimes.labelled_subset` takes them."""
         return self.train.labels  # type: ignore[attr-defined]
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where decoded datasets are cached: ``override``, ``$HEBBOPT_CACHE``, or ``~/.cache/hebbopt``."""
+    """Where decoded datasets are cached.
+
+    Args:
+        override: the folder to use (``data.cache``); ``~`` is expanded.
+
+    Returns:
+        ``override`` if given, else ``$HEBBOPT_CACHE`` if set, else ``~/.cache/hebbopt``.
+    """
     path = override or os.environ.get("HEBBOPT_CACHE") or pathlib.Path.home() / ".cache" / "hebbopt"
     return pathlib.Path(path).expanduser()
 
 
 def data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
-    """``root`` as given (``~`` and ``$VARS`` expanded), else ``$HEBBOPT_DATA/<name>`` when
-    ``$HEBBOPT_DATA`` is set."""
+    """The folder of dataset ``name``.
+
+    Args:
+        name: the dataset's name (its subfolder of ``$HEBBOPT_DATA``).
+        root: the folder given (``data.root``); ``~`` and ``$VARS`` are expanded.
+
+    Returns:
+        ``root`` expanded if given, else ``$HEBBOPT_DATA/<name>`` when ``$HEBBOPT_DATA`` is set, else
+        None.
+
+    Raises:
+        ValueError: ``root`` names an environment variable that is not set.
+    """
     if root:
         expanded = os.path.expandvars(str(root))
         if "$" in expanded:
@@ -109,6 +165,15 @@ def data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
 
 def check_source(name: str, root: str | os.PathLike | None, download: bool = False) -> None:
     """Fail fast, before any training, when a dataset cannot be found.
+
+    Only folders are looked at, nothing is read: ``digits`` and ``synthetic`` need nothing;
+    ``imagefolder`` needs ``train/`` and ``test/`` (or ``val/``) under its folder; CIFAR needs
+    ``train/<class>/`` folders or torchvision's extracted files there, unless ``download``.
+
+    Args:
+        name: the dataset's name.
+        root: its folder, as :func:`load_dataset` takes it (see :func:`data_root`).
+        download: torchvision may download CIFAR, so a folder without a copy is accepted.
 
     Raises:
         ValueError: unknown ``name``, no ``root`` for a dataset that needs one, or a missing folder.
@@ -153,7 +218,8 @@ def load_dataset(
 
     Args:
         name: one of :data:`DATASETS`.
-        root: the dataset's folder (default ``$HEBBOPT_DATA/<name>``); unused by ``digits``/``synthetic``.
+        root: the dataset's folder (default ``$HEBBOPT_DATA/<name>``, see :func:`data_root`); unused by
+            ``digits`` and ``synthetic``.
         img_size: images are resized to ``img_size``×``img_size`` (default: the native size; 32 for
             ``digits`` and ``synthetic``, 224 for streamed folders).
         in_memory: decode into a cached uint8 tensor (default: everything but ``imagefolder``).
@@ -163,12 +229,12 @@ def load_dataset(
         verbose: print a line when decoding.
 
     Returns:
-        :class:`ImageSplits`.
+        The splits, their classes, image shape and the training split's per-channel statistics.
 
     Raises:
         ValueError: unknown name or missing data (see :func:`check_source`).
 
-    Example:
+    Examples:
         >>> splits = load_dataset("synthetic", img_size=8, synthetic_size=40)
         >>> len(splits.train), len(splits.test), splits.num_classes, tuple(splits.train[0][0].shape)
         (40, 10, 10, (3, 8, 8))
@@ -317,7 +383,18 @@ def _atomic_save(obj, file: pathlib.Path) -> None:
 
 
 class FolderImages(Dataset):
-    """An ImageFolder streamed from disk: resize, centre crop, normalise (for ImageNet-sized sets)."""
+    """An ImageFolder streamed from disk: resize, centre crop, normalise (for ImageNet-sized sets).
+
+    Each image's shorter side is resized to ``img_size / crop_pct``, the centre ``img_size``×``img_size``
+    is cropped out and scaled to 0–1, then normalised when ``mean`` and ``std`` are given.
+
+    Args:
+        folder: a folder of class folders (``train/<class>/*.JPEG``).
+        img_size: output height and width.
+        mean: per-channel means on the 0–1 scale to normalise with; None leaves values in [0, 1].
+        std: per-channel standard deviations on the 0–1 scale, used with ``mean``.
+        crop_pct: the share of the resized image's side that the centre crop keeps.
+    """
 
     def __init__(self, folder: pathlib.Path, img_size: int, mean=None, std=None, crop_pct: float = 0.875):
         from torchvision import datasets, transforms

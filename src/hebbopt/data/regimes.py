@@ -12,8 +12,8 @@ import math
 
 import torch
 
-#: The paper's regimes (percent of the training set labelled).
 REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
+"""The paper's regimes s: the percentages of the training set labelled (FastHebb Table 2)."""
 
 
 def _check_percent(percent: float) -> float:
@@ -60,9 +60,10 @@ def labelled_subset(
         A sorted 1-D int64 tensor of indices into ``labels``.
 
     Raises:
-        TypeError, ValueError: ``percent`` outside (0, 100], or ``labels`` not 1-D integers.
+        TypeError: ``percent`` is not a number.
+        ValueError: ``percent`` outside (0, 100], or ``labels`` not a 1-D integer tensor.
 
-    Example:
+    Examples:
         >>> y = torch.arange(10).repeat(100)          # 1000 images, 10 classes
         >>> idx = labelled_subset(y, 5, seed=0)
         >>> len(idx), torch.bincount(y[idx]).tolist()
@@ -92,10 +93,31 @@ def labelled_subset(
 
 
 def validation_split(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
-    """A held-out split of exactly ``size`` training images (sorted indices), for early stopping;
-    class-balanced when ``size`` is at least the number of classes.
+    """A held-out split of exactly ``size`` training images, for early stopping.
 
-    Fixed by ``seed`` (the recipes use 0, so every method and regime validates on the same images).
+    Class-balanced when ``size`` is at least the number of classes, and fixed by ``seed`` (the
+    recipes use 0, so every method and regime validates on the same images). Pass it as ``exclude``
+    to :func:`labelled_subset` so that no labelled image is also a validation image.
+
+    Args:
+        labels: class of each training image (1-D integer tensor).
+        size: images held out, in [0, ``len(labels)``); 0 gives an empty split.
+        seed: the draw; independent of the labelled subsets drawn with the same seed.
+
+    Returns:
+        A sorted 1-D int64 tensor of ``size`` indices into ``labels``.
+
+    Raises:
+        ValueError: ``size`` is negative, or not smaller than the number of images.
+
+    Examples:
+        >>> y = torch.arange(10).repeat(100)          # 1000 images, 10 classes
+        >>> val = validation_split(y, 50)
+        >>> len(val), torch.bincount(y[val]).tolist()
+        (50, [5, 5, 5, 5, 5, 5, 5, 5, 5, 5])
+        >>> rest = labelled_subset(y, 100, seed=0, exclude=val)
+        >>> len(rest), bool(torch.isin(rest, val).any())
+        (950, False)
     """
     if size < 0 or size >= len(labels):
         raise ValueError(f"validation size must be in [0, {len(labels)}) (training images), got {size}")

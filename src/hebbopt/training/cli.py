@@ -1,4 +1,19 @@
-"""Command lines of the recipes: ``--config FILE``, ``--resume``, then ``--section.key value`` overrides."""
+"""Command lines of the recipes: ``--config FILE``, ``--resume``, then ``--section.key value`` overrides.
+
+Each ``recipes/<name>.py`` script calls one of these with the process's arguments:
+
+| script | function | runs |
+|---|---|---|
+| ``recipes/pretrain.py`` | :data:`pretrain_main` | :func:`~hebbopt.training.pretrain.pretrain` |
+| ``recipes/finetune.py`` | :data:`finetune_main` | :func:`~hebbopt.training.finetune.finetune` |
+| ``recipes/vae.py`` | :data:`vae_main` | :func:`~hebbopt.training.vae.pretrain_vae` |
+| ``recipes/semisup.py`` | :data:`semisup_main` | :func:`~hebbopt.training.semisup.semisup` |
+
+Options the parser does not know are configuration overrides, read by
+:func:`~hebbopt.training.config.load`. A configuration that cannot run (an unknown key, a missing
+data folder, a run folder already taken, a model timm cannot build) ends the command with exit
+status 2 and the message, not a traceback.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +45,14 @@ def _parse(description: str, argv: list[str] | None, extra=None):
 
 
 def pretrain_main(argv: list[str] | None = None) -> int:
+    """``recipes/pretrain.py``: unsupervised pre-training (hpca, swta, vae) of the configured model.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 on a configuration error.
+    """
     from hebbopt.training.pretrain import pretrain
 
     args, cfg = _parse("Unsupervised pre-training (hpca, swta, vae) of a timm backbone.", argv)
@@ -39,6 +62,14 @@ def pretrain_main(argv: list[str] | None = None) -> int:
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
+    """``recipes/finetune.py``: supervised fine-tuning, from ``--backbone FILE`` if given.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 on a configuration error.
+    """
     from hebbopt.training.finetune import finetune
 
     def extra(p):
@@ -56,6 +87,14 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
 
 def vae_main(argv: list[str] | None = None) -> int:
+    """``recipes/vae.py``: β-VAE pre-training of the configured model (``pretrain.method`` is set to vae).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 on a configuration error.
+    """
     from hebbopt.training.config import Config
 
     args, cfg = _parse(
@@ -70,6 +109,14 @@ def vae_main(argv: list[str] | None = None) -> int:
 
 
 def semisup_main(argv: list[str] | None = None) -> int:
+    """``recipes/semisup.py``: the semi-supervised sweep; prints the results table at the end.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 on a configuration error.
+    """
     from hebbopt.training.report import table
     from hebbopt.training.semisup import semisup
 
@@ -97,6 +144,32 @@ def _clear_errors(main):
 
 
 pretrain_main = _clear_errors(pretrain_main)
+"""``recipes/pretrain.py``: :func:`~hebbopt.training.pretrain.pretrain`; prints the backbone's path.
+
+``pretrain_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
+status, 0, or 2 on a configuration error.
+"""
+
 finetune_main = _clear_errors(finetune_main)
+"""``recipes/finetune.py``: :func:`~hebbopt.training.finetune.finetune`, from ``--backbone FILE``
+(a ``.safetensors`` file) if given, else from a random initialisation; prints top-1 and top-5.
+
+``finetune_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
+status, 0, or 2 on a configuration error.
+"""
+
 vae_main = _clear_errors(vae_main)
+"""``recipes/vae.py``: :func:`~hebbopt.training.vae.pretrain_vae` (``pretrain.method`` set to vae);
+prints the backbone's path.
+
+``vae_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
+status, 0, or 2 on a configuration error.
+"""
+
 semisup_main = _clear_errors(semisup_main)
+"""``recipes/semisup.py``: :func:`~hebbopt.training.semisup.semisup`; prints the results table
+(:func:`~hebbopt.training.report.table`).
+
+``semisup_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
+status, 0, or 2 on a configuration error.
+"""

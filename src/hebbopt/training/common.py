@@ -24,14 +24,32 @@ from hebbopt.training.config import Config, ConfigError, dump
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    """An :class:`accelerate.Accelerator` for ``run.cpu`` / ``run.mixed_precision``; sets CPU threads."""
+    """The :class:`accelerate.Accelerator` of a run; sets torch's CPU threads when ``run.threads``.
+
+    Args:
+        cfg: the configuration; ``run.cpu`` and ``run.mixed_precision`` are passed on.
+
+    Returns:
+        A new accelerator (the processes and devices come from ``accelerate launch``, if used).
+    """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     return Accelerator(cpu=cfg.run.cpu, mixed_precision=cfg.run.mixed_precision)
 
 
 def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
-    """The configured dataset; the main process decodes and caches first, the others then read the cache."""
+    """The configured dataset (``cfg.data``).
+
+    The main process loads first, decoding and caching the images; the other processes then read
+    the cache.
+
+    Args:
+        cfg: the configuration.
+        accelerator: the run's accelerator.
+
+    Returns:
+        The splits, as :func:`~hebbopt.data.datasets.load_dataset` returns them.
+    """
     kwargs = dict(
         img_size=cfg.data.img_size,
         in_memory=cfg.data.in_memory,
@@ -44,7 +62,21 @@ def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
 
 
 def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None) -> nn.Module:
-    """``timm.create_model(model.name)`` for the dataset's channels, classes and size, seeded."""
+    """``timm.create_model(model.name)`` for the dataset's channels, classes and size, seeded.
+
+    Args:
+        cfg: the configuration (``model``).
+        splits: the dataset; its channels, classes and (for ``hebb_alexnet_*``) image size are the
+            defaults of ``in_chans``, ``num_classes`` and ``img_size``.
+        seed: ``torch.manual_seed`` before the model is made: its initial weights.
+        drop_rate: timm's ``drop_rate`` (dropout); None keeps the model's default.
+
+    Returns:
+        The model on the CPU, in channels-last memory format if ``model.channels_last``.
+
+    Raises:
+        ConfigError: timm does not know ``model.name``, or the model refuses the arguments.
+    """
     kwargs: dict[str, Any] = {
         "in_chans": splits.in_chans,
         "num_classes": splits.num_classes,
@@ -63,8 +95,23 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
 
 
 def shard(indices: torch.Tensor, accelerator: Accelerator, *, even: bool) -> torch.Tensor:
-    """This process's share of ``indices`` (every ``num_processes``-th); ``even`` truncates so all
-    processes get the same count (needed when every batch ends in a collective, as Hebbian steps do)."""
+    """This process's share of ``indices``: every ``num_processes``-th, from ``process_index`` on.
+
+    Args:
+        indices: the indices of all processes, in order.
+        accelerator: gives ``num_processes`` and ``process_index``.
+        even: first drop the last ``len(indices) % num_processes`` indices, so that every process
+            gets as many (needed when every batch ends in a collective, as Hebbian steps do).
+
+    Returns:
+        The indices of this process.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> second_of_two = SimpleNamespace(num_processes=2, process_index=1)
+        >>> shard(torch.arange(7), second_of_two, even=True).tolist()
+        [1, 3, 5]
+    """
     world = accelerator.num_processes
     if even:
         indices = indices[: len(indices) // world * world]
@@ -77,6 +124,17 @@ class Batches:
     Tensor datasets are gathered a batch at a time (no per-image Python work); streamed folders
     go through a :class:`~torch.utils.data.DataLoader` with ``workers`` and pinned memory. A
     final batch of one image is dropped (BatchNorm cannot train on it).
+
+    Args:
+        dataset: a :class:`~hebbopt.data.datasets.TensorImages`, or any dataset of ``(x, y)`` items.
+        indices: the items to go through (of all processes).
+        batch_size: images per batch, per process.
+        accelerator: the device, and this process's share (see :func:`shard`).
+        order_seed: shuffle ``indices`` with this seed first; None keeps their order.
+        even: every process gets as many indices (see :func:`shard`).
+        channels_last: images in channels-last memory format.
+        workers: DataLoader worker processes (streamed datasets only).
+        min_batch: a smaller final batch is dropped.
     """
 
     def __init__(
@@ -137,8 +195,22 @@ class Batches:
 def evaluate(
     model: nn.Module, dataset, indices: torch.Tensor | None, accelerator: Accelerator, cfg: Config
 ) -> dict:
-    """Top-1 and top-5 accuracy (%) of ``model`` on ``dataset[indices]`` (all of it if None), summed
-    over processes."""
+    """Top-1 and top-5 accuracy (%) of ``model`` on ``dataset[indices]``, counted over all processes.
+
+    The model is in eval mode meanwhile (then back to its mode), batches of 256 per process, under
+    the accelerator's autocast.
+
+    Args:
+        model: the classifier.
+        dataset: the images, as :class:`Batches` takes them.
+        indices: the images to count; None: all of ``dataset``.
+        accelerator: the device and processes; every process must call this.
+        cfg: the configuration (``model.channels_last``, ``data.workers``).
+
+    Returns:
+        ``{"top1": %, "top5": %, "images": n}`` over all processes (top-5 is over the classes
+        there are when fewer than 5).
+    """
     if indices is None:
         indices = torch.arange(len(dataset))
     was_training = model.training
@@ -167,8 +239,24 @@ def evaluate(
 
 
 def step_lr(cfg_constant: int, halve_every: int):
-    """The paper's schedule as a LambdaLR factor: 1 for ``cfg_constant`` epochs, then halved every
-    ``halve_every`` epochs: f(e) = 0.5^⌊(e − c)/h + 1⌋ for e ≥ c."""
+    """The paper's learning-rate schedule, as a ``LambdaLR`` factor of the epoch.
+
+    Constant for c = ``cfg_constant`` epochs, then halved every h = ``halve_every`` epochs:
+
+        f(e) = 1 for e < c,    f(e) = 0.5^(⌊(e − c) / h⌋ + 1) for e ≥ c
+
+    Args:
+        cfg_constant: c, the epochs at the full learning rate (``finetune.lr_constant_epochs``).
+        halve_every: h, the epochs between halvings (``finetune.lr_halve_every``).
+
+    Returns:
+        f, taking the epoch e (from 0) and giving the factor of the learning rate.
+
+    Examples:
+        >>> f = step_lr(10, 2)
+        >>> [f(e) for e in (0, 9, 10, 11, 12, 14)]
+        [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]
+    """
 
     def factor(epoch: int) -> float:
         return 1.0 if epoch < cfg_constant else 0.5 ** ((epoch - cfg_constant) // halve_every + 1)
@@ -177,7 +265,12 @@ def step_lr(cfg_constant: int, halve_every: int):
 
 
 def atomic_write(path: pathlib.Path, write) -> None:
-    """``write(tmp_path)``, then rename onto ``path``: the file is complete or absent."""
+    """``write(tmp_path)``, then rename onto ``path``: the file is complete or absent.
+
+    Args:
+        path: the file to write; its folder is created.
+        write: called with a temporary file name in the same folder; removed if it fails.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -190,7 +283,13 @@ def atomic_write(path: pathlib.Path, write) -> None:
 
 
 def save_checkpoint(path: pathlib.Path, state: dict) -> None:
-    """Atomically ``torch.save`` ``state`` plus the CPU/CUDA random states."""
+    """Atomically ``torch.save`` ``state`` plus the CPU/CUDA random states.
+
+    Args:
+        path: the checkpoint file.
+        state: what to save (model and optimizer state dicts, epoch, history, ...); saved with an
+            added ``rng`` entry.
+    """
     state = {**state, "rng": {"cpu": torch.get_rng_state()}}
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -198,7 +297,14 @@ def save_checkpoint(path: pathlib.Path, state: dict) -> None:
 
 
 def load_checkpoint(path: pathlib.Path) -> dict:
-    """A checkpoint written by :func:`save_checkpoint`, random states restored."""
+    """A checkpoint written by :func:`save_checkpoint`, random states restored.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The saved state (with its ``rng`` entry), tensors on the CPU.
+    """
     state = torch.load(path, map_location="cpu", weights_only=False)
     torch.set_rng_state(state["rng"]["cpu"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -207,6 +313,12 @@ def load_checkpoint(path: pathlib.Path) -> dict:
 
 
 def write_json(path: pathlib.Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (see :func:`atomic_write`).
+
+    Args:
+        path: the file to write.
+        obj: anything ``json.dumps`` takes.
+    """
     atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
@@ -216,6 +328,20 @@ class Run:
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
     configuration is the one the run started with (``run.progress``/``run.threads`` may differ).
     Files are written by the main process only.
+
+    Args:
+        cfg: the configuration; ``run.dir`` is the folder.
+        accelerator: the run's accelerator (which process is the main one, and barriers).
+        resume: accept a folder that already holds a run of this configuration.
+
+    Attributes:
+        dir: the run folder.
+        checkpoint: ``checkpoint.pt`` in it.
+        main: whether this is the main process (the one that writes files).
+
+    Raises:
+        ConfigError: the folder holds a run and ``resume`` is false, or it holds a run of another
+            configuration.
     """
 
     def __init__(self, cfg: Config, accelerator: Accelerator, *, resume: bool) -> None:
@@ -242,7 +368,12 @@ class Run:
         self.accelerator.wait_for_everyone()
 
     def log(self, message: str, *, echo: bool = True) -> None:
-        """Print (if ``echo``) on the main process and append to ``log.txt``."""
+        """Print (if ``echo``) on the main process and append to ``log.txt``, time-stamped.
+
+        Args:
+            message: the line to log.
+            echo: also print it (above any progress bar).
+        """
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             if echo:
@@ -251,21 +382,43 @@ class Run:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def progress(self, iterable, desc: str):
-        """A progress bar on the main process when ``run.progress``."""
+        """A progress bar on the main process when ``run.progress``.
+
+        Args:
+            iterable: what to go through.
+            desc: the bar's label.
+
+        Returns:
+            A ``tqdm`` over ``iterable`` (disabled on the other processes, or without ``run.progress``).
+        """
         return tqdm(iterable, desc=desc, leave=False, disable=not (self.main and self.cfg.run.progress))
 
     def save(self, state: dict) -> None:
+        """Write ``checkpoint.pt`` (:func:`save_checkpoint`) on the main process; every process waits.
+
+        Args:
+            state: what to save.
+        """
         if self.main:
             save_checkpoint(self.checkpoint, state)
         self.accelerator.wait_for_everyone()
 
     def metrics(self, obj: dict) -> None:
+        """Write ``metrics.json`` on the main process; every process waits.
+
+        Args:
+            obj: the metrics; ``"done": True`` marks a finished run (see :meth:`done`).
+        """
         if self.main:
             write_json(self.dir / "metrics.json", obj)
         self.accelerator.wait_for_everyone()
 
     def done(self) -> dict | None:
-        """The final metrics of a finished run in this folder, else None."""
+        """The final metrics of a finished run in this folder.
+
+        Returns:
+            ``metrics.json`` if it says ``"done"``, else None.
+        """
         file = self.dir / "metrics.json"
         if file.exists():
             metrics = json.loads(file.read_text())

@@ -19,6 +19,8 @@ import yaml
 from hebbopt.data.datasets import check_source
 
 METHODS = ("hpca", "swta", "vae", "none")
+"""Pre-training methods: Hebbian PCA, soft winner-takes-all, the β-VAE baseline, or none (the
+network starts from its random initialisation)."""
 
 
 class ConfigError(ValueError):
@@ -27,53 +29,130 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    name: str = "digits"  #: one of hebbopt.data.DATASETS
-    root: str | None = None  #: dataset folder (default $HEBBOPT_DATA/<name>)
-    img_size: int | None = None  #: resize to this (default: native; digits 32)
-    in_memory: bool | None = None  #: decode into a cached uint8 tensor (default: all but imagefolder)
-    download: bool = False  #: let torchvision download CIFAR
-    cache: str | None = None  #: cache folder (default $HEBBOPT_CACHE or ~/.cache/hebbopt)
-    val_size: int = 0  #: held-out labelled training images for early stopping (0: keep last epoch)
-    workers: int = 0  #: DataLoader workers for streamed folders
-    synthetic_size: int = 512  #: training images of the synthetic dataset
+    """Section ``data``: the dataset and how it is read (see :func:`~hebbopt.data.datasets.load_dataset`).
+
+    Args:
+        name: one of :data:`~hebbopt.data.datasets.DATASETS`.
+        root: the dataset's folder (default ``$HEBBOPT_DATA/<name>``); ``~`` and ``$VARS`` are expanded.
+        img_size: resize images to ``img_size``×``img_size`` (default: the native size; 32 for
+            ``digits`` and ``synthetic``, 224 for streamed folders).
+        in_memory: decode into a cached uint8 tensor (default: every dataset but ``imagefolder``).
+        download: let torchvision download CIFAR when ``root`` holds no copy.
+        cache: cache folder (default ``$HEBBOPT_CACHE``, else ``~/.cache/hebbopt``).
+        val_size: training images held out, with their labels, for early stopping (see
+            :func:`~hebbopt.data.regimes.validation_split`); 0: no validation, the last epoch is kept.
+        workers: DataLoader worker processes for streamed folders.
+        synthetic_size: training images of the ``synthetic`` dataset.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    img_size: int | None = None
+    in_memory: bool | None = None
+    download: bool = False
+    cache: str | None = None
+    val_size: int = 0
+    workers: int = 0
+    synthetic_size: int = 512
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    name: str = "hebb_alexnet_6l"  #: any timm model name
-    kwargs: dict = dataclasses.field(default_factory=dict)  #: extra timm.create_model arguments
+    """Section ``model``: the network, made by ``timm.create_model``.
+
+    Args:
+        name: any timm model name; ``hebb_alexnet_6l`` and ``hebb_alexnet_10l`` are the paper's
+            networks (:mod:`hebbopt.models.alexnet`).
+        kwargs: extra ``timm.create_model`` arguments; ``in_chans``, ``num_classes`` and, for
+            ``hebb_alexnet_*``, ``img_size`` default to the dataset's.
+        channels_last: the model and the batches in channels-last memory format.
+    """
+
+    name: str = "hebb_alexnet_6l"
+    kwargs: dict = dataclasses.field(default_factory=dict)
     channels_last: bool = True
 
 
 @dataclasses.dataclass
 class PretrainConfig:
-    method: str = "hpca"  #: hpca | swta | vae | none
-    lr: float = 1e-3  #: Hebbian learning rate η
-    epochs: int = 1  #: Hebbian epochs (per layer when schedule is layerwise)
-    batch_size: int = 64  #: per process
-    schedule: str = "all"  #: all (every layer at once, as the paper) | layerwise
-    temperature: float = 0.02  #: SWTA softmax temperature T
-    similarity: str = "raised_cos2"  #: SWTA similarity
-    activation: str = "relu"  #: HPCA activation
-    include: list | None = None  #: layer name patterns to hook (default: all hidden Conv2d/Linear)
+    """Section ``pretrain``: unsupervised pre-training (:func:`~hebbopt.training.pretrain.pretrain`).
+
+    Args:
+        method: ``hpca`` (Hebbian PCA), ``swta`` (soft winner-takes-all), ``vae`` (the β-VAE
+            baseline, set up by :class:`VAEConfig`) or ``none``; see :data:`METHODS`.
+        lr: the Hebbian learning rate η.
+        epochs: Hebbian epochs (per layer when ``schedule`` is ``layerwise``).
+        batch_size: images per batch, per process.
+        schedule: ``all`` (every layer at once, as the paper) or ``layerwise`` (one layer after
+            the other, ``epochs`` each).
+        temperature: the soft-WTA softmax temperature T.
+        similarity: the soft-WTA similarity (see :class:`~hebbopt.SoftWTAHebb`).
+        activation: the HPCA activation (see :class:`~hebbopt.HPCAHebb`).
+        include: layer-name patterns to train (default: every hidden Conv2d/Linear; see
+            :func:`~hebbopt.hebbian_layers`).
+        exclude: layer-name patterns to leave untrained.
+        compile: ``true``, ``false`` or ``auto`` (compile the rules under ``torch.compile`` on CUDA
+            only).
+    """
+
+    method: str = "hpca"
+    lr: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 64
+    schedule: str = "all"
+    temperature: float = 0.02
+    similarity: str = "raised_cos2"
+    activation: str = "relu"
+    include: list | None = None
     exclude: list | None = None
-    compile: typing.Any = "auto"  #: True | False | auto (CUDA only)
+    compile: typing.Any = "auto"
 
 
 @dataclasses.dataclass
 class VAEConfig:
-    beta: float = 0.5  #: β of the β-VAE bound
-    latents: int = 256  #: Gaussian latent variables
+    """Section ``vae``: the β-VAE baseline (:func:`~hebbopt.training.vae.pretrain_vae`).
+
+    Args:
+        beta: β, the weight of the KL term of the β-VAE bound.
+        latents: Gaussian latent variables.
+        epochs: training epochs.
+        batch_size: images per batch, per process.
+        lr: the SGD learning rate, constant then halved on the fine-tuning schedule
+            (``finetune.lr_constant_epochs``, ``finetune.lr_halve_every``).
+        momentum: SGD momentum (Nesterov when > 0).
+    """
+
+    beta: float = 0.5
+    latents: int = 256
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3  #: SGD, constant then halved as in fine-tuning
+    lr: float = 1e-3
     momentum: float = 0.9
 
 
 @dataclasses.dataclass
 class FinetuneConfig:
-    regime: float = 100.0  #: percent of the training set labelled
-    balanced: bool = True  #: class-balanced subset (False: plain random, as the paper)
+    """Section ``finetune``: supervised fine-tuning (:func:`~hebbopt.training.finetune.finetune`).
+
+    The defaults are the paper's (FastHebb §4.3).
+
+    Args:
+        regime: s, the percentage of the training set labelled, in (0, 100].
+        balanced: a class-balanced labelled subset; false: a plain random one, as the paper.
+        epochs: training epochs.
+        batch_size: images per batch, per process.
+        lr: the SGD learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: SGD weight decay.
+        dropout: the model's dropout rate (timm's ``drop_rate``), in [0, 1).
+        lr_constant_epochs: epochs at ``lr`` before the first halving.
+        lr_halve_every: epochs between halvings after that (see
+            :func:`~hebbopt.training.common.step_lr`).
+    """
+
+    regime: float = 100.0
+    balanced: bool = True
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
@@ -81,32 +160,73 @@ class FinetuneConfig:
     nesterov: bool = True
     weight_decay: float = 5e-2
     dropout: float = 0.5
-    lr_constant_epochs: int = 10  #: lr constant for these epochs, then halved every lr_halve_every
+    lr_constant_epochs: int = 10
     lr_halve_every: int = 2
 
 
 @dataclasses.dataclass
 class SweepConfig:
+    """Section ``sweep``: the semi-supervised sweep (:func:`~hebbopt.training.semisup.semisup`).
+
+    Args:
+        methods: the pre-training methods compared (each one of :data:`METHODS`).
+        regimes: the labelled percentages s fine-tuned on, each in (0, 100].
+        seeds: one pre-training, labelled subset and initialisation per seed.
+        pretrain_epochs: ``pretrain.epochs`` per method, e.g. ``{hpca: 12}`` (``hpca`` and ``swta``
+            only); the others use ``pretrain.epochs``.
+    """
+
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])
     regimes: list = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5, 10, 25, 100])
     seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
-    pretrain_epochs: dict = dataclasses.field(
-        default_factory=dict
-    )  #: per-method pretrain.epochs, e.g. {hpca: 12}
+    pretrain_epochs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class RunConfig:
-    dir: str = "runs/default"  #: run folder: resolved config, checkpoints, metrics, weights
+    """Section ``run``: where a run writes, and how it runs.
+
+    Args:
+        dir: the run folder: resolved configuration, log, checkpoints, metrics, weights.
+        seed: seeds the initialisation, the batch order and the labelled subset.
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate's autocast).
+        cpu: run on the CPU even when a GPU is present.
+        threads: torch CPU threads (0: torch's default).
+        progress: progress bars (main process only).
+    """
+
+    dir: str = "runs/default"
     seed: int = 0
-    mixed_precision: str = "no"  #: no | bf16 | fp16 (accelerate)
-    cpu: bool = False  #: force the CPU
-    threads: int = 0  #: torch CPU threads (0: torch's default)
-    progress: bool = True  #: progress bars (main process only)
+    mixed_precision: str = "no"
+    cpu: bool = False
+    threads: int = 0
+    progress: bool = True
 
 
 @dataclasses.dataclass
 class Config:
+    """A recipe's whole configuration: one section per YAML mapping.
+
+    Build it with :func:`load` (a YAML file, then overrides) or :func:`from_dict`, which check every
+    value; the constructor itself checks nothing.
+
+    Args:
+        data: the dataset (:class:`DataConfig`).
+        model: the network (:class:`ModelConfig`).
+        pretrain: unsupervised pre-training (:class:`PretrainConfig`).
+        vae: the β-VAE baseline (:class:`VAEConfig`).
+        finetune: supervised fine-tuning (:class:`FinetuneConfig`).
+        sweep: the semi-supervised sweep (:class:`SweepConfig`).
+        run: the run folder, seed and devices (:class:`RunConfig`).
+
+    Examples:
+        >>> cfg = Config()
+        >>> cfg.pretrain.method, cfg.pretrain.lr, cfg.finetune.epochs
+        ('hpca', 0.001, 20)
+        >>> cfg.replace(finetune={"regime": 5}).finetune.regime
+        5.0
+    """
+
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
@@ -116,10 +236,26 @@ class Config:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as nested dicts, ``{section: {key: value}}``.
+
+        Returns:
+            A deep copy, as :func:`from_dict` takes it and :func:`dump` writes it.
+        """
         return dataclasses.asdict(self)
 
     def replace(self, **sections: dict[str, Any]) -> Config:
-        """A copy with some keys changed, e.g. ``cfg.replace(finetune={"regime": 5})`` (checked)."""
+        """A copy with some keys changed, e.g. ``cfg.replace(finetune={"regime": 5})``.
+
+        Args:
+            **sections: ``section={key: value}`` for each section with keys to change; the other
+                keys keep their values.
+
+        Returns:
+            The new configuration, checked as :func:`from_dict` checks it.
+
+        Raises:
+            ConfigError: an unknown section or key, or a value that does not check.
+        """
         raw = self.to_dict()
         for section, values in sections.items():
             _section_fields(section)
@@ -155,7 +291,19 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    """Build and check a :class:`Config` from nested dicts (missing keys take defaults)."""
+    """Build and check a :class:`Config` from nested dicts.
+
+    Args:
+        raw: ``{section: {key: value}}``, as read from YAML; missing sections and keys take their
+            defaults, ``None`` for a section means all defaults.
+
+    Returns:
+        The configuration, checked by :func:`validate`.
+
+    Raises:
+        ConfigError: ``raw`` or a section is not a mapping, an unknown section or key, a value of the
+            wrong type, or a value that :func:`validate` refuses.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is a mapping of sections, got {type(raw).__name__}")
     sections = {}
@@ -186,7 +334,15 @@ def _regime(where: str, s: Any) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Check values that types cannot: names, ranges, data folders. Raises :class:`ConfigError`."""
+    """Check what types cannot: names, ranges, data folders.
+
+    Args:
+        cfg: the configuration to check.
+
+    Raises:
+        ConfigError: the first value that cannot run, e.g. an unknown method or dataset, a regime
+            outside (0, 100], a missing data folder, or a learning rate that is not > 0.
+    """
     try:
         check_source(cfg.data.name, cfg.data.root, cfg.data.download)
     except ValueError as e:
@@ -250,9 +406,19 @@ def validate(cfg: Config) -> None:
 def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = None) -> Config:
     """A YAML file (sections as in :class:`Config`), then ``--section.key value`` overrides.
 
-    Override values are parsed as YAML (``--sweep.seeds [0,1]``, ``--data.root null``).
+    Args:
+        path: the YAML file; None: start from the defaults.
+        overrides: command-line words, ``--section.key value`` or ``--section.key=value``; values
+            are parsed as YAML (``--sweep.seeds [0,1]``, ``--data.root null``).
 
-    Example:
+    Returns:
+        The configuration, checked as :func:`from_dict` checks it.
+
+    Raises:
+        ConfigError: a missing or malformed file, an override that is not ``--section.key value``,
+            or anything :func:`from_dict` refuses.
+
+    Examples:
         >>> cfg = load(None, ["--finetune.regime", "5", "--data.name", "synthetic"])
         >>> cfg.finetune.regime, cfg.data.name
         (5.0, 'synthetic')
@@ -284,5 +450,12 @@ def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = N
 
 
 def dump(cfg: Config) -> str:
-    """The resolved configuration as YAML (what a run folder records)."""
+    """The resolved configuration as YAML (what a run folder records as ``config.yaml``).
+
+    Args:
+        cfg: the configuration.
+
+    Returns:
+        YAML text, sections and keys in declaration order; :func:`load` reads it back.
+    """
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

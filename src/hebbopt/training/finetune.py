@@ -33,7 +33,18 @@ from hebbopt.weights import load_weights, save_weights
 
 
 def subsets(cfg: Config, splits: ImageSplits) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labelled training indices, validation indices) for ``cfg.finetune.regime`` and ``cfg.run.seed``."""
+    """The labelled subset and the validation split of the training set.
+
+    Args:
+        cfg: the configuration: ``finetune.regime`` s, ``finetune.balanced``, ``data.val_size`` and
+            ``run.seed``.
+        splits: the dataset.
+
+    Returns:
+        ``(labelled, validation)``: sorted indices into ``splits.train``, disjoint; the validation
+        split (:func:`~hebbopt.data.regimes.validation_split`, seed 0) is the same for every seed and
+        regime, the labelled s % (:func:`~hebbopt.data.regimes.labelled_subset`) is drawn from the rest.
+    """
     labels = splits.train_labels
     val = validation_split(labels, cfg.data.val_size)
     labelled = labelled_subset(
@@ -58,14 +69,25 @@ def finetune(
     kept weights) and ``metrics.json`` to ``cfg.run.dir``.
 
     Args:
+        cfg: the configuration (``data``, ``model``, ``finetune``, ``run``).
         backbone: safetensors of a pre-trained model of the same architecture (its classifier is
             not loaded: the head starts from the seeded initialisation, as with no pre-training).
         method: label recorded in the metrics (default: the method in the ``metrics.json`` beside
-            ``backbone`` as :func:`~hebbopt.training.pretrain` writes it, ``"pretrained"`` if there
-            is none, ``"none"`` without a backbone).
+            ``backbone`` as :func:`~hebbopt.training.pretrain.pretrain` writes it, ``"pretrained"``
+            if there is none, ``"none"`` without a backbone).
+        resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
+            returns its metrics at once.
+        accelerator: the accelerator to use (the sweep shares one); default: a new one
+            (:func:`~hebbopt.training.common.make_accelerator`).
+        splits: the dataset, already loaded (the sweep loads it once); default:
+            :func:`~hebbopt.training.common.load_splits`.
 
     Returns:
         The metrics: ``test`` (top1, top5 in %), ``labelled`` (images), ``best_epoch``, ``history``.
+
+    Raises:
+        ConfigError: the run folder holds another run (without ``resume``) or a different config,
+            or the model cannot be built.
     """
     accelerator = accelerator or make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume)

@@ -25,7 +25,19 @@ from hebbopt.weights import save_weights
 
 
 def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
-    """The configured rule over ``layers`` (``{name: module}``)."""
+    """The configured Hebbian rule over ``layers``.
+
+    Args:
+        cfg: the configuration: ``pretrain.method`` and the rule's hyper-parameters (η, and T and
+            the similarity for soft-WTA, or the activation for HPCA).
+        layers: ``{name: module}`` of the layers to train, as :func:`~hebbopt.hebbian_layers` gives.
+
+    Returns:
+        A :class:`~hebbopt.HPCAHebb` or :class:`~hebbopt.SoftWTAHebb`, its hooks in place.
+
+    Raises:
+        ValueError: ``pretrain.method`` is not ``hpca`` or ``swta``.
+    """
     p = cfg.pretrain
     if p.method == "hpca":
         return HPCAHebb(layers, lr=p.lr, activation=p.activation, compile=p.compile)
@@ -47,13 +59,24 @@ def pretrain(
 
     Writes to ``cfg.run.dir``: ``config.yaml``, ``log.txt``, ``checkpoint.pt`` (every epoch),
     ``backbone.safetensors`` and ``filters.png`` (first layer) at the end, ``metrics.json``
-    (per-epoch wall-clock, images/s, relative weight change of each layer).
+    (per-epoch wall-clock, images/s, relative weight change ‖ΔW‖/‖W‖ of each layer).
+    ``method: vae`` runs :func:`~hebbopt.training.vae.pretrain_vae`.
+
+    Args:
+        cfg: the configuration (``data``, ``model``, ``pretrain``, ``run``; ``vae`` for the VAE).
+        resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
+            returns its backbone at once.
+        accelerator: the accelerator to use (the sweep shares one); default: a new one
+            (:func:`~hebbopt.training.common.make_accelerator`).
+        splits: the dataset, already loaded (the sweep loads it once); default:
+            :func:`~hebbopt.training.common.load_splits`.
 
     Returns:
         The ``backbone.safetensors`` path; None for ``method: none`` (nothing to pre-train).
 
     Raises:
-        ConfigError: the run folder holds another run (without ``resume``) or a different config.
+        ConfigError: the run folder holds another run (without ``resume``) or a different config,
+            or the model cannot be built.
     """
     method = cfg.pretrain.method
     if method == "none":

@@ -6,7 +6,6 @@ import pathlib
 import statistics
 from collections import defaultdict
 
-#: FastHebb Table 2, CIFAR-10 top-1 (%), for side-by-side comparison: {regime: {method: accuracy}}.
 PAPER_CIFAR10 = {
     1: {"vae": 22.54, "swta": 30.23, "hpca": 39.75},
     2: {"vae": 26.78, "swta": 36.59, "hpca": 45.51},
@@ -17,15 +16,42 @@ PAPER_CIFAR10 = {
     25: {"vae": 68.70, "swta": 69.85, "hpca": 64.77},
     100: {"vae": 85.23, "swta": 85.37, "hpca": 84.38},
 }
+"""FastHebb Table 2, CIFAR-10 top-1 (%), for side-by-side comparison: ``{regime: {method: accuracy}}``."""
 
 
 def metric_name(num_classes: int) -> str:
-    """The paper reports top-1 for CIFAR-10 and top-5 for the datasets with more classes."""
+    """The metric the paper reports: top-1 for CIFAR-10, top-5 for the datasets with more classes.
+
+    Args:
+        num_classes: the dataset's classes.
+
+    Returns:
+        ``"top1"`` up to 10 classes, else ``"top5"``.
+
+    Examples:
+        >>> metric_name(10), metric_name(100)
+        ('top1', 'top5')
+    """
     return "top1" if num_classes <= 10 else "top5"
 
 
 def summarise(results: list[dict], metric: str) -> dict:
-    """``{(regime, method): (mean, std, n)}`` over seeds."""
+    """Mean and standard deviation over seeds of each regime and method.
+
+    Args:
+        results: fine-tuning metrics, each with ``regime``, ``method`` and ``test`` (as
+            :func:`~hebbopt.training.finetune.finetune` returns them).
+        metric: ``"top1"`` or ``"top5"``.
+
+    Returns:
+        ``{(regime, method): (mean, std, n)}``, regime as a float; std is the sample standard
+        deviation (0 for one seed), n the number of seeds.
+
+    Examples:
+        >>> runs = [{"regime": 5, "method": "hpca", "test": {"top1": a}} for a in (50.0, 52.0)]
+        >>> summarise(runs, "top1")
+        {(5.0, 'hpca'): (51.0, 1.4142135623730951, 2)}
+    """
     groups: dict[tuple[float, str], list[float]] = defaultdict(list)
     for r in results:
         groups[float(r["regime"]), r["method"]].append(r["test"][metric])
@@ -37,7 +63,24 @@ def summarise(results: list[dict], metric: str) -> dict:
 
 def table(results: list[dict], metric: str, *, dataset: str, methods: list[str]) -> str:
     """A markdown table: one row per regime and method, mean ± std over seeds (and the paper's
-    CIFAR-10 figure beside it when the dataset is CIFAR-10)."""
+    CIFAR-10 figure beside it when the dataset is CIFAR-10).
+
+    Args:
+        results: fine-tuning metrics, as :func:`summarise` takes them.
+        metric: ``"top1"`` or ``"top5"``.
+        dataset: the dataset's name, for the header (``cifar10`` adds the paper's column).
+        methods: the methods, in row order within each regime; others are left out.
+
+    Returns:
+        The table, ending with a newline.
+
+    Examples:
+        >>> runs = [{"regime": 5, "method": "hpca", "test": {"top1": a}} for a in (50.0, 52.0)]
+        >>> print(table(runs, "top1", dataset="cifar10", methods=["hpca"]), end="")
+        | regime | method | cifar10 top-1 (%) | seeds | paper (FastHebb Table 2) |
+        |---|---|---:|---:|---:|
+        | 5 % | hpca | 51.00 ± 1.41 | 2 | 52.20 |
+    """
     summary = summarise(results, metric)
     paper = dataset == "cifar10" and metric == "top1"
     label = "top-1" if metric == "top1" else "top-5"
@@ -59,7 +102,15 @@ def table(results: list[dict], metric: str, *, dataset: str, methods: list[str])
 
 
 def plot(results: list[dict], metric: str, path: pathlib.Path, *, dataset: str, methods: list[str]) -> None:
-    """Accuracy against the labelled share (log axis), one line per method, error bars = std over seeds."""
+    """Accuracy against the labelled share (log axis), one line per method, error bars = std over seeds.
+
+    Args:
+        results: fine-tuning metrics, as :func:`summarise` takes them.
+        metric: ``"top1"`` or ``"top5"``.
+        path: the image file to write (its folder is created); the format follows the suffix.
+        dataset: the dataset's name, for the title.
+        methods: the methods to draw.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

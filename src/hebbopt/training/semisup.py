@@ -21,8 +21,21 @@ from hebbopt.training.report import metric_name, plot, table
 def semisup(cfg: Config, *, resume: bool = False) -> dict:
     """Run the sweep configured by ``cfg.sweep`` (and every other section).
 
+    The metric is top-1 for datasets of up to 10 classes, else top-5
+    (:func:`~hebbopt.training.report.metric_name`), as the paper reports them.
+
+    Args:
+        cfg: the configuration; ``run.dir`` holds the sweep, each pre-training and fine-tuning run
+            in its own folder under it; ``run.seed`` is replaced by each of ``sweep.seeds``.
+        resume: skip finished runs and continue the interrupted one from its checkpoint.
+
     Returns:
-        What ``results.json`` holds: ``dataset``, ``metric`` and one entry per fine-tuning run.
+        What ``results.json`` holds: ``dataset``, ``metric`` and ``results``, one entry per
+        fine-tuning run (its metrics without the per-epoch ``history``).
+
+    Raises:
+        ConfigError: the folder holds another sweep (without ``resume``) or a different config, or
+            the model cannot be built.
     """
     accelerator = make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume)

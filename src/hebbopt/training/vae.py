@@ -39,7 +39,27 @@ from hebbopt.weights import save_weights
 
 
 class VAE(nn.Module):
-    """A β-VAE around a timm ``backbone`` (classifier unused) for ``in_chans``×``img_size``² inputs."""
+    """A β-VAE around a timm ``backbone`` (classifier unused) for ``in_chans``×``img_size``² inputs.
+
+    Encoder: ``backbone.forward_features``, ``forward_head(pre_logits=True)``, then one Linear
+    layer to (μ, log σ²). Decoder: Linear layers back to the last feature map, then upsampling and
+    3×3 convolutions mirroring the convolutions of ``backbone.features`` (see the module's
+    description).
+
+    Args:
+        backbone: a timm model with ``forward_features`` and ``forward_head``; trained in place.
+        in_chans: channels of the images.
+        img_size: image height and width.
+        latents: the number of Gaussian latent variables.
+
+    Examples:
+        >>> import timm, hebbopt
+        >>> net = timm.create_model("hebb_alexnet_6l", in_chans=1, num_classes=10, img_size=32)
+        >>> vae = VAE(net, in_chans=1, img_size=32, latents=8)
+        >>> recon, mu, logvar = vae(torch.randn(2, 1, 32, 32))
+        >>> tuple(recon.shape), tuple(mu.shape), tuple(logvar.shape)
+        ((2, 1, 32, 32), (2, 8), (2, 8))
+    """
 
     def __init__(self, backbone: nn.Module, in_chans: int, img_size: int, latents: int = 256) -> None:
         super().__init__()
@@ -86,23 +106,67 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(*layers)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, log σ²) of the approximate posterior."""
+        """The approximate posterior q(z | x) = N(μ, σ²).
+
+        Args:
+            x: images, ``B×C×H×W``.
+
+        Returns:
+            ``(μ, log σ²)``, each ``B×latents``; log σ² is clamped to [−20, 20].
+        """
         h = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
         mu, logvar = self.to_latent(h).chunk(2, dim=1)
         return mu, logvar.clamp(-20, 20)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction x̂ of latent codes ``z``.
+
+        Args:
+            z: latent codes, ``B×latents``.
+
+        Returns:
+            x̂, ``B×in_chans×img_size×img_size`` (no output non-linearity: it matches the
+            normalised images).
+        """
         return self.decoder(self.from_latent(z).view(len(z), *self.fmap))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode, sample z = μ + σ ⊙ ε with ε ~ N(0, I) (the reparameterisation), decode.
+
+        Args:
+            x: images, ``B×C×H×W``.
+
+        Returns:
+            ``(x̂, μ, log σ²)``, as :func:`vae_loss` takes them.
+        """
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         return self.decode(z), mu, logvar
 
 
 def vae_loss(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float):
-    """The negative β-VAE bound per image, (‖x − x̂‖² + β·KL) / D for D input values, averaged over
-    the batch (dividing by D keeps plain SGD at the paper's lr stable; the optimum is unchanged)."""
+    """The negative β-VAE bound per image, scaled by 1/D, averaged over the batch.
+
+        L = (‖x − x̂‖² + β · KL(N(μ, σ²) ‖ N(0, I))) / D,   KL = −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²)
+
+    for D values per image (dividing by D keeps plain SGD at the paper's lr stable; the optimum is
+    unchanged). Computed in float32 whatever the inputs' precision.
+
+    Args:
+        x: the images, ``B×C×H×W``.
+        recon: their reconstructions x̂, the same shape.
+        mu: the posterior means μ, ``B×latents``.
+        logvar: the posterior log-variances log σ², ``B×latents``.
+        beta: β, the weight of the KL term.
+
+    Returns:
+        L, a 0-d tensor.
+
+    Examples:
+        >>> x, zeros = torch.zeros(2, 3, 4, 4), torch.zeros(2, 8)
+        >>> vae_loss(x, x + 1, zeros, zeros, beta=0.5).item()  # ‖x − x̂‖² = D = 48, KL = 0
+        1.0
+    """
     rec = (recon.float() - x.float()).pow(2).flatten(1).sum(1)
     kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(1)
     return (rec + beta * kl).mean() / x[0].numel()
@@ -117,7 +181,25 @@ def pretrain_vae(
 ) -> pathlib.Path:
     """β-VAE pre-training (``cfg.vae``) of ``cfg.model``; returns ``backbone.safetensors`` in ``cfg.run.dir``.
 
-    Checkpoints every epoch (atomically) and resumes exactly, as :func:`~hebbopt.training.pretrain`.
+    Checkpoints every epoch (atomically) and resumes exactly, as
+    :func:`~hebbopt.training.pretrain.pretrain`; writes the same files but ``filters.png``.
+
+    Args:
+        cfg: the configuration (``data``, ``model``, ``vae``, ``run``; the learning-rate schedule of
+            ``finetune``).
+        resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
+            returns its backbone at once.
+        accelerator: the accelerator to use (the sweep shares one); default: a new one
+            (:func:`~hebbopt.training.common.make_accelerator`).
+        splits: the dataset, already loaded (the sweep loads it once); default:
+            :func:`~hebbopt.training.common.load_splits`.
+
+    Returns:
+        The ``backbone.safetensors`` path: the backbone's weights only (no latent layer, no decoder).
+
+    Raises:
+        ConfigError: the run folder holds another run (without ``resume``) or a different config,
+            or the model cannot be built.
     """
     accelerator = accelerator or make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume)
