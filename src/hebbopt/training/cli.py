@@ -18,6 +18,7 @@ status 2 and the message, not a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from hebbopt.training.config import ConfigError, load
@@ -44,6 +45,22 @@ def _parse(description: str, argv: list[str] | None, extra=None):
     return args, cfg
 
 
+def _clear_errors(main):
+    """Configuration problems found while starting (run folder taken, model cannot be built) end
+    the command with the message, not a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+@_clear_errors
 def pretrain_main(argv: list[str] | None = None) -> int:
     """``recipes/pretrain.py``: unsupervised pre-training (hpca, swta, vae) of the configured model.
 
@@ -61,6 +78,7 @@ def pretrain_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@_clear_errors
 def finetune_main(argv: list[str] | None = None) -> int:
     """``recipes/finetune.py``: supervised fine-tuning, from ``--backbone FILE`` if given.
 
@@ -86,6 +104,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@_clear_errors
 def vae_main(argv: list[str] | None = None) -> int:
     """``recipes/vae.py``: β-VAE pre-training of the configured model (``pretrain.method`` is set to vae).
 
@@ -108,6 +127,7 @@ def vae_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@_clear_errors
 def semisup_main(argv: list[str] | None = None) -> int:
     """``recipes/semisup.py``: the semi-supervised sweep; prints the results table at the end.
 
@@ -126,50 +146,3 @@ def semisup_main(argv: list[str] | None = None) -> int:
         table(summary["results"], summary["metric"], dataset=cfg.data.name, methods=list(cfg.sweep.methods))
     )
     return 0
-
-
-def _clear_errors(main):
-    """Configuration problems found while starting (run folder taken, model cannot be built) end
-    the command with the message, not a traceback."""
-
-    def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    wrapped.__doc__ = main.__doc__
-    return wrapped
-
-
-pretrain_main = _clear_errors(pretrain_main)
-"""``recipes/pretrain.py``: :func:`~hebbopt.training.pretrain.pretrain`; prints the backbone's path.
-
-``pretrain_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
-status, 0, or 2 on a configuration error.
-"""
-
-finetune_main = _clear_errors(finetune_main)
-"""``recipes/finetune.py``: :func:`~hebbopt.training.finetune.finetune`, from ``--backbone FILE``
-(a ``.safetensors`` file) if given, else from a random initialisation; prints top-1 and top-5.
-
-``finetune_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
-status, 0, or 2 on a configuration error.
-"""
-
-vae_main = _clear_errors(vae_main)
-"""``recipes/vae.py``: :func:`~hebbopt.training.vae.pretrain_vae` (``pretrain.method`` set to vae);
-prints the backbone's path.
-
-``vae_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
-status, 0, or 2 on a configuration error.
-"""
-
-semisup_main = _clear_errors(semisup_main)
-"""``recipes/semisup.py``: :func:`~hebbopt.training.semisup.semisup`; prints the results table
-(:func:`~hebbopt.training.report.table`).
-
-``semisup_main(argv=None) -> int``: parses ``argv`` (default ``sys.argv[1:]``); returns the exit
-status, 0, or 2 on a configuration error.
-"""
