@@ -33,6 +33,7 @@ MODULES = [
     "hebbopt.reference",
     "hebbopt.weights",
     "hebbopt.filters",
+    "hebbopt.files",
     "hebbopt.models.alexnet",
     "hebbopt.data.datasets",
     "hebbopt.data.regimes",

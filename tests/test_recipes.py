@@ -212,3 +212,24 @@ def test_streamed_image_folder_trains_through_a_dataloader(tmp_path):
     metrics = finetune(cfg)
     assert metrics["labelled"] == 18 and metrics["test"]["images"] == 6
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_resumed_sweep_skips_finished_runs(tmp_path, monkeypatch):
+    args = ("--sweep.methods", "[swta, none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]")
+    first = semisup(tiny(tmp_path, *args))
+    with pytest.raises(ConfigError, match="--resume"):
+        semisup(tiny(tmp_path, *args))
+    monkeypatch.setattr(
+        "hebbopt.training.pretrain.hebbian_optimizer", lambda *a: pytest.fail("pre-trained again")
+    )
+    monkeypatch.setattr("torch.optim.SGD.step", lambda *a, **k: pytest.fail("fine-tuned again"))
+    again = semisup(tiny(tmp_path, *args), resume=True)
+    assert again["results"] == first["results"]
+
+
+def test_run_files_are_readable_by_the_group_like_any_file(tmp_path):
+    finetune(tiny(tmp_path, "--finetune.epochs", "1"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "metrics.json", "model.safetensors"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

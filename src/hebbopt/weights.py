@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from hebbopt.files import atomic_write
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
@@ -42,14 +43,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
         raise ValueError(f"{path}: use a .safetensors file name (timm loads safetensors by suffix)")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     return path
 
 

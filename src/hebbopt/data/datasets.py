@@ -22,12 +22,13 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from hebbopt.files import atomic_write
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 """The names :func:`load_dataset` accepts (``data.name`` of a recipe)."""
@@ -371,15 +372,7 @@ def _torchvision(name, path, split, download):
 
 
 def _atomic_save(obj, file: pathlib.Path) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, file)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(file, lambda tmp: torch.save(obj, tmp))
 
 
 class FolderImages(Dataset):

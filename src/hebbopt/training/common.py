@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +18,7 @@ from tqdm.auto import tqdm
 
 import hebbopt  # noqa: F401  (registers the timm models)
 from hebbopt.data import ImageSplits, TensorImages, load_dataset
+from hebbopt.files import atomic_write
 from hebbopt.training.config import Config, ConfigError, dump
 
 
@@ -264,24 +263,6 @@ def step_lr(cfg_constant: int, halve_every: int):
     return factor
 
 
-def atomic_write(path: pathlib.Path, write) -> None:
-    """``write(tmp_path)``, then rename onto ``path``: the file is complete or absent.
-
-    Args:
-        path: the file to write; its folder is created.
-        write: called with a temporary file name in the same folder; removed if it fails.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: pathlib.Path, state: dict) -> None:
     """Atomically ``torch.save`` ``state`` plus the CPU/CUDA random states.
 
@@ -313,7 +294,7 @@ def load_checkpoint(path: pathlib.Path) -> dict:
 
 
 def write_json(path: pathlib.Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (see :func:`atomic_write`).
+    """Atomically write ``obj`` as indented JSON (see :func:`hebbopt.files.atomic_write`).
 
     Args:
         path: the file to write.
