@@ -21,13 +21,21 @@ import argparse
 import functools
 import sys
 
-from hebbopt.training.config import ConfigError, load
+from hebbopt.training.config import Config, ConfigError, load
+
+
+def _keys() -> str:
+    """Every configuration key with its default, for ``--help``."""
+    lines = ["Any configuration key can be overridden with --section.key value (YAML), e.g.",
+             "--finetune.epochs 5 --sweep.seeds [0,1]. Keys and defaults:"]  # fmt: skip
+    for section, values in Config().to_dict().items():
+        lines.append(f"  {section}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    return "\n".join(lines)
 
 
 def _parse(description: str, argv: list[str] | None, extra=None):
     parser = argparse.ArgumentParser(
-        description=description,
-        epilog="Any configuration key can be overridden: --section.key value (e.g. --finetune.epochs 5).",
+        description=description, epilog=_keys(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--config", help="YAML configuration (sections data, model, pretrain, vae, finetune, sweep, run)"
