@@ -75,15 +75,22 @@ def interrupt_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(common, "save_checkpoint", save_then_die)
 
 
-@pytest.mark.parametrize("method", ["hpca", "vae"])
-def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch, method):
-    extra = ["--pretrain.method", method, "--pretrain.epochs", "2", "--vae.epochs", "2"]
-    full = pretrain(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
+def uninterrupted_and_killed(tmp_path, monkeypatch, run, *extra):
+    """``run`` in one folder, and in another killed right after its first checkpoint; returns the
+    uninterrupted result and the killed run's configuration."""
+    full = run(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
     cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
     with monkeypatch.context() as m:
         interrupt_after_first_checkpoint(m)
         with pytest.raises(KeyboardInterrupt):
-            pretrain(cfg)
+            run(cfg)
+    return full, cfg
+
+
+@pytest.mark.parametrize("method", ["hpca", "vae"])
+def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch, method):
+    extra = ["--pretrain.method", method, "--pretrain.epochs", "2", "--vae.epochs", "2"]
+    full, cfg = uninterrupted_and_killed(tmp_path, monkeypatch, pretrain, *extra)
     assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (
         tmp_path / "cut" / "backbone.safetensors"
     ).exists()
@@ -98,12 +105,7 @@ def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch, method):
 
 def test_layerwise_pretraining_resumes_mid_schedule(tmp_path, monkeypatch):
     extra = ["--pretrain.schedule", "layerwise", "--pretrain.include", "[features.0, features.4]"]
-    full = pretrain(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
-    cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
-    with monkeypatch.context() as m:
-        interrupt_after_first_checkpoint(m)
-        with pytest.raises(KeyboardInterrupt):
-            pretrain(cfg)
+    full, cfg = uninterrupted_and_killed(tmp_path, monkeypatch, pretrain, *extra)
     a, b = load_file(full), load_file(pretrain(cfg, resume=True))
     assert all(torch.equal(a[k], b[k]) for k in a)
     stages = [h["stage"] for h in json.loads((tmp_path / "cut" / "metrics.json").read_text())["history"]]
@@ -113,12 +115,7 @@ def test_layerwise_pretraining_resumes_mid_schedule(tmp_path, monkeypatch):
 def test_finetune_resumes_to_the_same_weights_and_accuracy(tmp_path, monkeypatch):
     extra = ["--finetune.epochs", "3", "--finetune.regime", "50", "--data.val_size", "8",
              "--finetune.lr_constant_epochs", "1", "--finetune.lr_halve_every", "1"]  # fmt: skip
-    full = finetune(tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "full")))
-    cfg = tiny(tmp_path, *extra, "--run.dir", str(tmp_path / "cut"))
-    with monkeypatch.context() as m:
-        interrupt_after_first_checkpoint(m)
-        with pytest.raises(KeyboardInterrupt):
-            finetune(cfg)
+    full, cfg = uninterrupted_and_killed(tmp_path, monkeypatch, finetune, *extra)
     resumed = finetune(cfg, resume=True)
     a, b = (
         load_file(tmp_path / "full" / "model.safetensors"),
@@ -219,9 +216,8 @@ def test_resumed_sweep_skips_finished_runs(tmp_path, monkeypatch):
     first = semisup(tiny(tmp_path, *args))
     with pytest.raises(ConfigError, match="--resume"):
         semisup(tiny(tmp_path, *args))
-    monkeypatch.setattr(
-        "hebbopt.training.pretrain.hebbian_optimizer", lambda *a: pytest.fail("pre-trained again")
-    )
+    module = sys.modules["hebbopt.training.pretrain"]  # the package exports a function of that name
+    monkeypatch.setattr(module, "hebbian_optimizer", lambda *a: pytest.fail("pre-trained again"))
     monkeypatch.setattr("torch.optim.SGD.step", lambda *a, **k: pytest.fail("fine-tuned again"))
     again = semisup(tiny(tmp_path, *args), resume=True)
     assert again["results"] == first["results"]
