@@ -428,3 +428,32 @@ def _norm(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return int(value)
     return value
+
+
+def sgd_run(model: nn.Module, cfg: Config, accelerator: Accelerator, run: Run, *, resume: bool, **sgd):
+    """The paper's SGD (``sgd`` keyword arguments) with its step schedule, prepared by ``accelerator``
+    and restored from ``run``'s checkpoint when resuming: what fine-tuning and the VAE share.
+
+    Args:
+        model: the network, on the accelerator's device.
+        cfg: supplies the schedule (``finetune.lr_constant_epochs``, ``finetune.lr_halve_every``).
+        accelerator: prepares the model and optimizer (DDP across processes).
+        run: the run folder whose ``checkpoint.pt`` is restored.
+        resume: restore the checkpoint if there is one.
+
+    Returns:
+        ``(prepared model, prepared optimizer, scheduler, unwrapped model, checkpoint or None)``.
+    """
+    opt = torch.optim.SGD(model.parameters(), **sgd)
+    schedule = step_lr(cfg.finetune.lr_constant_epochs, cfg.finetune.lr_halve_every)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    prepared, opt = accelerator.prepare(model, opt)
+    plain = accelerator.unwrap_model(prepared)
+    state = None
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint)
+        plain.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        run.log(f"resumed from {run.checkpoint}: epoch {state['epoch']}")
+    return prepared, opt, sched, plain, state

@@ -23,10 +23,9 @@ from hebbopt.training.common import (
     Run,
     build_model,
     evaluate,
-    load_checkpoint,
     load_splits,
     make_accelerator,
-    step_lr,
+    sgd_run,
 )  # fmt: skip
 from hebbopt.training.config import Config
 from hebbopt.weights import load_weights, save_weights
@@ -104,20 +103,13 @@ def finetune(
         load_weights(model, backbone, skip=(prefix,) if prefix else ())
     run.start()
     model.to(accelerator.device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, step_lr(f.lr_constant_epochs, f.lr_halve_every))
-    model, opt = accelerator.prepare(model, opt)
-    plain = accelerator.unwrap_model(model)
+    model, opt, sched, plain, state = sgd_run(
+        model, cfg, accelerator, run, resume=resume,
+        lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
+    )  # fmt: skip
     first_epoch, best, history = 0, {"top1": -1.0, "epoch": 0, "state": None}, []
-    if resume and run.checkpoint.exists():
-        state = load_checkpoint(run.checkpoint)
-        plain.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    if state is not None:
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
-        run.log(f"resumed from {run.checkpoint}: epoch {first_epoch}")
     label = method or _method_of(backbone)
     torch.manual_seed(cfg.run.seed + 1 + first_epoch * 7)  # dropout draws, the same after a resume
     for epoch in range(first_epoch, f.epochs):
@@ -126,18 +118,18 @@ def finetune(
             channels_last=cfg.model.channels_last, workers=cfg.data.workers,
         )  # fmt: skip
         model.train()
-        start, total, seen = time.perf_counter(), 0.0, 0
+        start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
         for x, y in run.progress(batches, f"finetune {label} {f.regime:g}% epoch {epoch + 1}"):
             with accelerator.autocast():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             opt.step()
-            total, seen = total + loss.item() * len(y), seen + len(y)
+            total, seen = total + loss.detach().float() * len(y), seen + len(y)  # no sync per step
         lr = opt.param_groups[0]["lr"]
         sched.step()
         seconds = time.perf_counter() - start
-        entry = {"epoch": epoch + 1, "seconds": seconds, "loss": total / max(1, seen), "lr": lr}
+        entry = {"epoch": epoch + 1, "seconds": seconds, "loss": total.item() / max(1, seen), "lr": lr}
         if len(val):
             entry["val"] = evaluate(model, splits.train, val, accelerator, cfg)
             if entry["val"]["top1"] > best["top1"]:

@@ -29,10 +29,9 @@ from hebbopt.training.common import (
     Batches,
     Run,
     build_model,
-    load_checkpoint,
     load_splits,
     make_accelerator,
-    step_lr,
+    sgd_run,
 )
 from hebbopt.training.config import Config
 from hebbopt.weights import save_weights
@@ -214,20 +213,10 @@ def pretrain_vae(
         vae = vae.to(memory_format=torch.channels_last)
     run.start()
     vae.to(accelerator.device)
-    opt = torch.optim.SGD(vae.parameters(), lr=v.lr, momentum=v.momentum, nesterov=v.momentum > 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, step_lr(cfg.finetune.lr_constant_epochs, cfg.finetune.lr_halve_every)
+    model, opt, sched, plain, state = sgd_run(
+        vae, cfg, accelerator, run, resume=resume, lr=v.lr, momentum=v.momentum, nesterov=v.momentum > 0
     )
-    model, opt = accelerator.prepare(vae, opt)
-    plain = accelerator.unwrap_model(model)
-    first_epoch, history = 0, []
-    if resume and run.checkpoint.exists():
-        state = load_checkpoint(run.checkpoint)
-        plain.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        first_epoch, history = state["epoch"], state["history"]
-        run.log(f"resumed from {run.checkpoint}: epoch {first_epoch}")
+    first_epoch, history = (state["epoch"], state["history"]) if state is not None else (0, [])
     everything = torch.arange(len(splits.train))
     for epoch in range(first_epoch, v.epochs):
         torch.manual_seed(cfg.run.seed * 7919 + epoch)  # sampling noise, the same after a resume
@@ -236,7 +225,7 @@ def pretrain_vae(
             channels_last=cfg.model.channels_last, workers=cfg.data.workers,
         )  # fmt: skip
         model.train()
-        start, total, seen = time.perf_counter(), 0.0, 0
+        start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
         for x, _ in run.progress(batches, f"vae epoch {epoch + 1}"):
             with accelerator.autocast():
                 recon, mu, logvar = model(x)
@@ -244,11 +233,12 @@ def pretrain_vae(
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             opt.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
+            total, seen = total + loss.detach() * len(x), seen + len(x)  # no sync per step
         sched.step()
         seconds = time.perf_counter() - start
-        history.append({"epoch": epoch + 1, "seconds": seconds, "loss": total / max(1, seen)})
-        run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {total / max(1, seen):.2f}, {seconds:.1f} s")
+        mean_loss = total.item() / max(1, seen)
+        history.append({"epoch": epoch + 1, "seconds": seconds, "loss": mean_loss})
+        run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {mean_loss:.2f}, {seconds:.1f} s")
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "epoch": epoch + 1, "history": history})  # fmt: skip
     if run.main:
