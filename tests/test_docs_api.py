@@ -35,6 +35,7 @@ MODULES = [
     "hebbopt.filters",
     "hebbopt.files",
     "hebbopt.models.alexnet",
+    "hebbopt.models.softhebb",
     "hebbopt.data.datasets",
     "hebbopt.data.regimes",
     "hebbopt.training.config",
