@@ -12,14 +12,41 @@ an existing model and explains any mismatch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import nn
 
-from hebbopt.files import atomic_write
+from hebbopt.files import CorruptFileError, atomic_write_bytes
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 of a state dict: every key, dtype, shape and the tensors' bytes, keys sorted.
+
+    :func:`save_weights` records it in the file's metadata (``sha256``); :func:`read_weights`
+    checks it.
+
+    Args:
+        state: tensors by name.
+
+    Returns:
+        The hexadecimal digest.
+
+    Examples:
+        >>> a = {"w": torch.ones(2)}
+        >>> weights_digest(a) == weights_digest({"w": torch.ones(2)}) != weights_digest({"w": torch.zeros(2)})
+        True
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
@@ -43,8 +70,44 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
         raise ValueError(f"{path}: use a .safetensors file name (timm loads safetensors by suffix)")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_bytes(path, save(state, metadata={"format": "pt", "sha256": weights_digest(state)}))
     return path
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked against the sha256 in its metadata.
+
+    Files without a ``sha256`` entry (not written by :func:`save_weights`) are read unchecked.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The tensors by name, on the CPU.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CorruptFileError: the file is truncated or garbled, or its tensors fail the checksum.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise CorruptFileError(
+            f"{path}: not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or "
+            "damaged: write it again (re-run the pre-training) or restore it"
+        ) from None
+    expected = metadata.get("sha256")
+    if expected is not None and weights_digest(state) != expected:
+        raise CorruptFileError(
+            f"{path}: checksum mismatch (sha256 of its tensors differs from the one recorded when it was "
+            "written): the file is damaged; write it again (re-run the pre-training) or restore it"
+        )
+    return state
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> None:
@@ -57,6 +120,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, 
 
     Raises:
         ValueError: missing, unexpected or differently shaped keys, all named.
+        FileNotFoundError: there is no such file.
+        CorruptFileError: the file is damaged (see :func:`read_weights`).
 
     Examples:
         >>> import tempfile, pathlib, torch.nn as nn
@@ -66,7 +131,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, skip: tuple[str, 
         >>> bool((a.weight == b.weight).all())
         True
     """
-    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(skip)}
+    state = {k: v for k, v in read_weights(path).items() if not k.startswith(skip)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())

@@ -28,13 +28,72 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from hebbopt.files import atomic_write
+from hebbopt.files import CorruptFileError, atomic_write_bytes
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 """The names :func:`load_dataset` accepts (``data.name`` of a recipe)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".JPG")
-"""Suffixes of the files decoded from class folders; other files are skipped."""
+"""Suffixes of the files decoded from class folders (in any letter case); other files are skipped."""
+
+_SUFFIXES = frozenset(s.lower() for s in IMAGE_SUFFIXES)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether a file of a class folder is decoded (its suffix is one of :data:`IMAGE_SUFFIXES`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for an image file, in any letter case.
+    """
+    return pathlib.Path(path).suffix.lower() in _SUFFIXES
+
+
+def class_folders(folder: pathlib.Path) -> list[str]:
+    """The class folders under ``folder``, sorted; the same check in memory and streamed.
+
+    Args:
+        folder: a split's folder (``train/``, ``test/``).
+
+    Returns:
+        The class names (sub-folder names), sorted.
+
+    Raises:
+        ValueError: ``folder`` has no class folders, or a class folder holds no image (named).
+    """
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{folder}: no class folders")
+    for cls in classes:
+        with os.scandir(folder / cls) as entries:
+            if not any(e.is_file() and is_image_file(e.name) for e in entries):
+                raise ValueError(
+                    f"{folder / cls}: class folder holds no images ({', '.join(sorted(_SUFFIXES))}); "
+                    "add images or remove the folder"
+                )
+    return classes
+
+
+def open_rgb(path: str | os.PathLike):
+    """An image file as an 8-bit RGB PIL image; 16-bit images are scaled to 8 bits, not clipped.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        A PIL image in mode ``RGB``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale (0–65535)
+            a = np.asarray(im).astype(np.float64)
+            gray = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+            return Image.fromarray(gray).convert("RGB")
+        return im.convert("RGB")
 
 
 class TensorImages(Dataset):
@@ -233,7 +292,9 @@ def load_dataset(
         The splits, their classes, image shape and the training split's per-channel statistics.
 
     Raises:
-        ValueError: unknown name or missing data (see :func:`check_source`).
+        ValueError: unknown name or missing data (see :func:`check_source`), train and test class
+            folders that differ, an empty class folder (named), images of different sizes.
+        CorruptFileError: a cache file is damaged (named).
 
     Examples:
         >>> splits = load_dataset("synthetic", img_size=8, synthetic_size=40)
@@ -254,6 +315,7 @@ def load_dataset(
     splits = {}
     for split in ("train", "test"):
         splits[split] = _cached(name, path, split, img_size, download, cache, verbose)
+    _same_classes(path, splits["train"][2], splits["test"][2])
     size = splits["train"][0].shape[-1]
     return _in_memory(name, splits["train"], splits["test"], splits["train"][2], size)
 
@@ -316,41 +378,85 @@ def _synthetic(size: int, n_train: int):
     return (*train, classes), (*test, classes), classes
 
 
+def _same_classes(path, train: list[str], test: list[str]) -> None:
+    if list(train) != list(test):
+        raise ValueError(
+            f"{path}: train and test class folders differ (only in train: {sorted(set(train) - set(test))}, "
+            f"only in test: {sorted(set(test) - set(train))}); labels would not match"
+        )
+
+
+def _fingerprint(source: pathlib.Path) -> str:
+    """Every file under ``source``: relative path, size and modification time, hashed."""
+    digest = hashlib.sha256()
+    if source.is_dir():
+        for f in sorted(p for p in source.rglob("*") if p.is_file()):
+            st = f.stat()
+            digest.update(f"{f.relative_to(source)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _images_digest(images: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{tuple(images.shape)}|{'|'.join(classes)}|".encode())
+    digest.update(images.contiguous().reshape(-1).numpy().tobytes())
+    digest.update(labels.long().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(file: pathlib.Path):
+    advice = "delete it and the images are decoded again"
+    try:
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+        images, labels, classes, expected = blob["images"], blob["labels"], blob["classes"], blob["sha256"]
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CorruptFileError(
+            f"{file}: unreadable dataset cache ({type(e).__name__}: {first}); {advice}"
+        ) from None
+    if _images_digest(images, labels, classes) != expected:
+        raise CorruptFileError(f"{file}: dataset cache fails its checksum (damaged); {advice}")
+    return images, labels, classes
+
+
 def _cached(name, path, split, img_size, download, cache, verbose):
-    key = hashlib.sha1(f"{path.resolve()}|{split}|{img_size}".encode()).hexdigest()[:12]
-    file = cache_dir(cache) / f"{name}-{split}-{key}.pt"
-    if file.exists():
-        blob = torch.load(file, weights_only=True)
-        return blob["images"], blob["labels"], blob["classes"]
+    folder = None
     if (path / split).is_dir() or (split == "test" and (path / "val").is_dir()):
         folder = path / split if (path / split).is_dir() else path / "val"
+    source = folder if folder is not None else path / (
+        "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+    )  # fmt: skip
+    # the key covers the files (names, sizes, modification times): an edited dataset is decoded again
+    identity = f"v2|{path.resolve()}|{split}|{img_size}|{_fingerprint(source)}"
+    key = hashlib.sha1(identity.encode()).hexdigest()[:12]
+    file = cache_dir(cache) / f"{name}-{split}-{key}.pt"
+    if file.exists():
+        return _read_cache(file)
+    if folder is not None:
         images, labels, classes = _decode_folder(folder, img_size, verbose, file)
     else:
         images, labels, classes = _torchvision(name, path, split, download)
         images = _resize(images, img_size)
-    _atomic_save({"images": images, "labels": labels, "classes": classes}, file)
+    digest = _images_digest(images, labels, classes)
+    _atomic_save({"images": images, "labels": labels, "classes": classes, "sha256": digest}, file)
     return images, labels, classes
 
 
 def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
     import numpy as np
-    from PIL import Image
 
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if not classes:
-        raise ValueError(f"{folder}: no class folders")
+    classes = class_folders(folder)
     files = [
         (f, c)
         for c, cls in enumerate(classes)
         for f in sorted((folder / cls).iterdir())
-        if f.suffix in IMAGE_SUFFIXES
+        if f.is_file() and is_image_file(f)
     ]
     if verbose:
         print(f"decoding {len(files)} images from {folder} (once; cached at {file})", flush=True)
     images, labels = [], []
     for f, c in files:
-        with Image.open(f) as im:
-            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        img = torch.from_numpy(np.array(open_rgb(f))).permute(2, 0, 1).contiguous()
         images.append(_resize(img.unsqueeze(0), img_size)[0] if img_size else img)
         labels.append(c)
     shapes = {tuple(i.shape) for i in images}
@@ -372,7 +478,11 @@ def _torchvision(name, path, split, download):
 
 
 def _atomic_save(obj, file: pathlib.Path) -> None:
-    atomic_write(file, lambda tmp: torch.save(obj, tmp))
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(file, buffer.getvalue())
 
 
 class FolderImages(Dataset):
@@ -387,6 +497,10 @@ class FolderImages(Dataset):
         mean: per-channel means on the 0–1 scale to normalise with; None leaves values in [0, 1].
         std: per-channel standard deviations on the 0–1 scale, used with ``mean``.
         crop_pct: the share of the resized image's side that the centre crop keeps.
+
+    Raises:
+        ValueError: ``folder`` has no class folders, or a class folder holds no image (named; see
+            :func:`class_folders`).
     """
 
     def __init__(self, folder: pathlib.Path, img_size: int, mean=None, std=None, crop_pct: float = 0.875):
@@ -400,7 +514,10 @@ class FolderImages(Dataset):
         ]
         if mean is not None:
             steps.append(transforms.Normalize(mean, std))
-        self.folder = datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+        class_folders(pathlib.Path(folder))  # the same checks and messages as in memory
+        self.folder = datasets.ImageFolder(
+            str(folder), transform=transforms.Compose(steps), loader=open_rgb, is_valid_file=is_image_file
+        )
         self.labels = torch.tensor(self.folder.targets, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -416,18 +533,23 @@ def _streamed(name, path, img_size, cache) -> ImageSplits:
     key = hashlib.sha1(f"{path.resolve()}|{img_size}".encode()).hexdigest()[:12]
     stats_file = cache_dir(cache) / f"{name}-stats-{key}.json"
     if stats_file.exists():
-        stats = json.loads(stats_file.read_text())
+        try:
+            stats = json.loads(stats_file.read_text())
+            stats = {"mean": [float(v) for v in stats["mean"]], "std": [float(v) for v in stats["std"]]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptFileError(
+                f"{stats_file}: unreadable statistics cache ({type(e).__name__}: {e}); delete it and they "
+                "are computed again"
+            ) from None
     else:  # statistics of up to 2000 training images drawn with a fixed seed
         raw = FolderImages(path / "train", img_size)
         pick = torch.randperm(len(raw), generator=torch.Generator().manual_seed(0))[:2000]
         x = torch.stack([raw[int(i)][0] for i in pick]).double()
         stats = {"mean": x.mean(dim=(0, 2, 3)).tolist(), "std": x.std(dim=(0, 2, 3)).tolist()}
-        stats_file.parent.mkdir(parents=True, exist_ok=True)
-        stats_file.write_text(json.dumps(stats))
+        atomic_write_bytes(stats_file, json.dumps(stats).encode())
     train = FolderImages(path / "train", img_size, stats["mean"], stats["std"])
     test = FolderImages(test_dir, img_size, stats["mean"], stats["std"])
-    if train.folder.classes != test.folder.classes:
-        raise ValueError(f"{path}: train and test class folders differ")
+    _same_classes(path, train.folder.classes, test.folder.classes)
     return ImageSplits(
         name, train, test, train.folder.classes, 3, img_size, tuple(stats["mean"]), tuple(stats["std"])
     )

@@ -11,16 +11,21 @@ Each ``recipes/<name>.py`` script calls one of these with the process's argument
 
 Options the parser does not know are configuration overrides, read by
 :func:`~hebbopt.training.config.load`. A configuration that cannot run (an unknown key, a missing
-data folder, a run folder already taken, a model timm cannot build) ends the command with exit
-status 2 and the message, not a traceback.
+data folder, a run folder already taken, a model timm cannot build, unknown or null
+``model.kwargs``, ``--resume`` of a folder that holds no run) ends the command with exit
+status 2 and the message, not a traceback, before any folder is made or data read. A damaged file
+(:class:`~hebbopt.files.CorruptFileError`), a non-finite loss or a failed write (a full disk)
+ends it with exit status 1 and a message naming the file or run.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import pathlib
 import sys
 
+from hebbopt.files import CorruptFileError
 from hebbopt.training.config import Config, ConfigError, load
 
 
@@ -38,7 +43,8 @@ def _parse(description: str, argv: list[str] | None, extra=None):
         description=description, epilog=_keys(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--config", help="YAML configuration (sections data, model, pretrain, vae, finetune, sweep, run)"
+        "--config",
+        help="YAML configuration (sections data, model, pretrain, vae, finetune, sweep, probe, run)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in run.dir from its last checkpoint"
@@ -48,8 +54,20 @@ def _parse(description: str, argv: list[str] | None, extra=None):
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load(args.config, overrides)
+        from hebbopt.training.common import check_model_kwargs
+
+        check_model_kwargs(cfg)
     except ConfigError as e:
         parser.error(str(e))
+    if args.resume:
+        folder = pathlib.Path(cfg.run.dir).expanduser()
+        if not folder.is_dir():
+            parser.error(f"--resume: {folder} does not exist: there is no run to resume (drop --resume)")
+        if not (folder / "config.yaml").is_file():
+            parser.error(
+                f"--resume: {folder} holds no config.yaml, so the run's configuration is unknown: "
+                "restore it, or start a new run in another run.dir"
+            )
     return args, cfg
 
 
@@ -64,6 +82,9 @@ def _clear_errors(main):
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except (CorruptFileError, FloatingPointError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
 
     return wrapped
 
@@ -77,10 +98,16 @@ def pretrain_main(argv: list[str] | None = None) -> int:
 
     Returns:
         The exit status: 0, or 2 on a configuration error.
+
+    Raises:
+        ConfigError: ``pretrain.method`` is ``none`` (turned into exit status 2, like every
+            configuration error).
     """
     from hebbopt.training.pretrain import pretrain
 
     args, cfg = _parse("Unsupervised pre-training (hpca, swta, vae) of a timm backbone.", argv)
+    if cfg.pretrain.method == "none":
+        raise ConfigError("pretrain.method none: nothing to pre-train; choose hpca, swta or vae")
     path = pretrain(cfg, resume=args.resume)
     print(f"backbone: {path}")
     return 0

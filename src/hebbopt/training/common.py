@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import io
 import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from tqdm.auto import tqdm
 
 import hebbopt  # noqa: F401  (registers the timm models)
 from hebbopt.data import ImageSplits, TensorImages, load_dataset
-from hebbopt.files import atomic_write
+from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers, sha256_file
 from hebbopt.training.config import Config, ConfigError, dump
 
 
@@ -48,6 +52,11 @@ def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
 
     Returns:
         The splits, as :func:`~hebbopt.data.datasets.load_dataset` returns them.
+
+    Raises:
+        ConfigError: the data cannot be used as configured (e.g. train and test classes differ, an
+            empty class folder), named.
+        CorruptFileError: a cache file is damaged.
     """
     kwargs = dict(
         img_size=cfg.data.img_size,
@@ -57,7 +66,80 @@ def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
         synthetic_size=cfg.data.synthetic_size,
     )
     with accelerator.main_process_first():
-        return load_dataset(cfg.data.name, cfg.data.root, verbose=accelerator.is_main_process, **kwargs)
+        try:
+            return load_dataset(cfg.data.name, cfg.data.root, verbose=accelerator.is_main_process, **kwargs)
+        except CorruptFileError:
+            raise
+        except ValueError as e:  # missing or mismatched class folders, images of different sizes
+            raise ConfigError(f"data: {e}") from None
+
+
+def _model_error(cfg: Config, e: Exception) -> str:
+    """The message for a model timm refused; unknown keyword arguments list the accepted ones."""
+    if isinstance(e, TypeError) and "unexpected keyword argument" in str(e):
+        return (
+            f"model.kwargs {cfg.model.kwargs!r}: {e}; {cfg.model.name} accepts "
+            f"{accepted_model_kwargs(cfg.model.name)}"
+        )
+    return f"model.name {cfg.model.name!r}: {e}"
+
+
+def accepted_model_kwargs(name: str) -> list[str]:
+    """The keyword arguments the class of timm model ``name`` takes (what ``model.kwargs`` may set).
+
+    Args:
+        name: a timm model name.
+
+    Returns:
+        The parameter names of the model class's constructor, sorted (empty if the model cannot
+        be built with its defaults).
+    """
+    try:
+        with torch.device("meta"):  # no memory, no initialisation cost
+            model = timm.create_model(name)
+    except Exception:
+        return []
+    params = inspect.signature(type(model).__init__).parameters.values()
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return sorted(p.name for p in params if p.name != "self" and p.kind not in skip)
+
+
+def _refuse_nulls(cfg: Config) -> None:
+    nulls = [k for k, v in cfg.model.kwargs.items() if v is None]
+    if nulls:
+        raise ConfigError(
+            f"model.kwargs: {', '.join(map(repr, nulls))} has no value (null); write {{key: value}} with a "
+            f"space after the colon, e.g. {{width: 0.5}}; {cfg.model.name} accepts "
+            f"{accepted_model_kwargs(cfg.model.name)}"
+        )
+
+
+def check_model_kwargs(cfg: Config) -> None:
+    """Check ``model.name`` and ``model.kwargs`` before any folder is made or data read.
+
+    Null values are refused (YAML reads ``{width:0.5}``, without a space, as the key
+    ``width:0.5`` with a null value), and so are keyword arguments the model does not take: the
+    model is built once on the ``meta`` device (no memory) with the defaults plus ``model.kwargs``.
+
+    Args:
+        cfg: the configuration (``model``).
+
+    Raises:
+        ConfigError: a null value, an unknown model, or a keyword argument the model does not take
+            (the message lists the accepted ones).
+    """
+    _refuse_nulls(cfg)
+    try:
+        with torch.device("meta"):
+            timm.create_model(cfg.model.name, **cfg.model.kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise ConfigError(_model_error(cfg, e)) from None
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ConfigError(_model_error(cfg, e)) from None
+    except Exception:
+        pass
 
 
 def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None) -> nn.Module:
@@ -74,22 +156,24 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
         The model on the CPU, in channels-last memory format if ``model.channels_last``.
 
     Raises:
-        ConfigError: timm does not know ``model.name``, or the model refuses the arguments.
+        ConfigError: timm does not know ``model.name``, or the model refuses the arguments (null
+            values and unknown keyword arguments are named, with the accepted ones).
     """
+    _refuse_nulls(cfg)
     kwargs: dict[str, Any] = {
         "in_chans": splits.in_chans,
         "num_classes": splits.num_classes,
         **cfg.model.kwargs,
     }
-    if cfg.model.name.startswith("hebb_alexnet"):
+    if cfg.model.name.startswith(("hebb_alexnet", "softhebb")):
         kwargs.setdefault("img_size", splits.img_size)
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
     torch.manual_seed(seed)
     try:
         model = timm.create_model(cfg.model.name, **kwargs)
-    except (RuntimeError, ValueError) as e:  # timm: "Unknown model"; the model: bad arguments
-        raise ConfigError(f"model.name {cfg.model.name!r}: {e}") from None
+    except (RuntimeError, ValueError, TypeError) as e:  # timm: "Unknown model"; the model: bad arguments
+        raise ConfigError(_model_error(cfg, e)) from None
     return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model
 
 
@@ -263,33 +347,87 @@ def step_lr(cfg_constant: int, halve_every: int):
     return factor
 
 
+CHECKPOINT_FORMAT = "hebbopt-checkpoint-1"
+"""The ``format`` entry of a checkpoint file (see :func:`save_checkpoint`)."""
+
+
 def save_checkpoint(path: pathlib.Path, state: dict) -> None:
-    """Atomically ``torch.save`` ``state`` plus the CPU/CUDA random states.
+    """Atomically save ``state`` plus the CPU/CUDA random states, with a sha256 checksum.
+
+    The file is a ``torch.save`` of ``{"format", "sha256", "payload"}``: ``payload`` holds the bytes
+    of ``torch.save(state)`` (a uint8 tensor), ``sha256`` their checksum, so that
+    :func:`load_checkpoint` can refuse a damaged file. Everything loads with ``weights_only=True``.
 
     Args:
         path: the checkpoint file.
         state: what to save (model and optimizer state dicts, epoch, history, ...); saved with an
             added ``rng`` entry.
+
+    Raises:
+        OSError: the file could not be written (a full disk says so and names it).
     """
     state = {**state, "rng": {"cpu": torch.get_rng_state()}}
     if torch.cuda.is_available():
         state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    inner = io.BytesIO()
+    torch.save(state, inner)
+    payload = inner.getbuffer()
+    outer = io.BytesIO()
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+         "payload": torch.frombuffer(payload, dtype=torch.uint8)},
+        outer,
+    )  # fmt: skip
+    atomic_write_bytes(path, outer.getvalue())
 
 
 def load_checkpoint(path: pathlib.Path) -> dict:
-    """A checkpoint written by :func:`save_checkpoint`, random states restored.
+    """A checkpoint written by :func:`save_checkpoint`, checksum verified, random states restored.
+
+    Only tensors and plain containers are unpickled (``weights_only=True``): a planted pickle
+    cannot run code.
 
     Args:
         path: the checkpoint file.
 
     Returns:
         The saved state (with its ``rng`` entry), tensors on the CPU.
+
+    Raises:
+        CorruptFileError: the file is truncated, garbled, not a hebbopt checkpoint (e.g. a pickle
+            of arbitrary objects) or fails its checksum; the message names it.
     """
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    torch.set_rng_state(state["rng"]["cpu"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    advice = "delete it to restart the run from its beginning, or restore it"
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CorruptFileError(
+            f"{path}: not a loadable checkpoint ({type(e).__name__}: {first}); it is truncated, damaged or "
+            f"holds objects other than tensors; {advice}"
+        ) from None
+    if not (
+        isinstance(outer, dict)
+        and outer.get("format") == CHECKPOINT_FORMAT
+        and isinstance(outer.get("payload"), torch.Tensor)
+        and isinstance(outer.get("sha256"), str)
+    ):
+        raise CorruptFileError(f"{path}: not a hebbopt checkpoint (no checksum); {advice}")
+    payload = outer["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != outer["sha256"]:
+        raise CorruptFileError(f"{path}: checksum mismatch, the checkpoint is damaged; {advice}")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+        rng = state["rng"]
+    except Exception as e:
+        raise CorruptFileError(
+            f"{path}: unreadable checkpoint content ({type(e).__name__}: {e}); {advice}"
+        ) from None
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state
 
 
@@ -299,21 +437,71 @@ def write_json(path: pathlib.Path, obj: Any) -> None:
     Args:
         path: the file to write.
         obj: anything ``json.dumps`` takes.
+
+    Raises:
+        OSError: the file could not be written (a full disk says so and names it).
     """
-    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: pathlib.Path) -> Any:
+    """A JSON file written by :func:`write_json`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed content.
+
+    Raises:
+        CorruptFileError: the file is truncated or not JSON; the message names it.
+    """
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path}: not valid JSON ({e}); it is damaged: delete or restore it") from None
+
+
+def file_input(path: str | os.PathLike, what: str) -> dict:
+    """A file a run reads (e.g. the backbone), as the run records it: absolute path and sha256.
+
+    Args:
+        path: the file.
+        what: its role, for the message (e.g. ``"--backbone"``).
+
+    Returns:
+        ``{"path": absolute path, "sha256": digest of its bytes}``.
+
+    Raises:
+        ConfigError: there is no such file.
+    """
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{what} {path}: no such file")
+    return {"path": str(file.resolve()), "sha256": sha256_file(file)}
+
+
+RUN_KINDS = ("pretrain", "finetune", "semisup")
+"""What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
+fine-tuning, or a sweep."""
 
 
 class Run:
-    """A run folder: ``config.yaml`` (resolved), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
+    """A run folder: ``config.yaml`` (resolved), ``run.json`` (kind and input files with their
+    sha256), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
 
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
-    configuration is the one the run started with (``run.progress``/``run.threads`` may differ).
-    Files are written by the main process only.
+    configuration is the one the run started with (``run.progress``/``run.threads`` may differ,
+    and ``run.dir`` is the folder itself, however it is spelled), that the folder holds a run of
+    the same kind, with the same input files (by checksum), and refuses a folder with run files
+    but no ``config.yaml``. Files are written by the main process only.
 
     Args:
         cfg: the configuration; ``run.dir`` is the folder.
         accelerator: the run's accelerator (which process is the main one, and barriers).
         resume: accept a folder that already holds a run of this configuration.
+        kind: what the run is, one of :data:`RUN_KINDS`.
+        inputs: the files the run reads, ``{role: None or file_input(...)}`` (see :func:`file_input`).
 
     Attributes:
         dir: the run folder.
@@ -322,12 +510,17 @@ class Run:
 
     Raises:
         ConfigError: the folder holds a run and ``resume`` is false, or it holds a run of another
-            configuration.
+            configuration, kind or input file, or run files without ``config.yaml``.
+        CorruptFileError: ``config.yaml`` or ``run.json`` is damaged.
     """
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, *, resume: bool) -> None:
+    def __init__(
+        self, cfg: Config, accelerator: Accelerator, *, resume: bool, kind: str = "pretrain",
+        inputs: dict | None = None,
+    ) -> None:  # fmt: skip
         self.cfg, self.accelerator = cfg, accelerator
-        self.dir = pathlib.Path(cfg.run.dir)
+        self.kind, self.inputs = kind, dict(inputs or {})
+        self.dir = pathlib.Path(os.path.normpath(pathlib.Path(cfg.run.dir).expanduser()))
         self.checkpoint = self.dir / "checkpoint.pt"
         config_file = self.dir / "config.yaml"
         if config_file.exists():
@@ -336,15 +529,46 @@ class Run:
                     f"{self.dir} already holds a run: pass --resume to continue it, or pick another run.dir"
                 )
             _check_same(config_file, cfg)
+            self._check_identity()
+        elif resume and any(
+            (self.dir / n).exists() for n in ("checkpoint.pt", "metrics.json", "results.json")
+        ):
+            raise ConfigError(
+                f"{self.dir}: config.yaml is missing, so the configuration this run started with is unknown: "
+                "cannot resume it; restore config.yaml, or start a new run in another run.dir"
+            )
         self.main = accelerator.is_main_process
         self._started = False
+
+    def _check_identity(self) -> None:
+        file = self.dir / "run.json"
+        if not file.exists():  # a folder written before run.json existed
+            return
+        saved = read_json(file)
+        if not isinstance(saved, dict):
+            raise CorruptFileError(f"{file}: not a run record; delete or restore it")
+        if saved.get("kind") != self.kind:
+            raise ConfigError(
+                f"{self.dir} holds a {saved.get('kind')} run, not a {self.kind} run: cannot resume it with "
+                "this script; use the script that made it, or another run.dir"
+            )
+        before, now = saved.get("inputs") or {}, self.inputs
+        changed = [
+            f"{role}: {(before.get(role) or {}).get('path')} -> {(now.get(role) or {}).get('path')}"
+            for role in sorted(set(before) | set(now))
+            if (before.get(role) or {}).get("sha256") != (now.get(role) or {}).get("sha256")
+        ]
+        if changed:
+            raise ConfigError(f"{self.dir}: cannot resume with different input files: {'; '.join(changed)}")
 
     def start(self) -> None:
         """Create the folder and record the resolved configuration (call once the data and model
         are known to load, so a configuration that fails leaves no folder behind)."""
         if self.main and not self._started:
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.dir / "config.yaml", lambda tmp: pathlib.Path(tmp).write_text(dump(self.cfg)))
+            remove_leftovers(self.dir)  # *.tmp files of atomic writes that were killed
+            atomic_write_bytes(self.dir / "config.yaml", dump(self.cfg).encode())
+            write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs})
         self._started = True
         self.accelerator.wait_for_everyone()
 
@@ -399,10 +623,15 @@ class Run:
 
         Returns:
             ``metrics.json`` if it says ``"done"``, else None.
+
+        Raises:
+            CorruptFileError: ``metrics.json`` is damaged.
         """
         file = self.dir / "metrics.json"
         if file.exists():
-            metrics = json.loads(file.read_text())
+            metrics = read_json(file)
+            if not isinstance(metrics, dict):
+                raise CorruptFileError(f"{file}: not a metrics record; delete or restore it")
             if metrics.get("done"):
                 return metrics
         return None
@@ -411,23 +640,51 @@ class Run:
 def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
     import yaml
 
-    saved = yaml.safe_load(config_file.read_text())
+    try:
+        saved = yaml.safe_load(config_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{config_file}: not valid YAML ({e}); restore it to resume the run") from None
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise CorruptFileError(f"{config_file}: not a configuration; restore it to resume this run")
     now = cfg.to_dict()
+    free = (("run", "progress"), ("run", "threads"), ("run", "dir"))  # run.dir: this very folder
     diff = [
         f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
         for section, values in now.items()
         for key, value in values.items()
-        if (section, key) not in (("run", "progress"), ("run", "threads"))
-        and _norm(saved.get(section, {}).get(key)) != _norm(value)
+        if (section, key) not in free
+        and _norm(saved.get(section, {}).get(key), key) != _norm(value, key)
     ]
     if diff:
         raise ConfigError(f"{config_file}: cannot resume with a different configuration: {'; '.join(diff)}")
 
 
-def _norm(value: Any) -> Any:
+def _norm(value: Any, key: str = "") -> Any:
+    if key in ("root", "cache") and isinstance(value, str):
+        return os.path.normpath(value)  # a trailing slash is the same folder
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return int(value)
     return value
+
+
+def check_finite(loss: float, run: Run, what: str) -> None:
+    """Stop a run whose loss is not finite, before anything of that epoch is saved.
+
+    Args:
+        loss: the epoch's mean loss.
+        run: the run (its folder is named in the message).
+        what: which training and epoch, for the message.
+
+    Raises:
+        FloatingPointError: ``loss`` is NaN or infinite.
+    """
+    if not math.isfinite(loss):
+        message = (
+            f"{run.dir}: {what}: the loss is {loss}, training diverged or its inputs (backbone, data) are "
+            "damaged; the run is stopped, its last checkpoint kept (try a smaller learning rate)"
+        )
+        run.log(message)
+        raise FloatingPointError(message)
 
 
 def sgd_run(model: nn.Module, cfg: Config, accelerator: Accelerator, run: Run, *, resume: bool, **sgd):

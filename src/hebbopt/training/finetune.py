@@ -22,13 +22,15 @@ from hebbopt.training.common import (
     Batches,
     Run,
     build_model,
+    check_finite,
     evaluate,
+    file_input,
     load_splits,
     make_accelerator,
     sgd_run,
 )  # fmt: skip
-from hebbopt.training.config import Config
-from hebbopt.weights import load_weights, save_weights
+from hebbopt.training.config import Config, ConfigError
+from hebbopt.weights import load_weights, read_weights, save_weights
 
 
 def subsets(cfg: Config, splits: ImageSplits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,10 +88,18 @@ def finetune(
 
     Raises:
         ConfigError: the run folder holds another run (without ``resume``) or a different config,
-            or the model cannot be built.
+            kind or backbone, ``backbone`` does not exist, or the model cannot be built.
+        CorruptFileError: ``backbone`` or a file of the run folder is damaged.
+        FloatingPointError: the training loss is not finite (the run is stopped, not finished).
     """
+    inputs = {"backbone": None}
+    if backbone is not None:  # checked before any data is read or folder made
+        inputs["backbone"] = file_input(backbone, "--backbone")
+        if pathlib.Path(backbone).suffix != ".safetensors":
+            raise ConfigError(f"--backbone {backbone}: expected a .safetensors file")
+        read_weights(backbone)  # readable, checksum verified
     accelerator = accelerator or make_accelerator(cfg)
-    run = Run(cfg, accelerator, resume=resume)
+    run = Run(cfg, accelerator, resume=resume, kind="finetune", inputs=inputs)
     finished = run.done()
     if finished:
         return finished
@@ -126,6 +136,7 @@ def finetune(
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach().float() * len(y), seen + len(y)  # no sync per step
+        check_finite(total.item() / max(1, seen), run, f"finetune epoch {epoch + 1}")
         lr = opt.param_groups[0]["lr"]
         sched.step()
         seconds = time.perf_counter() - start

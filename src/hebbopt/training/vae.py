@@ -29,6 +29,7 @@ from hebbopt.training.common import (
     Batches,
     Run,
     build_model,
+    check_finite,
     load_splits,
     make_accelerator,
     sgd_run,
@@ -199,9 +200,10 @@ def pretrain_vae(
     Raises:
         ConfigError: the run folder holds another run (without ``resume``) or a different config,
             or the model cannot be built.
+        FloatingPointError: the loss is not finite (the run is stopped, not finished).
     """
     accelerator = accelerator or make_accelerator(cfg)
-    run = Run(cfg, accelerator, resume=resume)
+    run = Run(cfg, accelerator, resume=resume, kind="pretrain")
     backbone_file = run.dir / "backbone.safetensors"
     if run.done():
         return backbone_file
@@ -234,9 +236,10 @@ def pretrain_vae(
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach() * len(x), seen + len(x)  # no sync per step
+        mean_loss = total.item() / max(1, seen)
+        check_finite(mean_loss, run, f"vae epoch {epoch + 1}")
         sched.step()
         seconds = time.perf_counter() - start
-        mean_loss = total.item() / max(1, seen)
         history.append({"epoch": epoch + 1, "seconds": seconds, "loss": mean_loss})
         run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {mean_loss:.2f}, {seconds:.1f} s")
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
