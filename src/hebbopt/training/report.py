@@ -133,6 +133,7 @@ def plot(results: list[dict], metric: str, path: pathlib.Path, *, dataset: str, 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from hebbopt.files import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)

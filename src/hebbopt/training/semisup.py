@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pathlib
 
-from hebbopt.training.common import Run, build_model, load_splits, make_accelerator, write_json
+from hebbopt.files import atomic_write_bytes
+from hebbopt.training.common import Run, build_model, load_splits, make_accelerator, read_json, write_json
 from hebbopt.training.config import Config
 from hebbopt.training.finetune import finetune
 from hebbopt.training.pretrain import pretrain
@@ -38,8 +39,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             the model cannot be built.
     """
     accelerator = make_accelerator(cfg)
-    run = Run(cfg, accelerator, resume=resume)
+    run = Run(cfg, accelerator, resume=resume, kind="semisup")
     root = run.dir
+    earlier = _earlier(root) if resume else []
     splits = load_splits(cfg, accelerator)
     build_model(cfg, splits, seed=0)  # a model that cannot be built fails here, before any training
     run.start()
@@ -64,7 +66,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 m = finetune(sub, backbone=backbone, method=method, resume=resume, accelerator=accelerator,
                              splits=splits)  # fmt: skip
                 results.append({k: v for k, v in m.items() if k != "history"})
-                _write(root, results, metric, cfg, methods, run)
+                _write(root, results + earlier[len(results):], metric, cfg, methods, run)
                 run.log(f"seed {seed} {method} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
     run.log("\n" + table(results, metric, dataset=cfg.data.name, methods=methods), echo=False)
@@ -77,5 +79,13 @@ def _write(
     if not run.main:
         return
     write_json(root / "results.json", {"dataset": cfg.data.name, "metric": metric, "results": results})
-    (root / "table.md").write_text(table(results, metric, dataset=cfg.data.name, methods=methods))
+    text = table(results, metric, dataset=cfg.data.name, methods=methods)
+    atomic_write_bytes(root / "table.md", text.encode())
     plot(results, metric, root / "accuracy.png", dataset=cfg.data.name, methods=methods)
+
+
+def _earlier(root: pathlib.Path) -> list[dict]:
+    """The results a resumed sweep wrote before (same config, so the same order): kept in the
+    summary files until re-read, so that ``results.json`` never shrinks."""
+    file = root / "results.json"
+    return list(read_json(file).get("results", [])) if file.exists() else []
