@@ -43,6 +43,7 @@ MODULES = [
     "hebbopt.training.finetune",
     "hebbopt.training.vae",
     "hebbopt.training.semisup",
+    "hebbopt.training.probe",
     "hebbopt.training.report",
     "hebbopt.training.common",
     "hebbopt.training.cli",

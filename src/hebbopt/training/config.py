@@ -174,12 +174,51 @@ class SweepConfig:
         seeds: one pre-training, labelled subset and initialisation per seed.
         pretrain_epochs: ``pretrain.epochs`` per method, e.g. ``{hpca: 12}`` (``hpca`` and ``swta``
             only); the others use ``pretrain.epochs``.
+        protocols: how each backbone is evaluated on each regime (each one of :data:`PROTOCOLS`):
+            ``finetune`` (every layer trained), ``linear`` (a linear probe on frozen features) or
+            ``knn`` (k-nearest neighbours on them); the last two are set up by :class:`ProbeConfig`.
     """
 
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])
     regimes: list = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5, 10, 25, 100])
     seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
     pretrain_epochs: dict = dataclasses.field(default_factory=dict)
+    protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
+
+
+PROTOCOLS = ("finetune", "linear", "knn")
+"""Evaluation protocols of the sweep (``sweep.protocols``): fine-tuning, a linear probe, k-nearest
+neighbours (see :mod:`hebbopt.training.probe`)."""
+
+
+@dataclasses.dataclass
+class ProbeConfig:
+    """Section ``probe``: the frozen-backbone protocols ``linear`` and ``knn`` of the sweep.
+
+    The features are the backbone's, computed once per method and seed (see
+    :func:`~hebbopt.training.probe.extract_features`); the linear probe follows SoftHebb
+    (:func:`~hebbopt.training.probe.linear_probe`).
+
+    Args:
+        epochs: linear-probe epochs.
+        batch_size: linear-probe batch size.
+        lr: the linear probe's Adam learning rate (halved at 20, 35, 50, 60, 70, 80, 90 % of the epochs).
+        dropout: dropout on the features before the linear layer, in [0, 1).
+        knn_k: the neighbours that vote in ``knn``; a list evaluates each k, and with a validation
+            split (``data.val_size``) the k with the best validation top-1 is reported (else the first).
+        features: ``pre_logits`` (what the classifier sees: timm's ``forward_head(..., pre_logits=True)``)
+            or ``map`` (the last feature map, ``forward_features``, flattened).
+        retrieval_ks: the k of the retrieval precision@k recorded beside ``knn`` (with mAP); an empty
+            list: no retrieval.
+    """
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    dropout: float = 0.5
+    knn_k: int | list = 20
+    features: str = "pre_logits"
+    retrieval_ks: list = dataclasses.field(default_factory=lambda: [10, 50, 100])
 
 
 @dataclasses.dataclass
@@ -217,6 +256,7 @@ class Config:
         vae: the β-VAE baseline (:class:`VAEConfig`).
         finetune: supervised fine-tuning (:class:`FinetuneConfig`).
         sweep: the semi-supervised sweep (:class:`SweepConfig`).
+        probe: the linear-probe and kNN protocols (:class:`ProbeConfig`).
         run: the run folder, seed and devices (:class:`RunConfig`).
 
     Examples:
@@ -233,6 +273,7 @@ class Config:
     vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -366,6 +407,7 @@ def validate(cfg: Config) -> None:
     for seed in cfg.sweep.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"sweep.seeds must be integers, got {seed!r}")
+    _check_probe(cfg)
     if cfg.pretrain.schedule not in ("all", "layerwise"):
         raise ConfigError(f"pretrain.schedule must be 'all' or 'layerwise', got {cfg.pretrain.schedule!r}")
     if cfg.pretrain.compile not in (True, False, "auto"):
@@ -401,6 +443,26 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if not 0 <= cfg.finetune.dropout < 1:
         raise ConfigError(f"finetune.dropout must be in [0, 1), got {cfg.finetune.dropout}")
+
+
+def _check_probe(cfg: Config) -> None:
+    if not cfg.sweep.protocols or any(p not in PROTOCOLS for p in cfg.sweep.protocols):
+        raise ConfigError(f"sweep.protocols must list some of {PROTOCOLS}, got {cfg.sweep.protocols!r}")
+    p = cfg.probe
+    ks = p.knn_k if isinstance(p.knn_k, list) else [p.knn_k]
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ConfigError(f"probe.knn_k must be an integer >= 1 or a list of them, got {p.knn_k!r}")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in p.retrieval_ks):
+        raise ConfigError(f"probe.retrieval_ks must be integers >= 1, got {p.retrieval_ks!r}")
+    if p.features not in ("pre_logits", "map"):
+        raise ConfigError(f"probe.features must be pre_logits or map, got {p.features!r}")
+    if p.epochs < 0 or p.batch_size < 1 or not p.lr > 0:
+        raise ConfigError(
+            f"probe.epochs must be >= 0, probe.batch_size >= 1 and probe.lr > 0, got {p.epochs}, "
+            f"{p.batch_size}, {p.lr}"
+        )
+    if not 0 <= p.dropout < 1:
+        raise ConfigError(f"probe.dropout must be in [0, 1), got {p.dropout}")
 
 
 def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -1,4 +1,8 @@
-"""The sweep's outputs: a table laid out like the paper's Table 2 and an accuracy-vs-regime plot."""
+"""The sweep's outputs: a table laid out like the paper's Table 2 and an accuracy-vs-regime plot.
+
+Every result carries the evaluation ``protocol`` it was measured with (``finetune``, ``linear``,
+``knn``; a result without one is a fine-tuning result, as sweeps wrote them before protocols).
+"""
 
 from __future__ import annotations
 
@@ -35,41 +39,65 @@ def metric_name(num_classes: int) -> str:
     return "top1" if num_classes <= 10 else "top5"
 
 
-def summarise(results: list[dict], metric: str) -> dict:
-    """Mean and standard deviation over seeds of each regime and method.
+def protocol_of(result: dict) -> str:
+    """The evaluation protocol of a result.
 
     Args:
-        results: fine-tuning metrics, each with ``regime``, ``method`` and ``test`` (as
-            :func:`~hebbopt.training.finetune.finetune` returns them).
+        result: a sweep result.
+
+    Returns:
+        Its ``protocol``; ``"finetune"`` when it has none.
+    """
+    return str(result.get("protocol", "finetune"))
+
+
+def summarise(results: list[dict], metric: str) -> dict:
+    """Mean and standard deviation over seeds of each regime, method and protocol.
+
+    Args:
+        results: sweep results, each with ``regime``, ``method``, ``test`` (as
+            :func:`~hebbopt.training.finetune.finetune` returns them) and ``protocol`` (see
+            :func:`protocol_of`).
         metric: ``"top1"`` or ``"top5"``.
 
     Returns:
-        ``{(regime, method): (mean, std, n)}``, regime as a float; std is the sample standard
-        deviation (0 for one seed), n the number of seeds.
+        ``{(regime, method, protocol): (mean, std, n)}``, regime as a float; std is the sample
+        standard deviation (0 for one seed), n the number of seeds.
 
     Examples:
         >>> runs = [{"regime": 5, "method": "hpca", "test": {"top1": a}} for a in (50.0, 52.0)]
         >>> summarise(runs, "top1")
-        {(5.0, 'hpca'): (51.0, 1.4142135623730951, 2)}
+        {(5.0, 'hpca', 'finetune'): (51.0, 1.4142135623730951, 2)}
     """
-    groups: dict[tuple[float, str], list[float]] = defaultdict(list)
+    groups: dict[tuple[float, str, str], list[float]] = defaultdict(list)
     for r in results:
-        groups[float(r["regime"]), r["method"]].append(r["test"][metric])
+        groups[float(r["regime"]), r["method"], protocol_of(r)].append(r["test"][metric])
     return {
         key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
         for key, v in groups.items()
     }
 
 
-def table(results: list[dict], metric: str, *, dataset: str, methods: list[str]) -> str:
-    """A markdown table: one row per regime and method, mean ± std over seeds (and the paper's
-    CIFAR-10 figure beside it when the dataset is CIFAR-10).
+def _protocols(summary: dict, protocols: list[str] | None) -> list[str]:
+    if protocols is not None:
+        return list(protocols)
+    found = sorted({k[2] for k in summary})
+    return sorted(found, key=lambda p: (p != "finetune", found.index(p)))
+
+
+def table(
+    results: list[dict], metric: str, *, dataset: str, methods: list[str], protocols: list[str] | None = None
+) -> str:
+    """A markdown table: one row per regime, protocol and method, mean ± std over seeds (and the
+    paper's CIFAR-10 fine-tuning figure beside fine-tuning rows when the dataset is CIFAR-10).
 
     Args:
-        results: fine-tuning metrics, as :func:`summarise` takes them.
+        results: sweep results, as :func:`summarise` takes them.
         metric: ``"top1"`` or ``"top5"``.
         dataset: the dataset's name, for the header (``cifar10`` adds the paper's column).
-        methods: the methods, in row order within each regime; others are left out.
+        methods: the methods, in row order within each protocol; others are left out.
+        protocols: the protocols, in row order within each regime (default: those in ``results``,
+            ``finetune`` first); others are left out.
 
     Returns:
         The table, ending with a newline.
@@ -77,39 +105,51 @@ def table(results: list[dict], metric: str, *, dataset: str, methods: list[str])
     Examples:
         >>> runs = [{"regime": 5, "method": "hpca", "test": {"top1": a}} for a in (50.0, 52.0)]
         >>> print(table(runs, "top1", dataset="cifar10", methods=["hpca"]), end="")
-        | regime | method | cifar10 top-1 (%) | seeds | paper (FastHebb Table 2) |
-        |---|---|---:|---:|---:|
-        | 5 % | hpca | 51.00 ± 1.41 | 2 | 52.20 |
+        | regime | method | protocol | cifar10 top-1 (%) | seeds | paper (FastHebb Table 2) |
+        |---|---|---|---:|---:|---:|
+        | 5 % | hpca | finetune | 51.00 ± 1.41 | 2 | 52.20 |
     """
     summary = summarise(results, metric)
     paper = dataset == "cifar10" and metric == "top1"
     label = "top-1" if metric == "top1" else "top-5"
-    head = f"| regime | method | {dataset} {label} (%) | seeds |" + (
+    head = f"| regime | method | protocol | {dataset} {label} (%) | seeds |" + (
         " paper (FastHebb Table 2) |" if paper else ""
     )
-    lines = [head, "|---|---|---:|---:|" + ("---:|" if paper else "")]
+    lines = [head, "|---|---|---|---:|---:|" + ("---:|" if paper else "")]
     for regime in sorted({k[0] for k in summary}):
-        for method in methods:
-            if (regime, method) not in summary:
-                continue
-            mean, std, n = summary[regime, method]
-            row = f"| {regime:g} % | {method} | {mean:.2f} ± {std:.2f} | {n} |"
-            if paper:
-                ref = PAPER_CIFAR10.get(int(regime) if regime == int(regime) else -1, {}).get(method)
-                row += f" {ref:.2f} |" if ref is not None else " – |"
-            lines.append(row)
+        for protocol in _protocols(summary, protocols):
+            for method in methods:
+                if (regime, method, protocol) not in summary:
+                    continue
+                mean, std, n = summary[regime, method, protocol]
+                row = f"| {regime:g} % | {method} | {protocol} | {mean:.2f} ± {std:.2f} | {n} |"
+                if paper:
+                    ref = PAPER_CIFAR10.get(int(regime) if regime == int(regime) else -1, {}).get(method)
+                    row += f" {ref:.2f} |" if ref is not None and protocol == "finetune" else " – |"
+                lines.append(row)
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], metric: str, path: pathlib.Path, *, dataset: str, methods: list[str]) -> None:
-    """Accuracy against the labelled share (log axis), one line per method, error bars = std over seeds.
+def plot(
+    results: list[dict],
+    metric: str,
+    path: pathlib.Path,
+    *,
+    dataset: str,
+    methods: list[str],
+    protocols: list[str] | None = None,
+) -> None:
+    """Accuracy against the labelled share (log axis), one line per method and protocol, error bars =
+    std over seeds.
 
     Args:
-        results: fine-tuning metrics, as :func:`summarise` takes them.
+        results: sweep results, as :func:`summarise` takes them.
         metric: ``"top1"`` or ``"top5"``.
         path: the image file to write (its folder is created); the format follows the suffix.
         dataset: the dataset's name, for the title.
         methods: the methods to draw.
+        protocols: the protocols to draw (default: those in ``results``); lines are labelled
+            ``method`` when there is only ``finetune``, else ``method (protocol)``.
     """
     import matplotlib
 
@@ -117,19 +157,23 @@ def plot(results: list[dict], metric: str, path: pathlib.Path, *, dataset: str, 
     import matplotlib.pyplot as plt
 
     summary = summarise(results, metric)
+    shown = _protocols(summary, protocols)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for method in methods:
-        points = sorted((k[0], v) for k, v in summary.items() if k[1] == method)
-        if points:
-            xs = [p[0] for p in points]
-            ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points], marker="o", capsize=3,
-                        label=method)  # fmt: skip
+    for protocol in shown:
+        for method in methods:
+            points = sorted((k[0], v) for k, v in summary.items() if k[1] == method and k[2] == protocol)
+            if points:
+                xs = [p[0] for p in points]
+                name = method if shown == ["finetune"] else f"{method} ({protocol})"
+                ax.errorbar(xs, [p[1][0] for p in points], yerr=[p[1][1] for p in points], marker="o",
+                            capsize=3, label=name)  # fmt: skip
     ax.set_xscale("log")
     regimes = sorted({k[0] for k in summary})
     ax.set_xticks(regimes, [f"{r:g}" for r in regimes])
     ax.set_xlabel("labelled training images (%)")
     ax.set_ylabel(f"test {'top-1' if metric == 'top1' else 'top-5'} accuracy (%)")
-    ax.set_title(f"{dataset}: pre-training, then fine-tuning on the labelled share")
+    evaluation = "fine-tuning" if shown == ["finetune"] else "evaluation"
+    ax.set_title(f"{dataset}: pre-training, then {evaluation} on the labelled share")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -1,22 +1,41 @@
-"""The semi-supervised sweep: methods × regimes × seeds, as in the paper's Table 2.
+"""The semi-supervised sweep: methods × regimes × seeds × protocols, as in the paper's Table 2.
 
 For each seed and method the backbone is pre-trained once (``<dir>/pretrain/<method>-seed<k>``),
-then fine-tuned on every regime (``<dir>/finetune/<method>-seed<k>-<s>pct``). After every
-fine-tuning run the sweep rewrites ``results.json``, ``table.md`` and ``accuracy.png`` in
-``<dir>``, so partial results are readable while it runs; ``resume`` skips finished runs and
-continues the interrupted one from its checkpoint.
+then evaluated on every regime by each of ``sweep.protocols``: fine-tuned
+(``<dir>/finetune/<method>-seed<k>-<s>pct``), or frozen, with a linear probe or k-nearest
+neighbours on its features (``<dir>/linear/...``, ``<dir>/knn/...``, see
+:mod:`hebbopt.training.probe`). The frozen protocols compute the backbone's features once per
+method and seed (the labelled images of every regime, the validation split and the test split)
+and reuse them for every regime and both protocols. After every run the sweep rewrites
+``results.json``, ``table.md`` and ``accuracy.png`` in ``<dir>``, so partial results are readable
+while it runs; ``resume`` skips finished runs and continues the interrupted one from its checkpoint.
 """
 
 from __future__ import annotations
 
 import pathlib
 
+import torch
+from accelerate import Accelerator
+
+from hebbopt.data import ImageSplits
 from hebbopt.files import atomic_write_bytes
-from hebbopt.training.common import Run, build_model, load_splits, make_accelerator, read_json, write_json
+from hebbopt.selection import classifier
+from hebbopt.training.common import (
+    Run,
+    build_model,
+    file_input,
+    load_splits,
+    make_accelerator,
+    read_json,
+    write_json,
+)  # fmt: skip
 from hebbopt.training.config import Config
-from hebbopt.training.finetune import finetune
+from hebbopt.training.finetune import finetune, subsets
 from hebbopt.training.pretrain import pretrain
+from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
 from hebbopt.training.report import metric_name, plot, table
+from hebbopt.weights import load_weights
 
 
 def semisup(cfg: Config, *, resume: bool = False) -> dict:
@@ -32,7 +51,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
 
     Returns:
         What ``results.json`` holds: ``dataset``, ``metric`` and ``results``, one entry per
-        fine-tuning run (its metrics without the per-epoch ``history``).
+        evaluation run (its metrics without the per-epoch ``history``), each with its ``protocol``
+        beside ``method``, ``regime`` and ``seed``.
 
     Raises:
         ConfigError: the folder holds another sweep (without ``resume``) or a different config, or
@@ -47,6 +67,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     run.start()
     metric = metric_name(splits.num_classes)
     methods = list(cfg.sweep.methods)
+    protocols = list(cfg.sweep.protocols)
     results: list[dict] = []
     for seed in cfg.sweep.seeds:
         for method in methods:
@@ -58,19 +79,142 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 run={"seed": seed, "dir": str(root / "pretrain" / f"{method}-seed{seed}")},
             )
             backbone = pretrain(pre, resume=resume, accelerator=accelerator, splits=splits)
-            for regime in cfg.sweep.regimes:
-                sub = pre.replace(
-                    finetune={"regime": regime},
-                    run={"dir": str(root / "finetune" / f"{method}-seed{seed}-{regime:g}pct")},
-                )
-                m = finetune(sub, backbone=backbone, method=method, resume=resume, accelerator=accelerator,
-                             splits=splits)  # fmt: skip
-                results.append({k: v for k, v in m.items() if k != "history"})
-                _write(root, results + earlier[len(results):], metric, cfg, methods, run)
-                run.log(f"seed {seed} {method} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
+            features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
+            for protocol in protocols:
+                for regime in cfg.sweep.regimes:
+                    sub = pre.replace(
+                        finetune={"regime": regime},
+                        run={"dir": str(root / protocol / f"{method}-seed{seed}-{regime:g}pct")},
+                    )
+                    if protocol == "finetune":
+                        m = finetune(sub, backbone=backbone, method=method, resume=resume,
+                                     accelerator=accelerator, splits=splits)  # fmt: skip
+                    else:
+                        m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
+                    results.append(_record(m, protocol))
+                    _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
+                    what = method if protocol == "finetune" else f"{method} {protocol}"
+                    run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
-    run.log("\n" + table(results, metric, dataset=cfg.data.name, methods=methods), echo=False)
+    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
+    run.log("\n" + text, echo=False)
     return summary
+
+
+def _record(metrics: dict, protocol: str) -> dict:
+    """A run's metrics as ``results.json`` lists them: without ``history``, ``protocol`` after ``method``."""
+    record: dict = {}
+    for key, value in metrics.items():
+        if key not in ("history", "protocol"):
+            record[key] = value
+        if key == "method":
+            record["protocol"] = protocol
+    record.setdefault("protocol", protocol)
+    return record
+
+
+def _backbone(cfg: Config, splits: ImageSplits, backbone: str | pathlib.Path | None) -> torch.nn.Module:
+    """The model as fine-tuning starts it: seeded, then the backbone's weights but its classifier."""
+    model = build_model(cfg, splits, seed=cfg.run.seed, drop_rate=cfg.finetune.dropout)
+    if backbone is not None:
+        head = classifier(model)
+        prefix = next((n + "." for n, m in model.named_modules() if m is head and n), None)
+        load_weights(model, backbone, skip=(prefix,) if prefix else ())
+    return model
+
+
+class _Features:
+    """The frozen backbone's features of one method and seed: the labelled images of every regime
+    (their union), the validation split and the test split, computed at the first use, then kept."""
+
+    def __init__(self, cfg: Config, splits: ImageSplits, backbone, accelerator: Accelerator) -> None:
+        self.cfg, self.splits, self.backbone, self.accelerator = cfg, splits, backbone, accelerator
+        self.ready = False
+
+    def _compute(self) -> None:
+        cfg, splits = self.cfg, self.splits
+        picks = [subsets(cfg.replace(finetune={"regime": s}), splits) for s in cfg.sweep.regimes]
+        self.rows = torch.unique(torch.cat([labelled for labelled, _ in picks]))  # sorted
+        self.val = picks[0][1]
+        model = _backbone(cfg, splits, self.backbone)
+        kwargs = dict(
+            batch_size=256, device=self.accelerator.device, workers=cfg.data.workers,
+            pre_logits=cfg.probe.features == "pre_logits", channels_last=cfg.model.channels_last,
+        )  # fmt: skip
+        self.train = extract_features(model, splits.train, indices=self.rows, **kwargs)
+        self.val_x = None
+        if len(self.val):
+            self.val_x = extract_features(model, splits.train, indices=self.val, **kwargs)
+        self.test = extract_features(model, splits.test, **kwargs)
+        self.test_y = splits.test.labels  # type: ignore[attr-defined]
+        del model
+        self.ready = True
+
+    def labelled(self, labelled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features and labels of the labelled images (the kept matrix itself when it is all of them)."""
+        if not self.ready:
+            self._compute()
+        pos = torch.searchsorted(self.rows, labelled)
+        x = self.train if len(pos) == len(self.rows) else self.train[pos]
+        return x, self.splits.train_labels[labelled]
+
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The validation features and labels, None without a validation split."""
+        if self.val_x is None:
+            return None
+        return self.val_x, self.splits.train_labels[self.val]
+
+
+def _probe(
+    cfg: Config, protocol: str, method: str, backbone, features: _Features, accelerator: Accelerator, *,
+    resume: bool,
+) -> dict:  # fmt: skip
+    """One frozen-backbone evaluation (``linear`` or ``knn``) in its run folder; a finished one is
+    read back."""
+    inputs = {"backbone": file_input(backbone, "backbone") if backbone is not None else None}
+    run = Run(cfg, accelerator, resume=resume, kind="finetune", inputs=inputs)
+    finished = run.done()
+    if finished:
+        return finished
+    run.start()
+    labelled, val = subsets(cfg, features.splits)
+    train_x, train_y = features.labelled(labelled)
+    validation = features.validation()
+    p, device, classes = cfg.probe, accelerator.device, features.splits.num_classes
+    test_x, test_y = features.test, features.test_y
+    extra: dict = {}
+    if protocol == "linear":
+        r = linear_probe(
+            train_x, train_y, test_x, test_y, num_classes=classes, epochs=p.epochs, batch_size=p.batch_size,
+            lr=p.lr, dropout=p.dropout, seed=cfg.run.seed, val=validation, device=device,
+        )  # fmt: skip
+        test, extra = r["test"], {"val": r.get("val"), "best_epoch": r["best_epoch"], "history": r["history"]}
+    else:
+        ks = p.knn_k if isinstance(p.knn_k, list) else [p.knn_k]
+        on_test = knn(train_x, train_y, test_x, test_y, k=ks, device=device, num_classes=classes)
+        by_k = {str(k): {"test": on_test[k]} for k in ks}
+        best, on_val = ks[0], None  # without validation: the first k (choosing on the test split would cheat)
+        if validation is not None:
+            on_val = knn(train_x, train_y, *validation, k=ks, device=device, num_classes=classes)
+            for k in ks:
+                by_k[str(k)]["val"] = on_val[k]
+            best = max(ks, key=lambda k: (on_val[k]["top1"], -ks.index(k)))  # the first of equals
+        test = on_test[best]
+        val_best = {k: v for k, v in on_val[best].items() if k != "k"} if on_val is not None else None
+        extra = {"val": val_best, "k": test["k"], "by_k": by_k}
+        if p.retrieval_ks:
+            extra["retrieval"] = retrieval(train_x, train_y, test_x, test_y, ks=p.retrieval_ks, device=device)
+    metrics = {
+        "done": True, "method": method, "protocol": protocol, "regime": cfg.finetune.regime,
+        "seed": cfg.run.seed, "labelled": len(labelled), "validation": len(val), "features": train_x.shape[1],
+        "test": {k: v for k, v in test.items() if k != "k"},
+        **{k: v for k, v in extra.items() if v is not None},
+        "backbone": str(backbone) if backbone else None,
+    }  # fmt: skip
+    run.metrics(metrics)
+    run.log(f"{protocol} {method} {cfg.finetune.regime:g}% ({len(labelled)} labelled, {train_x.shape[1]} "
+            f"features): test top-1 {test['top1']:.2f}, top-5 {test['top5']:.2f}")  # fmt: skip
+    return metrics
 
 
 def _write(
@@ -79,9 +223,10 @@ def _write(
     if not run.main:
         return
     write_json(root / "results.json", {"dataset": cfg.data.name, "metric": metric, "results": results})
-    text = table(results, metric, dataset=cfg.data.name, methods=methods)
+    protocols = list(cfg.sweep.protocols)
+    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
     atomic_write_bytes(root / "table.md", text.encode())
-    plot(results, metric, root / "accuracy.png", dataset=cfg.data.name, methods=methods)
+    plot(results, metric, root / "accuracy.png", dataset=cfg.data.name, methods=methods, protocols=protocols)
 
 
 def _earlier(root: pathlib.Path) -> list[dict]:

@@ -1,0 +1,206 @@
+"""Evaluation protocols: features, linear probe, kNN and retrieval against literal computations; the
+sweep's ``linear``/``knn`` protocols end to end with resume."""
+
+import json
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from hebbopt.data import load_dataset
+from hebbopt.training import ConfigError, load, semisup
+from hebbopt.training.probe import extract_features, knn, linear_probe, milestones, retrieval
+
+TINY = [
+    "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",
+    "--model.kwargs", "{width: 0.125}", "--run.progress", "false",
+    "--pretrain.epochs", "1", "--pretrain.batch_size", "32", "--pretrain.compile", "false",
+    "--finetune.epochs", "1", "--finetune.batch_size", "16", "--finetune.lr", "0.01",
+    "--probe.epochs", "5", "--probe.knn_k", "[1, 5]",
+]  # fmt: skip
+
+
+def random_features(seed, n_train=60, n_test=25, dim=7, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(n_train, dim, generator=g),
+        torch.randint(0, classes, (n_train,), generator=g),
+        torch.randn(n_test, dim, generator=g),
+        torch.randint(0, classes, (n_test,), generator=g),
+    )
+
+
+def brute_knn(train_x, train_y, test_x, k):
+    """One query at a time: cosine similarities, the k nearest, Counter vote, ties to the class met first."""
+    a = train_x.double().numpy()
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    out = []
+    for q in test_x.double().numpy():
+        sims = a @ (q / np.linalg.norm(q))
+        near = [int(train_y[i]) for i in np.argsort(-sims, kind="stable")[:k]]
+        votes = Counter(near)
+        most = max(votes.values())
+        out.append(next(c for c in near if votes[c] == most))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knn_matches_a_brute_force_loop(seed):
+    train_x, train_y, test_x, test_y = random_features(seed)
+    train_y[:4] = torch.tensor([0, 1, 2, 3])  # every class present
+    got = knn(train_x, train_y, test_x, test_y, k=[1, 4, 6, 20, 100], chunk_size=7, predictions=True)
+    for k, result in got.items():
+        expected = brute_knn(train_x, train_y, test_x, min(k, 60))
+        assert torch.equal(result["predictions"], expected), k
+        assert result["top1"] == pytest.approx(100 * (expected == test_y).double().mean().item())
+        assert result["top1"] <= result["top5"] == 100.0  # 4 classes: top-5 holds them all
+    single = knn(train_x, train_y, test_x, test_y, k=6)
+    assert single["top1"] == got[6]["top1"] and single["k"] == 6 and single["images"] == 25
+
+
+def test_knn_breaks_vote_ties_by_the_nearest_neighbour():
+    train_x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    train_y = torch.tensor([2, 1, 1, 2])  # k = 4: two votes each; class 2 has the nearest
+    got = knn(train_x, train_y, torch.tensor([[1.0, 0.0]]), torch.tensor([2]), k=4, predictions=True)
+    assert got["predictions"].tolist() == [2] and got["top1"] == 100.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_retrieval_matches_sklearn_average_precision(seed):
+    train_x, train_y, test_x, test_y = random_features(seed, n_train=80, n_test=30, classes=3)
+    train_y[:3] = torch.tensor([0, 1, 2])
+    got = retrieval(train_x, train_y, test_x, test_y, ks=(1, 10, 50, 200), chunk_size=4)
+    a = train_x.double().numpy()
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    aps, precision = [], {k: [] for k in (1, 10, 50, 200)}
+    for q, y in zip(test_x.double().numpy(), test_y.tolist(), strict=True):
+        sims = a @ (q / np.linalg.norm(q))
+        relevant = train_y.numpy() == y
+        aps.append(average_precision_score(relevant, sims))
+        ranked = relevant[np.argsort(-sims, kind="stable")]
+        for k in precision:
+            precision[k].append(ranked[: min(k, 80)].mean())
+    assert got["map"] == pytest.approx(100 * np.mean(aps), abs=1e-9)
+    for k, values in precision.items():
+        assert got[f"p@{k}"] == pytest.approx(100 * np.mean(values), abs=1e-9)
+    assert got["queries"] == got["queries_with_relevant"] == 30
+
+
+def separable(seed, n=400, dim=20, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    centres = 4 * torch.randn(classes, dim, generator=g)
+    y = torch.arange(n) % classes
+    return centres[y] + 0.3 * torch.randn(n, dim, generator=g), y
+
+
+def test_linear_probe_learns_a_separable_problem_and_is_deterministic():
+    x, y = separable(0)
+    x, y, tx, ty = x[:300], y[:300], x[300:], y[300:]
+    kwargs = dict(num_classes=4, epochs=10, batch_size=32, lr=1e-2, seed=3, val=(tx[:20], ty[:20]))
+    a = linear_probe(x, y, tx, ty, **kwargs)
+    b = linear_probe(x, y, tx, ty, **kwargs)
+    c = linear_probe(x, y, tx, ty, **{**kwargs, "seed": 4})
+    assert a["test"]["top1"] == 100.0 and a["val"]["top1"] == 100.0 and a["features"] == 20
+    assert a == b
+    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+    assert a["history"][-1]["loss"] < a["history"][0]["loss"]
+    state = torch.get_rng_state()
+    linear_probe(x[:10], y[:10], tx, ty, num_classes=4, epochs=1, seed=0)
+    assert torch.equal(state, torch.get_rng_state())  # the global random state is left alone
+
+
+def test_linear_probe_halves_the_learning_rate_at_the_milestones():
+    assert milestones(50) == [10, 17, 25, 30, 35, 40, 45]
+    x, y = separable(0, n=40)
+    result = linear_probe(x, y, x, y, num_classes=4, epochs=50, batch_size=64, lr=1e-3, seed=0)
+    lrs = [h["lr"] for h in result["history"]]
+    expected = [1e-3 * 0.5 ** sum(m <= e for m in milestones(50)) for e in range(50)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[9] == 1e-3 and lrs[10] == 5e-4 and lrs[17] == 2.5e-4 and lrs[49] == pytest.approx(1e-3 / 128)
+    assert result["best_epoch"] == 50 and "val" not in result
+
+
+def test_linear_probe_refuses_bad_settings():
+    x, y = separable(0, n=8)
+    with pytest.raises(ValueError, match="dropout"):
+        linear_probe(x, y, x, y, num_classes=4, dropout=1.0)
+    with pytest.raises(ValueError, match="N×D"):
+        linear_probe(x, y[:3], x, y, num_classes=4)
+
+
+def test_extract_features_is_the_frozen_pre_classifier_output():
+    import timm
+
+    import hebbopt  # noqa: F401  (registers the models)
+
+    splits = load_dataset("synthetic", img_size=32, synthetic_size=20)
+    model = timm.create_model("hebb_alexnet_6l", num_classes=10, width=0.125, img_size=32)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    feats = extract_features(model, splits.train, indices=torch.tensor([3, 1, 4]), batch_size=2)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    with torch.no_grad():
+        x = splits.train.batch(torch.tensor([3, 1, 4]))[0]
+        expected = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert feats.dtype == torch.float32 and feats.shape == (3, model.head_hidden_size)
+    torch.testing.assert_close(feats, expected)
+    raw = splits.train.images[:5]
+    maps = extract_features(model, raw, mean=splits.mean, std=splits.std, pre_logits=False)
+    with torch.no_grad():
+        direct = model.forward_features(splits.train.batch(torch.arange(5))[0]).flatten(1)
+    torch.testing.assert_close(maps, direct, rtol=1e-5, atol=1e-5)
+
+
+METHODS = ("hpca", "none")  # a pre-trained backbone (its weights loaded) and a random start
+
+
+def tiny(tmp_path, *extra):
+    return load(None, [*TINY, "--run.dir", str(tmp_path / "run"), *extra])
+
+
+def test_sweep_with_linear_and_knn_protocols_records_them_and_resumes(tmp_path, monkeypatch):
+    args = (
+        "--sweep.methods", f"[{', '.join(METHODS)}]", "--sweep.regimes", "[20, 50]", "--sweep.seeds", "[0]",
+        "--sweep.protocols", "[finetune, linear, knn]", "--data.val_size", "8",
+    )  # fmt: skip
+    first = semisup(tiny(tmp_path, *args))
+    run = tmp_path / "run"
+    records = json.loads((run / "results.json").read_text())["results"]
+    assert records == first["results"]
+    got = {(r["protocol"], r["method"], r["regime"]) for r in records}
+    protocols = ("finetune", "linear", "knn")
+    assert got == {(p, m, s) for p in protocols for m in METHODS for s in (20.0, 50.0)}
+    assert [r["protocol"] for r in records] == [p for m in METHODS for p in protocols for s in (20, 50)]
+    for r in records:
+        assert list(r)[list(r).index("method") + 1] == "protocol" and "history" not in r
+        assert r["seed"] == 0 and 0 <= r["test"]["top1"] <= 100 and r["test"]["images"] == 24
+        assert r["labelled"] == {20.0: 18, 50.0: 44}[r["regime"]]
+        assert "val" in r or r["protocol"] == "finetune"
+        if r["protocol"] == "knn":
+            assert r["k"] in (1, 5) and set(r["by_k"]) == {"1", "5"} and "map" in r["retrieval"]
+    table = (run / "table.md").read_text()
+    assert "| regime | method | protocol |" in table and "| 20 % | hpca | linear |" in table
+    assert "| 50 % | none | knn |" in table and "| 50 % | none | finetune |" in table
+    assert table.count("\n") == 2 + 12
+    assert (run / "linear" / "hpca-seed0-20pct" / "metrics.json").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        semisup(tiny(tmp_path, *args))
+    module = sys.modules["hebbopt.training.pretrain"]
+    monkeypatch.setattr(module, "hebbian_optimizer", lambda *a: pytest.fail("pre-trained again"))
+    probe = sys.modules["hebbopt.training.semisup"]
+    monkeypatch.setattr(probe, "extract_features", lambda *a, **k: pytest.fail("features again"))
+    monkeypatch.setattr("torch.optim.SGD.step", lambda *a, **k: pytest.fail("fine-tuned again"))
+    again = semisup(tiny(tmp_path, *args), resume=True)
+    assert again["results"] == first["results"]
+
+
+def test_protocols_are_checked_and_default_to_finetune():
+    assert load(None, []).sweep.protocols == ["finetune"]
+    with pytest.raises(ConfigError, match=r"sweep\.protocols"):
+        load(None, ["--sweep.protocols", "[linear, probe]"])
+    with pytest.raises(ConfigError, match=r"probe\.dropout"):
+        load(None, ["--probe.dropout", "1"])
