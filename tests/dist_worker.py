@@ -28,7 +28,7 @@ def batches() -> list[torch.Tensor]:
 
 
 def optimizer(rule: str, layers) -> hebbopt.HebbianOptimizer:
-    return hebbopt.SoftWTAHebb(layers, lr=0.5) if rule == "swta" else hebbopt.HPCAHebb(layers, lr=0.5)
+    return hebbopt.HebbianOptimizer(layers, rule, lr=0.5)
 
 
 def train(net: nn.Module, opt: hebbopt.HebbianOptimizer, rank: int = 0, world: int = 1) -> None:
@@ -38,22 +38,23 @@ def train(net: nn.Module, opt: hebbopt.HebbianOptimizer, rank: int = 0, world: i
         opt.step()
 
 
-def worker(rank: int, world: int, init_file: str, rule: str, out: str, mismatch: bool) -> None:
+def worker(rank: int, world: int, init_file: str, rules: list[str], out: str, mismatch: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
         timeout=datetime.timedelta(seconds=60),
     )  # fmt: skip
     try:
-        net = model()
-        layers = hebbopt.hebbian_layers(net, exclude=["0"] if mismatch and rank == 1 else ())
-        opt = optimizer(rule, layers)
-        try:
-            train(net, opt, rank, world)
-        except ValueError as e:
-            pathlib.Path(out, f"error{rank}.txt").write_text(str(e))
-            return
-        if rank == 0:
-            torch.save(net.state_dict(), pathlib.Path(out, "weights.pt"))
+        for rule in rules:
+            net = model()
+            layers = hebbopt.hebbian_layers(net, exclude=["0"] if mismatch and rank == 1 else ())
+            opt = optimizer(rule, layers)
+            try:
+                train(net, opt, rank, world)
+            except ValueError as e:
+                pathlib.Path(out, f"error{rank}.txt").write_text(str(e))
+                return
+            if rank == 0:
+                torch.save(net.state_dict(), pathlib.Path(out, f"weights-{rule}.pt"))
     finally:
         dist.destroy_process_group()

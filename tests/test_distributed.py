@@ -1,32 +1,33 @@
 """Multi-process runs (gloo, CPU): statistics are all-reduced, so N×b == 1×(N·b)."""
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 from dist_worker import model, optimizer, train, worker
 from helpers import rel_err
+
+from hebbopt.rules import RULES
 
 
 def spawn(tmp_path, rule, mismatch=False):
     mp.spawn(worker, args=(2, str(tmp_path / "init"), rule, str(tmp_path), mismatch), nprocs=2, join=True)
 
 
-@pytest.mark.parametrize("rule", ["swta", "hpca"])
-def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path, rule):
-    spawn(tmp_path, rule)
-    net = model()
-    start = {k: v.clone() for k, v in net.state_dict().items()}
-    train(net, optimizer(rule, net))
-    got = torch.load(tmp_path / "weights.pt")
-    for k, v in net.state_dict().items():
-        assert rel_err(got[k], v) < 1e-5, k
-        hooked = k in ("0.weight", "3.weight")
-        assert torch.equal(v, start[k]) != hooked, k  # hooked weights moved; biases, head did not
+def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path):
+    spawn(tmp_path, list(RULES))  # one spawn for every registered rule
+    for rule in RULES:
+        net = model()
+        start = {k: v.clone() for k, v in net.state_dict().items()}
+        train(net, optimizer(rule, net))
+        got = torch.load(tmp_path / f"weights-{rule}.pt", weights_only=True)
+        for k, v in net.state_dict().items():
+            assert rel_err(got[k], v) < 1e-5, (rule, k)
+            hooked = k in ("0.weight", "3.weight")
+            assert torch.equal(v, start[k]) != hooked, (rule, k)  # hooked weights moved; not biases, head
 
 
 def test_ranks_with_different_layers_raise_instead_of_hanging(tmp_path):
-    spawn(tmp_path, "hpca", mismatch=True)
+    spawn(tmp_path, ["hpca"], mismatch=True)
     for rank in (0, 1):
         text = (tmp_path / f"error{rank}.txt").read_text()
         assert "differ across processes" in text
-    assert not (tmp_path / "weights.pt").exists()
+    assert not (tmp_path / "weights-hpca.pt").exists()

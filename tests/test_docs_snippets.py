@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 # Pages whose examples are executed (recipes.md and benchmarks.md hold commands, not snippets).
-PAGES = ["index.md", "using.md", "rules.md", "models.md"]
+PAGES = ["index.md", "using.md", "rules.md", "adding-a-rule.md", "models.md"]
 
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)\n"

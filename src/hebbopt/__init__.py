@@ -2,14 +2,18 @@
 
 from hebbopt import models
 from hebbopt.filters import filter_grid, save_filters
-from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, SoftWTAHebb
+from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, KrotovHebb, SoftHebb, SoftWTAHebb
+from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
 from hebbopt.weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 __all__ = [
+    "RULES",
     "HPCAHebb",
     "HebbianOptimizer",
+    "KrotovHebb",
+    "SoftHebb",
     "SoftWTAHebb",
     "filter_grid",
     "hebbian_layers",

@@ -8,7 +8,9 @@ bfloat16 activations are promoted to float32 first, so statistics are always flo
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +74,7 @@ def batch_statistics(
         weight: the layer weight (detached).
         geometry: ``None`` for Linear, else the convolution's
             :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
-        hyper: keyword arguments of ``statistics`` (see ``HebbianOptimizer.rule_hyper``).
+        hyper: keyword arguments of ``statistics`` (see :meth:`hebbopt.rules.Rule.kernel_kwargs`).
 
     Returns:
         the rule's statistics of this batch.
@@ -134,3 +136,65 @@ def accumulate(total: dict | None, stats: dict) -> dict:
         else:
             total[key] = total[key] + value
     return total
+
+
+class CaptureHook:
+    """The forward hook of one layer: hands ``(input, output)`` to the optimizer that hooked it.
+
+    It holds only weak references, so a dropped optimizer neither stays alive nor captures. A
+    deep copy or a pickle of a hooked model (``copy.deepcopy(model)``, ``torch.save(model)``) gets
+    a :class:`DroppedHook` in its place: the copy is a plain model and never feeds this optimizer.
+    Registered with ``with_kwargs=True``, so ``conv(input=x)`` is captured like ``conv(x)``.
+
+    Args:
+        optimizer: the :class:`~hebbopt.HebbianOptimizer`; called as ``optimizer._capture(layer,
+            x, output)`` when the module is in training mode.
+        layer: the optimizer's record of this layer (passed back to ``_capture``).
+    """
+
+    def __init__(self, optimizer: Any, layer: Any) -> None:
+        self._optimizer = weakref.ref(optimizer)
+        self._layer = weakref.ref(layer)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        optimizer, layer = self._optimizer(), self._layer()
+        if optimizer is None or layer is None:
+            _unhook(module, self)  # the optimizer is gone
+            return
+        if not module.training:
+            return
+        x = args[0] if args else kwargs["input"]
+        # Statistics are plain tensors even under inference_mode (later forwards add into them in
+        # place), never part of an autograd graph, and at least float32.
+        with (
+            torch.inference_mode(False),
+            torch.no_grad(),
+            torch.autocast(output.device.type, enabled=False),
+        ):
+            optimizer._capture(layer, x, output)
+
+    def __deepcopy__(self, memo: dict) -> DroppedHook:
+        return DroppedHook()
+
+    def __reduce__(self) -> tuple:
+        return (DroppedHook, ())
+
+
+class DroppedHook:
+    """What a :class:`CaptureHook` becomes in a copied or unpickled model: it removes itself.
+
+    ``nn.Module`` copies its hook dictionaries with the module, so the entry cannot be left out of
+    the copy; on its first call this placeholder deletes its own entry, and does nothing else.
+    """
+
+    def __call__(self, module: nn.Module, *args: Any) -> None:
+        _unhook(module, self)
+
+
+def _unhook(module: nn.Module, hook: object) -> None:
+    # nn.Module.__call__ iterates a snapshot of the hooks, so removing one while called is safe.
+    for key, h in list(module._forward_hooks.items()):
+        if h is hook:
+            del module._forward_hooks[key]
+            module._forward_hooks_with_kwargs.pop(key, None)
+            module._forward_hooks_always_called.pop(key, None)

@@ -1,15 +1,17 @@
 """``HebbianOptimizer``: bookkeeping around the pure rules in :mod:`hebbopt.rules`.
 
-Forward hooks (:mod:`hebbopt.capture`) add each hooked layer's statistics into
+Forward hooks (:class:`hebbopt.capture.CaptureHook`) add each hooked layer's statistics into
 ``optimizer.state[weight]["stats"]``; :meth:`HebbianOptimizer.step` checks the sums of every layer,
-then applies ``W ← W + lr·ΔW`` to each (the rule's ``apply_``) and clears the sums.
+then applies ``W ← W + lr·ΔW`` to each (the rule's ``apply_``) and clears the sums. The rule is any
+entry of :data:`hebbopt.rules.RULES` (or a user's :class:`~hebbopt.rules.Rule`); the named classes
+(:class:`SoftWTAHebb`, :class:`HPCAHebb`, ...) only fix the rule and spell out its
+hyper-parameters.
 """
 
 from __future__ import annotations
 
 import math
-import types
-import weakref
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,57 +20,86 @@ from torch import nn
 from torch.optim import Optimizer
 
 from hebbopt import capture, compiling, distributed
-from hebbopt.rules import hpca, swta
-from hebbopt.selection import HEBBIAN_TYPES, check_layer, hebbian_layers
+from hebbopt.rules import Rule, get_rule
+from hebbopt.rules.base import _real
+from hebbopt.selection import HEBBIAN_TYPES, check_layer, hebbian_layers, unsupported_layers
 
 
 class HebbianOptimizer(Optimizer):
-    """Base class of the Hebbian optimizers: hooks layers, accumulates statistics, updates weights.
-
-    Subclasses set :attr:`rule` (a module with ``statistics``, ``update`` and ``apply_``) and implement
-    :meth:`rule_hyper` (the rule's keyword arguments from a param group) and
-    :meth:`check_group`.
+    """A Hebbian rule as a ``torch.optim.Optimizer``: hooks layers, sums statistics, updates weights.
 
     Args:
         params: a model (its hidden Conv2d/Linear layers are hooked, see
-            :func:`hebbopt.hebbian_layers`), one Conv2d/Linear, an iterable of such modules, a
+            :func:`hebbopt.hebbian_layers`; layers it cannot hook are skipped and listed by
+            :meth:`describe`), one Conv2d/Linear, an iterable of such modules, a
             ``{name: module}`` dict (e.g. ``hebbian_layers(model, exclude=[...])``), or
             param-group dicts ``{"modules": any of these, "lr": ..., ...}``.
-        defaults: default hyper-parameters of every group.
+        rule: a name in :data:`hebbopt.rules.RULES` (``"swta"``, ``"hpca"``, ...) or a
+            :class:`~hebbopt.rules.Rule`.
+        lr: learning rate η ≥ 0: a real number or a 0-d tensor.
         compile: run the statistics and update functions under ``torch.compile``: ``True``,
             ``False`` or ``"auto"`` (compile for CUDA tensors, eager on the CPU where the first
             call of each layer shape would cost ~15 s of compilation).
+        diagnostics: after each :meth:`step`, record per layer ``max|ΔW| / max|W|`` and the mean
+            neuron norm ``‖w_n‖`` in :attr:`last_update` (costs one weight copy per layer).
+        **hyper: the rule's hyper-parameters (``RULES[rule].hyper``), e.g. ``temperature=0.1``.
 
     Raises:
         TypeError: ``params`` is not a model, a Conv2d/Linear, modules or param groups (e.g.
-            ``model.parameters()``), or holds a layer the rules cannot hook.
-        ValueError: ``compile`` is not ``True``, ``False`` or ``"auto"``, a hyper-parameter is
-            invalid, there is no layer to hook, or a layer is given twice.
+            ``model.parameters()``), holds a layer the rules cannot hook, or ``hyper`` names a
+            hyper-parameter the rule does not have.
+        ValueError: ``compile`` is not ``True``, ``False`` or ``"auto"``, an unknown rule, an
+            invalid hyper-parameter, no layer to hook, or a layer given twice.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> opt = HebbianOptimizer(net, rule="oja", lr=1e-2)
+        >>> with torch.no_grad():
+        ...     _ = net(torch.randn(32, 16))
+        >>> opt.step()
     """
 
-    rule: types.ModuleType
-    """The rule module (:mod:`hebbopt.rules.swta` or :mod:`hebbopt.rules.hpca`): its
-    ``statistics`` runs in the hooks, its ``apply_`` in :meth:`step`."""
-
-    def __init__(self, params: Any, defaults: dict[str, Any], compile: bool | str = "auto") -> None:
+    def __init__(
+        self,
+        params: Any,
+        rule: str | Rule = "hpca",
+        lr: float | torch.Tensor = 1e-3,
+        *,
+        compile: bool | str = "auto",
+        diagnostics: bool = False,
+        **hyper: Any,
+    ) -> None:
         if compile not in (True, False, "auto"):
             raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+        self.rule: Rule = get_rule(rule)
+        """The :class:`~hebbopt.rules.Rule`: its ``statistics`` run in the hooks, its ``apply_``
+        in :meth:`step`."""
         self.compile = compile
+        self.diagnostics = diagnostics
+        self.last_update: dict[str, dict[str, torch.Tensor]] = {}
+        """Per layer after each :meth:`step` (with ``diagnostics=True``): ``"update"`` =
+        max|ΔW| / max|W| and ``"norm"`` = mean ‖w_n‖, as 0-d tensors (no host sync)."""
         self._layers: dict[nn.Parameter, _Layer] = {}
-        super().__init__(_as_groups(params), defaults)
+        self._skipped: dict[str, str] = {}
+        self._warned: set[str] = set()
+        _learning_rate(lr)
+        super().__init__(_as_groups(params), {"lr": lr, **self.rule.defaults(**hyper)})
 
     # ------------------------------------------------------------------ param groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group ``{"modules": model_or_modules, **hyper-parameters}`` and hook its layers.
 
-        Hyper-parameters missing from the group take the optimizer's defaults.
+        Hyper-parameters missing from the group take the optimizer's defaults. A layer name that
+        another group already uses gets the prefix ``group<i>.``.
 
         Args:
             param_group: ``{"modules": ..., "lr": ..., ...}``; ``"modules"`` is a model, a
                 Conv2d/Linear, an iterable of them or a ``{name: module}`` dict.
 
         Raises:
-            TypeError: no ``"modules"`` key, or a module that cannot be hooked.
+            TypeError: no ``"modules"`` key, a module that cannot be hooked, or a key that is
+                not a hyper-parameter of the rule.
             ValueError: invalid hyper-parameters, or a layer already hooked by this optimizer.
         """
         if not isinstance(param_group, dict) or "modules" not in param_group:
@@ -79,38 +110,31 @@ class HebbianOptimizer(Optimizer):
         group = {k: v for k, v in param_group.items() if k != "modules"}
         if "params" in group:
             raise TypeError("give a param group 'modules', not 'params': the rules need the layers")
-        named = _named_layers(param_group["modules"], start=len(self._layers))
+        unknown = set(group) - {"lr", *self.rule.hyper}
+        if unknown:
+            raise TypeError(
+                f"param group keys {sorted(unknown)} are not hyper-parameters of rule "
+                f"{self.rule.name!r} (lr, {', '.join(self.rule.hyper) or 'no others'})"
+            )
+        named, skipped = _named_layers(param_group["modules"], start=len(self._layers))
         for name, module in named.items():
             if module.weight in self._layers:
                 raise ValueError(f"layer {name!r} is already hooked by this optimizer")
-        self.check_group({**self.defaults, **group})
+        taken = set(self.layers) | set(self._skipped)
+        if taken & (set(named) | set(skipped)):
+            prefix = f"group{len(self.param_groups)}."
+            named = {prefix + n: m for n, m in named.items()}
+            skipped = {prefix + n: r for n, r in skipped.items()}
+        full = {**self.defaults, **group}
+        _learning_rate(full["lr"])
+        self.rule.check(full, tuple(m.weight for m in named.values()))
         group["params"] = [m.weight for m in named.values()]
         group["layers"] = list(named)
+        group["rule"] = self.rule.name
         super().add_param_group(group)
+        self._skipped.update(skipped)
         for name, module in named.items():
             self._layers[module.weight] = _Layer(name, module, self)
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Raise ``ValueError`` for invalid hyper-parameters (``lr`` here; rules add theirs).
-
-        Args:
-            group: a param group with the defaults filled in.
-
-        Raises:
-            ValueError: ``lr`` is not a finite number > 0.
-        """
-        _check_positive("lr", group.get("lr"))
-
-    def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        """Keyword arguments of ``rule.statistics`` taken from a param group.
-
-        Args:
-            group: the param group of the layer being captured.
-
-        Returns:
-            keyword arguments for the rule's ``statistics``.
-        """
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ layers
     @property
@@ -118,8 +142,14 @@ class HebbianOptimizer(Optimizer):
         """The hooked layers by name, in the order they were added."""
         return {layer.name: layer.module for layer in self._layers.values()}
 
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Layers of the given models that were not hooked, with the reason (see
+        :func:`hebbopt.selection.unsupported_layers`)."""
+        return dict(self._skipped)
+
     def describe(self) -> str:
-        """A table of the hooked layers: name, type, weight shape, group.
+        """A table of the hooked layers (name, type, weight shape, group), then the skipped ones.
 
         Returns:
             the table as text, one layer per line after a header.
@@ -138,10 +168,12 @@ class HebbianOptimizer(Optimizer):
                 layer = self._layers[p]
                 rows.append((layer.name, type(layer.module).__name__, "×".join(map(str, p.shape)), str(gi)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines += [f"skipped {name}: {reason}" for name, reason in self._skipped.items()]
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(\n{self.describe()}\n)"
+        return f"{type(self).__name__}(rule={self.rule.name!r},\n{self.describe()}\n)"
 
     def close(self) -> None:
         """Remove every forward hook; the model is plain again. Pending statistics are kept."""
@@ -157,16 +189,27 @@ class HebbianOptimizer(Optimizer):
     # ------------------------------------------------------------------ capture
     def _capture(self, layer: _Layer, x: torch.Tensor, output: torch.Tensor) -> None:
         module = layer.module
+        group = self._group_of(layer.param)
+        weight = module.weight.detach()
+        # Re-checked on every use: a hand-edited group must fail here, not deep in a kernel.
+        self.rule.check(group, (weight,))
+        stat_kwargs, _ = self.rule.kernel_kwargs(group)
         x, output, geometry = capture.layer_inputs(module, x, output)
         fn = capture.batch_statistics
         if compiling.resolve(self.compile, x.device):
             fn = compiling.compiled(fn)
         bias = module.bias.detach() if module.bias is not None else None
-        hyper = self.rule_hyper(self._group_of(layer.param))
-        stats = fn(self.rule.statistics, x, output, bias, module.weight.detach(), geometry, hyper)
+        stats = fn(self.rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
         # Keyed by the registered weight: if the module's weight was replaced, step() says so.
         state = self.state[layer.param]
+        if "stats" in state and state.get("shape") != tuple(weight.shape):
+            raise ValueError(
+                f"layer {layer.name!r} changed weight shape from {state['shape']} to "
+                f"{tuple(weight.shape)} between forward passes; step() or create a new optimizer"
+            )
+        state["shape"] = tuple(weight.shape)
         state["stats"] = capture.accumulate(state.get("stats"), stats)
+        layer.captured = True
 
     def _group_of(self, param: nn.Parameter) -> dict[str, Any]:
         # Looked up each time: load_state_dict() replaces the group dicts.
@@ -192,8 +235,9 @@ class HebbianOptimizer(Optimizer):
         Under ``torch.distributed`` (e.g. ``accelerate launch``), the statistics are first summed
         over all processes, so every process applies the update of the global batch; every
         process must call ``step()`` together. Without any captured forward pass since the last
-        step, this is a no-op (but still takes part in that reduction). All updates are
-        computed and checked before any weight changes, so an error leaves every weight as it was.
+        step, this is a no-op (but still takes part in that reduction; a warning says so once if
+        hooked layers were in eval mode). All updates are computed and checked before any weight
+        changes, so an error leaves every weight as it was.
 
         Args:
             closure: optional callable that runs forward passes (under ``torch.no_grad()``)
@@ -203,9 +247,10 @@ class HebbianOptimizer(Optimizer):
             the closure's return value, or ``None``.
 
         Raises:
-            ValueError: a group's ``lr`` is negative or not finite, a layer's weight was
-                replaced or changed shape since the forward pass (statistics are kept), or the
-                processes of a distributed run hold statistics of different layers or shapes.
+            ValueError: a group's ``lr`` or another hyper-parameter is invalid (e.g. edited by
+                hand), a layer's weight was replaced or changed shape since the forward pass
+                (statistics are kept), or the processes of a distributed run hold statistics of
+                different layers or shapes.
             FloatingPointError: statistics are not finite (NaN/Inf activations); the statistics
                 of this step are discarded and no weight changes.
         """
@@ -214,9 +259,8 @@ class HebbianOptimizer(Optimizer):
             result = closure()  # under no_grad: Hebbian forwards need no autograd graph
         pending = []
         for group in self.param_groups:
-            lr = group["lr"]
-            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-                raise ValueError(f"invalid learning rate {lr!r}: must be finite and ≥ 0")
+            _learning_rate(group["lr"])
+            self.rule.check(group, tuple(group["params"]))
             for p in group["params"]:
                 stats = self.state[p].get("stats")
                 if stats is not None:
@@ -226,6 +270,7 @@ class HebbianOptimizer(Optimizer):
             # Every rank reduces (even with nothing captured) so that no rank waits alone.
             layers = [(layer.name, self.state[p].get("stats")) for p, layer in self._layers.items()]
             distributed.all_reduce_statistics(layers, next(iter(self._layers)).device)
+        self._warn_missing(bool(pending))
         if not pending:
             return result
         # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
@@ -243,15 +288,22 @@ class HebbianOptimizer(Optimizer):
                 f"non-finite Hebbian statistics for layer(s) {bad} (NaN/Inf in activations or "
                 "weights); no weight was changed and this step's statistics were discarded"
             )
-        apply_ = self.rule.apply_
+        apply = self.rule.apply
         if compiling.resolve(self.compile, pending[0][1].device):
-            apply_ = compiling.compiled(apply_, dynamic=True)
+            apply = compiling.compiled(apply, dynamic=True)
         for group, p, stats in pending:
+            _, apply_kwargs = self.rule.kernel_kwargs(group)
             # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
-            lr = torch.full(
-                (), group["lr"], dtype=torch.promote_types(p.dtype, torch.float32), device=p.device
-            )
-            apply_(p.detach(), stats, lr)
+            dtype = torch.promote_types(p.dtype, torch.float32)
+            lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
+            weight = p.detach()
+            before = weight.clone() if self.diagnostics else None
+            apply(weight, stats, lr, **apply_kwargs)
+            if before is not None:
+                self.last_update[self._layers[p].name] = {
+                    "update": (weight - before).abs().max() / before.abs().max().clamp_min(1e-30),
+                    "norm": weight.flatten(1).float().norm(dim=1).mean(),
+                }
             state = self.state[p]
             del state["stats"]
             state["step"] = state.get("step", 0) + 1
@@ -263,13 +315,78 @@ class HebbianOptimizer(Optimizer):
                 f"the weight of layer {layer.name!r} was replaced by another Parameter after this "
                 "optimizer was created; create the optimizer again for the new weights"
             )
-        shapes = {tuple(v.shape) for v in stats.values() if isinstance(v, torch.Tensor) and v.dim() > 1}
-        if shapes != {tuple(layer.param.shape)}:
+        captured = self.state[layer.param].get("shape")
+        if captured is not None and tuple(captured) != tuple(layer.param.shape):
             raise ValueError(
                 f"layer {layer.name!r} has weight shape {tuple(layer.param.shape)} but its "
-                f"statistics were captured for shape {shapes.pop()}; run the forward pass again "
+                f"statistics were captured for shape {tuple(captured)}; run the forward pass again "
                 "after changing a layer"
             )
+
+    def _warn_missing(self, captured_any: bool) -> None:
+        if captured_any and "never" not in self._warned:
+            never = [
+                layer.name
+                for layer in self._layers.values()
+                if not layer.captured and "stats" not in self.state[layer.param]
+            ]
+            if never:
+                self._warned.add("never")
+                warnings.warn(
+                    f"hooked layer(s) {never} captured nothing while others did: their forward "
+                    "never ran (e.g. a module called through F.linear, like "
+                    "nn.MultiheadAttention.out_proj); they are not trained",
+                    stacklevel=3,
+                )
+        if not captured_any and "eval" not in self._warned:
+            idle = [layer.name for layer in self._layers.values() if not layer.module.training]
+            if idle:
+                self._warned.add("eval")
+                warnings.warn(
+                    f"step() with nothing captured: layer(s) {idle} are in eval mode, and hooks "
+                    "capture in training mode only; call model.train() before Hebbian forwards",
+                    stacklevel=3,
+                )
+
+    # ------------------------------------------------------------------ state
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`: hyper-parameters, step counts and pending statistics.
+
+        Pending statistics keep the dtype they were saved with (``torch.optim`` would cast them
+        to each weight's dtype, e.g. float32 sums of a bf16 model to bf16).
+
+        Args:
+            state_dict: from :meth:`state_dict` of an optimizer of the same rule and layers.
+
+        Raises:
+            ValueError: the state is of another rule or another set of layers (both named).
+        """
+        saved = state_dict["param_groups"]
+        rules = {g.get("rule", self.rule.name) for g in saved}
+        if rules != {self.rule.name}:
+            raise ValueError(
+                f"this state_dict holds rule {sorted(rules)} but this optimizer runs rule "
+                f"{self.rule.name!r}; load it into an optimizer of the same rule"
+            )
+        theirs = [list(g.get("layers", [])) for g in saved]
+        ours = [list(g["layers"]) for g in self.param_groups]
+        if theirs != ours:
+            raise ValueError(
+                f"this state_dict is of the layers {theirs} but this optimizer hooks {ours} "
+                "(by group); build the optimizer over the same layers"
+            )
+        stats = {}
+        for index, entry in state_dict["state"].items():
+            if "stats" in entry:
+                stats[index] = entry["stats"]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for index, saved_stats in stats.items():
+            p = params[index]
+            self.state[p]["stats"] = {
+                k: v.to(device=p.device, copy=True) if isinstance(v, torch.Tensor) else v
+                for k, v in saved_stats.items()
+            }
 
 
 class _Layer:
@@ -277,33 +394,17 @@ class _Layer:
 
     def __init__(self, name: str, module: nn.Module, optimizer: HebbianOptimizer) -> None:
         self.name, self.module, self.param = name, module, module.weight
-        ref = weakref.ref(optimizer)
-        this = weakref.ref(self)
-
-        def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            opt, layer = ref(), this()
-            if not mod.training or opt is None or layer is None:
-                return
-            # Statistics are plain tensors even under inference_mode (later forwards add into
-            # them in place), never part of an autograd graph, and at least float32.
-            with (
-                torch.inference_mode(False),
-                torch.no_grad(),
-                torch.autocast(output.device.type, enabled=False),
-            ):
-                opt._capture(layer, args[0], output)
-
-        self.handle = module.register_forward_hook(hook)
+        self.captured = False
+        self.handle = module.register_forward_hook(capture.CaptureHook(optimizer, self), with_kwargs=True)
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"invalid {name}: {value!r} (must be a finite number > 0)")
+def _learning_rate(lr: Any) -> float:
+    value = _real(lr)
+    if value is None or not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"invalid learning rate {lr!r}: must be a finite number ≥ 0 (a float, or a 0-d tensor)"
+        )
+    return value
 
 
 def _as_groups(params: Any) -> list[dict[str, Any]]:
@@ -326,15 +427,17 @@ def _as_groups(params: Any) -> list[dict[str, Any]]:
     return [{"modules": items}]
 
 
-def _named_layers(modules: Any, start: int) -> dict[str, nn.Module]:
+def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """``({name: layer} to hook, {name: reason} skipped)`` of a param group's ``"modules"``."""
     if isinstance(modules, nn.Module):
-        return hebbian_layers(modules)
+        skipped = {} if isinstance(modules, HEBBIAN_TYPES) else unsupported_layers(modules)
+        return hebbian_layers(modules), skipped
     if isinstance(modules, Mapping):  # {name: module}, e.g. from hebbian_layers(model, exclude=...)
         for name, m in modules.items():
             check_layer(name, m)
         if not modules:
             raise ValueError("a param group has no modules")
-        return dict(modules)
+        return dict(modules), {}
     if isinstance(modules, torch.Tensor) or not isinstance(modules, Iterable):
         raise TypeError(f"'modules' must be a model or an iterable of modules, got {type(modules).__name__}")
     named = {}
@@ -346,21 +449,22 @@ def _named_layers(modules: Any, start: int) -> dict[str, nn.Module]:
         raise ValueError("a param group has no modules")
     if len({id(m) for m in named.values()}) != len(named):
         raise ValueError("the same module appears twice in a param group")
-    return named
+    return named, {}
 
 
 class SoftWTAHebb(HebbianOptimizer):
-    r"""Soft winner-takes-all Hebbian learning (FastHebb eq. 1, 5, 6).
+    r"""Soft winner-takes-all Hebbian learning (FastHebb eq. 1, 5, 6): rule ``"swta"``.
 
     ``ΔW_n = (Σ_b r²_bn x_b − Σ_b r²_bn · w_n) / Σ_b r_bn``, ``r = softmax(s / T)`` over neurons;
     see :mod:`hebbopt.rules.swta`.
 
     Args:
         params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate η > 0.
+        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
         temperature: softmax temperature T > 0.
         similarity: ``"raised_cos2"`` (``((1 + cos(w, x)) / 2)²``, default) or ``"dot"``.
         compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
+        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
 
     Raises:
         TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
@@ -378,57 +482,32 @@ class SoftWTAHebb(HebbianOptimizer):
         >>> opt.close()
     """
 
-    rule = swta
-
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
+        lr: float | torch.Tensor = 1e-3,
         temperature: float = 0.02,
         similarity: str = "raised_cos2",
         compile: bool | str = "auto",
+        diagnostics: bool = False,
     ) -> None:
-        defaults = {"lr": lr, "temperature": temperature, "similarity": similarity}
-        super().__init__(params, defaults, compile=compile)
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Check ``lr`` and ``temperature`` (finite, > 0) and ``similarity``.
-
-        Args:
-            group: a param group with the defaults filled in.
-
-        Raises:
-            ValueError: an invalid ``lr``, ``temperature`` or ``similarity``.
-        """
-        super().check_group(group)
-        _check_positive("temperature", group.get("temperature"))
-        if group.get("similarity") not in swta.SIMILARITIES:
-            raise ValueError(
-                f"invalid similarity {group.get('similarity')!r}: choose one of {swta.SIMILARITIES}"
-            )
-
-    def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        """``temperature`` and ``similarity_kind`` for :func:`hebbopt.rules.swta.statistics`.
-
-        Args:
-            group: the param group of the layer being captured.
-
-        Returns:
-            ``{"temperature": T, "similarity_kind": similarity}``.
-        """
-        return {"temperature": float(group["temperature"]), "similarity_kind": group["similarity"]}
+        super().__init__(
+            params, "swta", lr, compile=compile, diagnostics=diagnostics,
+            temperature=temperature, similarity=similarity,
+        )  # fmt: skip
 
 
 class HPCAHebb(HebbianOptimizer):
-    r"""Hebbian PCA (Sanger's rule, FastHebb eq. 2, 7, 8).
+    r"""Hebbian PCA (Sanger's rule, FastHebb eq. 2, 7, 8): rule ``"hpca"``.
 
     ``ΔW = (Yᵀ X − tril(Yᵀ Y) W) / B`` with ``Y = act(u)``; see :mod:`hebbopt.rules.hpca`.
 
     Args:
         params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate η > 0.
+        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
         activation: ``"relu"`` (nonlinear Sanger rule, default) or ``"identity"`` (linear PCA).
         compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
+        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
 
     Raises:
         TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
@@ -447,38 +526,93 @@ class HPCAHebb(HebbianOptimizer):
         >>> opt.step()
     """
 
-    rule = hpca
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        activation: str = "relu",
+        compile: bool | str = "auto",
+        diagnostics: bool = False,
+    ) -> None:
+        super().__init__(params, "hpca", lr, compile=compile, diagnostics=diagnostics, activation=activation)
+
+
+class SoftHebb(HebbianOptimizer):
+    r"""SoftHebb (Journé et al., ICLR 2023): rule ``"softhebb"``.
+
+    The soft winner is Hebbian, the other neurons anti-Hebbian; the summed update is normalised
+    by its largest entry and each neuron's rate shrinks as ‖w_n‖ → 1; see
+    :mod:`hebbopt.rules.softhebb`.
+
+    Args:
+        params: model, modules or param groups (see :class:`HebbianOptimizer`).
+        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
+        temperature: softmax temperature T > 0 (the paper's ``1 / t_invert``).
+        power_lr: per-neuron rate ``η (|‖w_n‖ − 1| + 1e-10)^power_lr``; 0 turns it off.
+        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
+        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
+
+    Raises:
+        TypeError: something that is not a model, a Conv2d/Linear or a param group.
+        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
+    """
 
     def __init__(
-        self, params: Any, lr: float = 1e-3, activation: str = "relu", compile: bool | str = "auto"
+        self,
+        params: Any,
+        lr: float | torch.Tensor,
+        temperature: float = 1.0,
+        power_lr: float = 0.5,
+        compile: bool | str = "auto",
+        diagnostics: bool = False,
     ) -> None:
-        super().__init__(params, {"lr": lr, "activation": activation}, compile=compile)
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Check ``lr`` (finite, > 0) and ``activation``.
-
-        Args:
-            group: a param group with the defaults filled in.
-
-        Raises:
-            ValueError: an invalid ``lr`` or ``activation``.
-        """
-        super().check_group(group)
-        if group.get("activation") not in hpca.ACTIVATIONS:
-            raise ValueError(
-                f"invalid activation {group.get('activation')!r}: choose one of {hpca.ACTIVATIONS}"
-            )
-
-    def rule_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
-        """``activation_kind`` for :func:`hebbopt.rules.hpca.statistics`.
-
-        Args:
-            group: the param group of the layer being captured.
-
-        Returns:
-            ``{"activation_kind": activation}``.
-        """
-        return {"activation_kind": group["activation"]}
+        super().__init__(
+            params, "softhebb", lr, compile=compile, diagnostics=diagnostics,
+            temperature=temperature, power_lr=power_lr,
+        )  # fmt: skip
 
 
-__all__ = ["HEBBIAN_TYPES", "HPCAHebb", "HebbianOptimizer", "SoftWTAHebb"]
+class KrotovHebb(HebbianOptimizer):
+    r"""Krotov–Hopfield competing hidden units (PNAS 2019): rule ``"krotov"``.
+
+    The top-ranked neuron by ``I = (sign(W)|W|^(p−1))·x`` is Hebbian, the k-th ranked gets −Δ; the
+    summed update is normalised by its largest entry; see :mod:`hebbopt.rules.krotov`. The paper's
+    annealed ε is ``lr`` with a ``LambdaLR`` scheduler.
+
+    Args:
+        params: model, modules or param groups (see :class:`HebbianOptimizer`).
+        lr: learning rate ε ≥ 0 (a number or a 0-d tensor).
+        p: Lebesgue exponent p ≥ 1.
+        k: the rank pushed away, 2 ≤ k ≤ number of neurons.
+        delta: anti-Hebbian strength Δ ≥ 0.
+        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
+        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
+
+    Raises:
+        TypeError: something that is not a model, a Conv2d/Linear or a param group.
+        ValueError: an invalid hyper-parameter (``k`` larger than a layer's neurons included), no
+            layer to hook, or a layer given twice.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor,
+        p: float = 2.0,
+        k: int = 2,
+        delta: float = 0.4,
+        compile: bool | str = "auto",
+        diagnostics: bool = False,
+    ) -> None:
+        super().__init__(
+            params, "krotov", lr, compile=compile, diagnostics=diagnostics, p=p, k=k, delta=delta
+        )
+
+
+NAMED = {"swta": SoftWTAHebb, "hpca": HPCAHebb, "softhebb": SoftHebb, "krotov": KrotovHebb}
+"""The named optimizer class of each rule that has one (every rule works with
+:class:`HebbianOptimizer` itself)."""
+
+__all__ = ["HEBBIAN_TYPES", "NAMED", "HPCAHebb", "HebbianOptimizer", "KrotovHebb", "SoftHebb", "SoftWTAHebb"]
+
+

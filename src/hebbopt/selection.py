@@ -43,6 +43,51 @@ def check_layer(name: str, module: object) -> None:
         )
 
 
+def unsupported_layers(model: nn.Module) -> dict[str, str]:
+    """Layers of ``model`` with weights that a Hebbian optimizer leaves out, and why.
+
+    A whole model passed to an optimizer gets its supported layers hooked and these skipped
+    (``optimizer.describe()`` lists them); passed explicitly, they are refused.
+
+    Args:
+        model: the network.
+
+    Returns:
+        ``{name: reason}`` in module order: other convolution types (Conv1d, Conv3d, transposed),
+        grouped convolutions, subclasses with their own ``forward``, lazy modules, and the output
+        projection of ``nn.MultiheadAttention`` (called through ``F.linear``, its hooks never run).
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Conv2d(4, 4, 3, groups=2), nn.Linear(4, 2))
+        >>> unsupported_layers(net)
+        {'0': 'Conv1d is not a supported type (nn.Conv2d, nn.Linear)', '1': 'groups=2 (only groups=1)'}
+    """
+    attention = {
+        id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+    }
+    skipped = {}
+    for name, m in model.named_modules():
+        if id(m) in attention:
+            skipped[name] = "nn.MultiheadAttention calls it through F.linear: its forward never runs"
+        elif isinstance(m, HEBBIAN_TYPES):
+            try:
+                check_layer(name, m)
+            except (TypeError, ValueError) as e:
+                skipped[name] = _reason(m, e)
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            skipped[name] = f"{type(m).__name__} is not a supported type (nn.Conv2d, nn.Linear)"
+    return skipped
+
+
+def _reason(m: nn.Module, error: Exception) -> str:
+    if isinstance(m, nn.Conv2d) and m.groups != 1:
+        return f"groups={m.groups} (only groups=1)"
+    if isinstance(m.weight, nn.parameter.UninitializedParameter):
+        return "lazy module not yet initialised"
+    return f"{type(m).__name__} overrides forward"
+
+
 def classifier(model: nn.Module) -> nn.Module | None:
     """The model's classifier: timm's ``get_classifier()``, else its last ``nn.Linear``.
 
@@ -87,11 +132,18 @@ def hebbian_layers(
         >>> list(hebbian_layers(net, exclude=["3"]))
         ['0']
 
+    Layers the rules cannot hook (:func:`unsupported_layers`) are left out of the default
+    selection; named by ``include``, they raise.
+
     Raises:
-        TypeError: a selected layer is not a plain Conv2d/Linear (see :func:`check_layer`).
+        TypeError: ``include``/``exclude`` is a string rather than a list of patterns, or a layer
+            named by ``include`` is not a plain Conv2d/Linear (see :func:`check_layer`).
         ValueError: a pattern matches no Conv2d/Linear layer (the message lists them), nothing is
-            selected, or a selected layer cannot be hooked (``groups > 1``, lazy).
+            selected, or a layer named by ``include`` cannot be hooked (``groups > 1``, lazy).
     """
+    for arg, value in (("include", include), ("exclude", exclude)):
+        if isinstance(value, str):
+            raise TypeError(f"{arg} takes a list of patterns, got the string {value!r}: use [{value!r}]")
     if isinstance(model, HEBBIAN_TYPES):
         check_layer("", model)
         return {"": model}
@@ -107,12 +159,14 @@ def hebbian_layers(
     else:
         head = classifier(model)
         excluded = {id(m) for m in head.modules()} if head is not None else set()
-        layers = {n: m for n, m in candidates.items() if id(m) not in excluded}
+        skipped = unsupported_layers(model)
+        layers = {n: m for n, m in candidates.items() if id(m) not in excluded and n not in skipped}
     layers = {n: m for n, m in layers.items() if not any(fnmatch.fnmatchcase(n, p) for p in exclude)}
     if not layers:
+        skipped = "".join(f"; skipped {n}: {r}" for n, r in unsupported_layers(model).items())
         raise ValueError(
             f"{type(model).__name__} has no nn.Conv2d/nn.Linear layer besides its classifier "
-            "(or all were excluded): nothing to train with a Hebbian rule."
+            f"(or all were excluded): nothing to train with a Hebbian rule{skipped}."
         )
     for name, m in layers.items():
         check_layer(name, m)

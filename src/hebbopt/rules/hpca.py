@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import torch
 
+from hebbopt import reference
+from hebbopt.rules.base import Hyper, Rule, one_of
 from hebbopt.rules.geometry import Geometry, as_rows, patch_sum
 
 ACTIVATIONS = ("relu", "identity")
-"""Accepted values of ``activation_kind`` (``HPCAHebb(activation=...)``)."""
+"""Accepted values of ``activation``."""
 
 
-def activation(u: torch.Tensor, kind: str) -> torch.Tensor:
+def act(u: torch.Tensor, kind: str) -> torch.Tensor:
     """``y = act(u)``: ``"relu"`` (the reference code's nonlinear Sanger rule) or ``"identity"``.
 
     Args:
@@ -152,7 +154,7 @@ def statistics(
     weight: torch.Tensor,
     geometry: Geometry,
     *,
-    activation_kind: str = "relu",
+    activation: str = "relu",
 ) -> dict[str, torch.Tensor | int]:
     """Sufficient statistics of one batch.
 
@@ -161,7 +163,7 @@ def statistics(
         u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
         weight: the layer weight W, N×S or N×C×kh×kw.
         geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
-        activation_kind: ``"relu"`` or ``"identity"``.
+        activation: ``"relu"`` or ``"identity"``.
 
     Returns:
         ``{"hebb": YᵀX − tril(YᵀY)W (shaped like W), "count": B}``.
@@ -174,7 +176,7 @@ def statistics(
         >>> stats["hebb"].shape, stats["count"]
         (torch.Size([3, 4]), 10)
     """
-    y = activation(u, activation_kind)
+    y = act(u, activation)
     n = weight.shape[0]
     m = y.numel() // n
     w = weight.flatten(1)
@@ -212,3 +214,16 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch
             recompile when a scheduler changes it.
     """
     weight.addcmul_(stats["hebb"], lr / stats["count"])
+
+
+RULE = Rule(
+    name="hpca",
+    summary="Hebbian PCA, Sanger's rule (FastHebb eq. 2, 7, 8)",
+    hyper={"activation": Hyper("relu", one_of(*ACTIVATIONS), "activation y = act(u): relu or identity")},
+    statistics=statistics,
+    update=update,
+    apply_=apply_,
+    reference=reference.hpca_update,
+    weight_shaped=frozenset({"hebb"}),
+    examples=({"activation": "relu"}, {"activation": "identity"}),
+)

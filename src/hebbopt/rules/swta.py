@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import torch
 
+from hebbopt import reference
+from hebbopt.rules.base import Hyper, Rule, number, one_of
 from hebbopt.rules.geometry import Geometry, neuron_view, patch_sq_norms, patch_sum, sample_dims, weight_view
 
 SIMILARITIES = ("raised_cos2", "dot")
-"""Accepted values of ``similarity_kind`` (``SoftWTAHebb(similarity=...)``)."""
+"""Accepted values of ``similarity``."""
 _EPS = 1e-12
 
 
@@ -86,7 +88,7 @@ def statistics(
     geometry: Geometry,
     *,
     temperature: float,
-    similarity_kind: str = "raised_cos2",
+    similarity: str = "raised_cos2",
 ) -> dict[str, torch.Tensor]:
     """Sufficient statistics of one batch.
 
@@ -96,7 +98,7 @@ def statistics(
         weight: the layer weight W, N×S or N×C×kh×kw.
         geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
         temperature: softmax temperature ``T > 0``.
-        similarity_kind: ``"raised_cos2"`` or ``"dot"``.
+        similarity: ``"raised_cos2"`` or ``"dot"``.
 
     Returns:
         ``{"r2x": A (shape of W), "r2": q (N), "r": z (N)}``.
@@ -112,7 +114,7 @@ def statistics(
         10.0
     """
     # softmax subtracts the per-position maximum: stable for any T > 0 and any scale of s.
-    r = softmax_neurons(scaled_similarity(x, u, weight, geometry, similarity_kind, temperature))
+    r = softmax_neurons(scaled_similarity(x, u, weight, geometry, similarity, temperature))
     r2 = r * r
     dims = sample_dims(u)
     return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": r.sum(dims)}
@@ -150,3 +152,19 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor], lr: torch.Tenso
 def _safe(z: torch.Tensor) -> torch.Tensor:
     # z_n = 0 only if r_bn underflowed to 0 for every sample; then A_n = q_n = 0 as well.
     return torch.where(z > 0, z, torch.ones_like(z))
+
+
+RULE = Rule(
+    name="swta",
+    summary="soft winner-takes-all (FastHebb eq. 1, 5, 6)",
+    hyper={
+        "temperature": Hyper(0.02, number(0, strict=True), "softmax temperature T"),
+        "similarity": Hyper("raised_cos2", one_of(*SIMILARITIES), "similarity s: ((1 + cos) / 2)² or w·x"),
+    },
+    statistics=statistics,
+    update=update,
+    apply_=apply_,
+    reference=reference.swta_update,
+    weight_shaped=frozenset({"r2x"}),
+    examples=({"temperature": 0.02, "similarity": "raised_cos2"}, {"temperature": 0.7, "similarity": "dot"}),
+)

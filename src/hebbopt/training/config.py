@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from hebbopt.data.datasets import check_source
+from hebbopt.rules import RULES
 
-METHODS = ("hpca", "swta", "vae", "none")
-"""Pre-training methods: Hebbian PCA, soft winner-takes-all, the β-VAE baseline, or none (the
-network starts from its random initialisation)."""
+METHODS = (*RULES, "vae", "none")
+"""Pre-training methods: every Hebbian rule of :data:`hebbopt.rules.RULES`, the β-VAE baseline, or
+none (the network starts from its random initialisation)."""
 
 
 class ConfigError(ValueError):
@@ -78,16 +79,19 @@ class PretrainConfig:
     """Section ``pretrain``: unsupervised pre-training (:func:`~hebbopt.training.pretrain.pretrain`).
 
     Args:
-        method: ``hpca`` (Hebbian PCA), ``swta`` (soft winner-takes-all), ``vae`` (the β-VAE
-            baseline, set up by :class:`VAEConfig`) or ``none``; see :data:`METHODS`.
+        method: a Hebbian rule of :data:`hebbopt.rules.RULES` (``hpca``, ``swta``, ``softhebb``,
+            ``krotov``, ``oja``), ``vae`` (the β-VAE baseline, set up by :class:`VAEConfig`) or
+            ``none``; see :data:`METHODS`.
         lr: the Hebbian learning rate η.
         epochs: Hebbian epochs (per layer when ``schedule`` is ``layerwise``).
         batch_size: images per batch, per process.
         schedule: ``all`` (every layer at once, as the paper) or ``layerwise`` (one layer after
             the other, ``epochs`` each).
-        temperature: the soft-WTA softmax temperature T.
-        similarity: the soft-WTA similarity (see :class:`~hebbopt.SoftWTAHebb`).
-        activation: the HPCA activation (see :class:`~hebbopt.HPCAHebb`).
+        rule_kwargs: hyper-parameters per rule, e.g. ``{swta: {temperature: 0.02}, krotov: {k: 3}}``
+            (names as ``hebbopt.rules.RULES[rule].hyper``); a rule not listed takes its defaults.
+        layer_defaults: on the SoftHebb networks (``softhebb_*``) with ``method: softhebb``, give
+            each layer the paper's lr and temperature (:data:`hebbopt.models.softhebb.SOFTHEBB_LAYER_HYPER`)
+            as param groups; ``rule_kwargs`` still override the temperature.
         include: layer-name patterns to train (default: every hidden Conv2d/Linear; see
             :func:`~hebbopt.hebbian_layers`).
         exclude: layer-name patterns to leave untrained.
@@ -100,9 +104,8 @@ class PretrainConfig:
     epochs: int = 1
     batch_size: int = 64
     schedule: str = "all"
-    temperature: float = 0.02
-    similarity: str = "raised_cos2"
-    activation: str = "relu"
+    rule_kwargs: dict = dataclasses.field(default_factory=lambda: {"swta": {"temperature": 0.02}})
+    layer_defaults: bool = True
     include: list | None = None
     exclude: list | None = None
     compile: typing.Any = "auto"
@@ -396,18 +399,19 @@ def validate(cfg: Config) -> None:
         _regime("every sweep.regimes entry", s)
     for method, epochs in cfg.sweep.pretrain_epochs.items():
         if (
-            method not in ("hpca", "swta")
+            method not in RULES
             or isinstance(epochs, bool)
             or not isinstance(epochs, int)
             or epochs < 0
         ):
             raise ConfigError(
-                f"sweep.pretrain_epochs maps hpca/swta to epochs >= 0, got {method!r}: {epochs!r}"
+                f"sweep.pretrain_epochs maps Hebbian rules to epochs >= 0, got {method!r}: {epochs!r}"
             )
     for seed in cfg.sweep.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"sweep.seeds must be integers, got {seed!r}")
     _check_probe(cfg)
+    _check_rule_kwargs(cfg.pretrain.rule_kwargs)
     if cfg.pretrain.schedule not in ("all", "layerwise"):
         raise ConfigError(f"pretrain.schedule must be 'all' or 'layerwise', got {cfg.pretrain.schedule!r}")
     if cfg.pretrain.compile not in (True, False, "auto"):
@@ -417,7 +421,6 @@ def validate(cfg: Config) -> None:
     positive = {
         "pretrain.lr": cfg.pretrain.lr,
         "pretrain.batch_size": cfg.pretrain.batch_size,
-        "pretrain.temperature": cfg.pretrain.temperature,
         "vae.beta": cfg.vae.beta,
         "vae.latents": cfg.vae.latents,
         "vae.batch_size": cfg.vae.batch_size,
@@ -443,6 +446,20 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if not 0 <= cfg.finetune.dropout < 1:
         raise ConfigError(f"finetune.dropout must be in [0, 1), got {cfg.finetune.dropout}")
+
+
+def _check_rule_kwargs(rule_kwargs: Any) -> None:
+    if not isinstance(rule_kwargs, dict):
+        raise ConfigError(f"pretrain.rule_kwargs maps rule names to settings, got {rule_kwargs!r}")
+    for rule, kwargs in rule_kwargs.items():
+        if rule not in RULES:
+            raise ConfigError(f"pretrain.rule_kwargs: unknown rule {rule!r}: choose from {sorted(RULES)}")
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"pretrain.rule_kwargs.{rule} must be a mapping, got {kwargs!r}")
+        try:
+            RULES[rule].defaults(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"pretrain.rule_kwargs.{rule}: {e}") from None
 
 
 def _check_probe(cfg: Config) -> None:

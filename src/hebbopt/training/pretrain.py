@@ -1,4 +1,4 @@
-"""Unsupervised pre-training of a backbone: Hebbian (HPCA, soft-WTA), the VAE baseline, or none.
+"""Unsupervised pre-training of a backbone: any Hebbian rule, the VAE baseline, or none.
 
 Hebbian pre-training (FastHebb §4.3): every training image, labels unused, batch 64, learning
 rate η = 1e-3 (1e-4 on ImageNet), no weight decay or dropout; all hidden layers at once as the
@@ -17,7 +17,9 @@ from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
 from hebbopt.filters import save_filters
-from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, SoftWTAHebb
+from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER
+from hebbopt.optimizer import HebbianOptimizer
+from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
 from hebbopt.training.common import Batches, Run, build_model, load_checkpoint, load_splits, make_accelerator
 from hebbopt.training.config import Config
@@ -28,24 +30,30 @@ def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
     """The configured Hebbian rule over ``layers``.
 
     Args:
-        cfg: the configuration: ``pretrain.method`` and the rule's hyper-parameters (η, and T and
-            the similarity for soft-WTA, or the activation for HPCA).
+        cfg: the configuration: ``pretrain.method`` (a rule of :data:`hebbopt.rules.RULES`), η,
+            ``pretrain.rule_kwargs[method]`` and, for the SoftHebb networks, the paper's per-layer
+            lr and temperature (``pretrain.layer_defaults``).
         layers: ``{name: module}`` of the layers to train, as :func:`~hebbopt.hebbian_layers` gives.
 
     Returns:
-        A :class:`~hebbopt.HPCAHebb` or :class:`~hebbopt.SoftWTAHebb`, its hooks in place.
+        A :class:`~hebbopt.HebbianOptimizer` of that rule, its hooks in place.
 
     Raises:
-        ValueError: ``pretrain.method`` is not ``hpca`` or ``swta``.
+        ValueError: ``pretrain.method`` is not a Hebbian rule.
     """
     p = cfg.pretrain
-    if p.method == "hpca":
-        return HPCAHebb(layers, lr=p.lr, activation=p.activation, compile=p.compile)
-    if p.method == "swta":
-        return SoftWTAHebb(
-            layers, lr=p.lr, temperature=p.temperature, similarity=p.similarity, compile=p.compile
-        )
-    raise ValueError(f"pretrain.method {p.method!r} is not a Hebbian rule (hpca, swta)")
+    if p.method not in RULES:
+        raise ValueError(f"pretrain.method {p.method!r} is not a Hebbian rule ({', '.join(RULES)})")
+    kwargs = dict(p.rule_kwargs.get(p.method, {}))
+    groups = [{"modules": layers}]
+    paper = p.layer_defaults and p.method == "softhebb"
+    per_layer = SOFTHEBB_LAYER_HYPER.get(cfg.model.name) if paper else None
+    if per_layer:
+        groups = [
+            {"modules": {n: m}, **{k: v for k, v in per_layer.get(n, {}).items() if k not in kwargs}}
+            for n, m in layers.items()
+        ]
+    return HebbianOptimizer(groups, p.method, lr=p.lr, compile=p.compile, **kwargs)
 
 
 def pretrain(

@@ -1,0 +1,285 @@
+"""What a Hebbian rule is: :class:`Rule`, its hyper-parameters (:class:`Hyper`) and their checks.
+
+A rule is data plus pure functions. The hooks call ``statistics`` on every forward pass and add
+the sums it returns; ``step()`` hands the summed (and, across processes, all-reduced) sums to
+``apply_``. Because the statistics are sums, k forward passes before one step equal one batch k×
+larger, and N processes equal one process with an N× batch, for every rule.
+
+The contract of the two functions (checked for every registered rule by ``tests/test_rules.py``):
+
+* ``statistics(x, u, weight, geometry, *, <hyper>) -> {name: sum}``. ``x`` is the layer input,
+  M×S for Linear (any leading dimensions already flattened) or B×C×H×W for Conv2d, already padded
+  as ``geometry`` (:class:`~hebbopt.rules.geometry.Conv2dGeometry`, ``None`` for Linear) expects;
+  ``u`` is the pre-activation ``w·x`` *without* bias, M×N or B×N×H'×W'; ``weight`` is the
+  detached weight. All three share one dtype of at least float32. Every value returned is a sum
+  over the samples (a tensor, or a Python int such as a count): sums add across batches and
+  processes. The names in ``weight_shaped`` have the weight's shape.
+* ``apply_(weight, stats, lr, *, <hyper>)`` updates ``weight`` in place to ``W + lr·ΔW``, where
+  ``lr`` is a 0-d tensor (so that a compiled ``apply_`` does not recompile when a scheduler
+  changes it). ``update(stats, weight, *, <hyper>) -> ΔW`` is the same step without ``lr`` and
+  without the in-place fusion; a rule that gives only ``update`` gets ``W.add_(lr·ΔW)``.
+* ``reference(layer, x, *, <hyper>) -> ΔW``: the paper's per-sample rule, literally, on unfolded
+  patches, for an ``nn.Linear`` or ``nn.Conv2d`` and its input; the ground truth of the tests.
+
+The keyword-only parameters of ``statistics`` and ``apply_``/``update`` are the rule's
+hyper-parameters; their names are the param-group keys (``HebbianOptimizer(model, rule=...,
+temperature=...)``, ``group["temperature"]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A check of one hyper-parameter value: a predicate, what it requires, and values it refuses.
+
+    Args:
+        accepts: ``accepts(value) -> bool``.
+        requirement: what a valid value is, for the error message (e.g. ``"a finite number > 0"``).
+        invalid: example values the check must refuse (the rule suite tries each of them).
+    """
+
+    accepts: Callable[[Any], bool]
+    requirement: str
+    invalid: tuple = ()
+
+
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (Python, NumPy or 0-d tensor), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def number(low: float, *, strict: bool) -> Check:
+    """A finite real number ``> low`` (``strict``) or ``≥ low``.
+
+    Args:
+        low: the bound.
+        strict: whether ``low`` itself is refused.
+
+    Returns:
+        the :class:`Check`.
+
+    Examples:
+        >>> number(0, strict=True).accepts(0.5), number(0, strict=True).accepts(0)
+        (True, False)
+    """
+
+    def accepts(value: Any) -> bool:
+        v = _real(value)
+        return v is not None and math.isfinite(v) and (v > low if strict else v >= low)
+
+    below = low - 1 if strict else low - 0.5
+    invalid = (below, math.nan, math.inf, "1", None, True) + ((low,) if strict else ())
+    return Check(accepts, f"a finite number {'>' if strict else '≥'} {low:g}", invalid)
+
+
+def integer(low: int) -> Check:
+    """An integer ``≥ low`` (a Python or NumPy integer, not a bool or a float).
+
+    Args:
+        low: the smallest accepted value.
+
+    Returns:
+        the :class:`Check`.
+    """
+
+    def accepts(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+    return Check(accepts, f"an integer ≥ {low}", (low - 1, float(low), "2", None, True))
+
+
+def one_of(*choices: str) -> Check:
+    """One of the given strings.
+
+    Args:
+        *choices: the accepted values.
+
+    Returns:
+        the :class:`Check`.
+    """
+    return Check(lambda v: isinstance(v, str) and v in choices, f"one of {choices}", ("bogus", None, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """One hyper-parameter of a rule: its default, its check and a one-line description.
+
+    Args:
+        default: the value when neither the optimizer nor the group sets it.
+        check: the :class:`Check` every value passes before it is used.
+        doc: what it is, with the paper's symbol.
+    """
+
+    default: Any
+    check: Check
+    doc: str
+
+    def convert(self, value: Any) -> Any:
+        """The value as the kernels take it: ``float`` for real-valued, else unchanged.
+
+        Args:
+            value: a value that passed :attr:`check`.
+
+        Returns:
+            a Python float for a float-default hyper-parameter, the value itself otherwise.
+        """
+        if isinstance(self.default, float):
+            return float(_real(value))
+        return int(value) if isinstance(self.default, int) and not isinstance(self.default, bool) else value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (compiled-fn caches)
+class Rule:
+    """A Hebbian rule: name, hyper-parameters and pure functions (see the module docstring).
+
+    Args:
+        name: the registry key (``HebbianOptimizer(model, rule=name)``, ``pretrain.method``).
+        summary: one line: what the rule is, with its paper.
+        hyper: ``{name: Hyper}``; the names are keyword-only parameters of ``statistics`` and/or
+            ``apply_``/``update``.
+        statistics: ``(x, u, weight, geometry, **hyper) -> {name: sum}``.
+        update: ``(stats, weight, **hyper) -> ΔW`` (without the learning rate).
+        reference: ``(layer, x, **hyper) -> ΔW``, the literal per-sample rule.
+        weight_shaped: the names of the statistics that have the weight's shape.
+        apply_: ``(weight, stats, lr, **hyper) -> None``, in place; default ``W += lr·update``.
+        check_layer: optional ``(hyper, weight) -> str | None``: a problem of these
+            hyper-parameters with this layer (e.g. ``k`` larger than its number of neurons).
+        examples: hyper-parameter settings the rule suite tests (``{}`` = the defaults).
+
+    Raises:
+        ValueError: a hyper-parameter that no function takes, a keyword-only parameter without a
+            :class:`Hyper`, or a default that fails its own check.
+
+    Examples:
+        >>> from hebbopt.rules import RULES
+        >>> sorted(RULES["swta"].defaults())
+        ['similarity', 'temperature']
+    """
+
+    name: str
+    summary: str
+    hyper: Mapping[str, Hyper]
+    statistics: Callable[..., dict]
+    update: Callable[..., torch.Tensor]
+    reference: Callable[..., torch.Tensor]
+    weight_shaped: frozenset[str]
+    apply_: Callable[..., None] | None = None
+    check_layer: Callable[[dict, torch.Tensor], str | None] | None = None
+    examples: tuple[dict, ...] = ({},)
+
+    def __post_init__(self) -> None:
+        taken = set(self.statistics_hyper) | set(self.apply_hyper)
+        if taken != set(self.hyper):
+            raise ValueError(
+                f"rule {self.name!r}: hyper-parameters {sorted(self.hyper)} must be exactly the "
+                f"keyword-only parameters of statistics/apply_ ({sorted(taken)})"
+            )
+        for key, h in self.hyper.items():
+            if not h.check.accepts(h.default):
+                raise ValueError(f"rule {self.name!r}: default {key}={h.default!r} fails its check")
+
+    @functools.cached_property
+    def statistics_hyper(self) -> tuple[str, ...]:
+        """The hyper-parameters ``statistics`` takes (its keyword-only parameters)."""
+        return _keyword_only(self.statistics)
+
+    @functools.cached_property
+    def apply_hyper(self) -> tuple[str, ...]:
+        """The hyper-parameters ``apply_`` (or ``update``) takes."""
+        return _keyword_only(self.apply_ or self.update)
+
+    def defaults(self, **overrides: Any) -> dict[str, Any]:
+        """Every hyper-parameter's default, with ``overrides`` applied and checked.
+
+        Args:
+            **overrides: values to use instead of the defaults.
+
+        Returns:
+            ``{name: value}`` for every hyper-parameter.
+
+        Raises:
+            TypeError: an override that is not a hyper-parameter of this rule.
+            ValueError: an override that fails its check.
+        """
+        unknown = set(overrides) - set(self.hyper)
+        if unknown:
+            raise TypeError(
+                f"rule {self.name!r} has no hyper-parameter {sorted(unknown)}; "
+                f"its hyper-parameters are {sorted(self.hyper)}"
+            )
+        values = {k: overrides.get(k, h.default) for k, h in self.hyper.items()}
+        self.check(values)
+        return values
+
+    def check(self, values: Mapping[str, Any], weights: tuple[torch.Tensor, ...] = ()) -> None:
+        """Raise ``ValueError`` naming the first invalid hyper-parameter.
+
+        Args:
+            values: ``{name: value}`` for every hyper-parameter (e.g. a param group).
+            weights: the weights of the layers these values apply to (for :attr:`check_layer`).
+
+        Raises:
+            ValueError: a missing or invalid value, with what a valid one is.
+        """
+        for key, h in self.hyper.items():
+            if key not in values:
+                raise ValueError(f"{self.name}: missing hyper-parameter {key!r}")
+            if not h.check.accepts(values[key]):
+                raise ValueError(
+                    f"invalid {key} for rule {self.name!r}: {values[key]!r} (must be {h.check.requirement})"
+                )
+        if self.check_layer is not None:
+            for w in weights:
+                problem = self.check_layer(dict(values), w)
+                if problem:
+                    raise ValueError(f"{self.name}: {problem} (layer weight {tuple(w.shape)})")
+
+    def kernel_kwargs(self, values: Mapping[str, Any]) -> tuple[dict, dict]:
+        """``(statistics kwargs, apply_ kwargs)`` from checked values, converted for the kernels.
+
+        Args:
+            values: checked hyper-parameter values (a param group).
+
+        Returns:
+            the keyword arguments of ``statistics`` and of ``apply_``.
+        """
+        conv = {k: self.hyper[k].convert(values[k]) for k in self.hyper}
+        return {k: conv[k] for k in self.statistics_hyper}, {k: conv[k] for k in self.apply_hyper}
+
+    def apply(self, weight: torch.Tensor, stats: dict, lr: torch.Tensor, **hyper: Any) -> None:
+        """``W ← W + lr·ΔW`` in place: the rule's fused ``apply_``, or ``W.add_(lr·update)``.
+
+        Args:
+            weight: the weight, updated in place.
+            stats: the summed statistics.
+            lr: the learning rate as a 0-d tensor.
+            **hyper: the ``apply_`` keyword arguments.
+        """
+        if self.apply_ is not None:
+            self.apply_(weight, stats, lr, **hyper)
+        else:
+            weight.add_(self.update(stats, weight, **hyper) * lr)
+
+
+def _keyword_only(fn: Callable) -> tuple[str, ...]:
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)

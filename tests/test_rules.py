@@ -1,0 +1,186 @@
+"""The generic rule suite: every rule in ``hebbopt.rules.RULES`` is checked here, with no branch of
+its own. A new rule is picked up by registering it.
+
+For each rule and each of its ``examples`` settings: exact against its literal per-sample reference
+in float64 (Linear with leading dimensions, Conv2d with stride, padding modes, dilation, 'same'),
+accumulation (k forwards == one big batch), compile parity, state_dict round trip, bad
+hyper-parameters (at construction and hand-edited), the named class (if any) and the docs.
+The 2-process sum is in test_distributed.py (one spawn for all rules).
+"""
+
+import copy
+import inspect
+import pathlib
+
+import pytest
+import torch
+from helpers import geometry_net, record_inputs, rel_err
+from torch import nn
+from torch._dynamo.utils import counters
+
+import hebbopt
+from hebbopt.optimizer import NAMED
+from hebbopt.rules import RULES
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CASES = [(name, ex) for name, rule in RULES.items() for ex in rule.examples]
+IDS = [f"{name}-{'-'.join(map(str, ex.values())) or 'defaults'}" for name, ex in CASES]
+
+
+def reference_step(rule, layer, x, hyper):
+    full = RULES[rule].defaults(**hyper)
+    return RULES[rule].reference(layer, x.double(), **full)
+
+
+@pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
+def test_exact_against_per_sample_reference_float64(rule, hyper):
+    net = geometry_net(torch.float64)
+    x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
+    opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0, **hyper)
+    assert len(opt.layers) == 7
+    inputs = record_inputs(net, opt.layers, x)
+    before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
+    expected = {n: reference_step(rule, m, inputs[n], hyper) for n, m in opt.layers.items()}
+    with torch.no_grad():
+        net(x)
+    opt.step()
+    for name, m in opt.layers.items():
+        assert expected[name].abs().max() > 0, name  # the reference moves every layer
+        assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_linear_with_leading_dims_and_unbatched_conv(rule):
+    lin = nn.Linear(10, 6).double()
+    x = torch.randn(2, 3, 4, 10, dtype=torch.float64)
+    opt = hebbopt.HebbianOptimizer(lin, rule, lr=1.0)
+    expected = reference_step(rule, lin, x, {})
+    w0 = lin.weight.detach().clone()
+    lin(x)
+    opt.step()
+    assert rel_err(lin.weight.detach() - w0, expected) < 1e-10
+
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    x = torch.randn(2, 5, 5, dtype=torch.float64)  # unbatched C×H×W, called by keyword
+    opt = hebbopt.HebbianOptimizer([conv], rule, lr=1.0)
+    expected = reference_step(rule, conv, x, {})
+    w0 = conv.weight.detach().clone()
+    conv(input=x)
+    opt.step()
+    assert rel_err(conv.weight.detach() - w0, expected) < 1e-10
+
+
+def small_net():
+    torch.manual_seed(torch.seed() % 2**31)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 3 * 3, 20), nn.ReLU(), nn.Linear(20, 4),
+    ).double()  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("parts", [2, 3])
+def test_micro_batches_equal_one_large_batch(rule, parts):
+    a = small_net()
+    b = copy.deepcopy(a)
+    opt_a, opt_b = (hebbopt.HebbianOptimizer(m, rule, lr=0.5) for m in (a, b))
+    init = {name: p.detach().clone() for name, p in a.named_parameters()}
+    for _ in range(2):
+        x = torch.randn(9, 3, 10, 10, dtype=torch.float64)
+        with torch.no_grad():
+            a(x)
+            for chunk in x.chunk(parts):
+                b(chunk)
+        opt_a.step()
+        opt_b.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert rel_err(pb, pa) < 1e-12, name
+        hooked = name in ("0.weight", "2.weight", "5.weight")
+        assert hooked != torch.equal(pa, init[name]), name
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_compiled_equals_eager_and_never_recompiles(rule):
+    counters.clear()
+    torch.manual_seed(torch.seed() % 2**31)
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1).double()
+    twin = copy.deepcopy(conv)
+    compiled = hebbopt.HebbianOptimizer([conv], rule, lr=0.3, compile=True)
+    eager = hebbopt.HebbianOptimizer([twin], rule, lr=0.3, compile=False)
+    for _ in range(3):
+        x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+        conv(x)
+        twin(x)
+        compiled.step()
+        eager.step()
+        graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0, "nothing was compiled"
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert rel_err(conv.weight, twin.weight) < 1e-12
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_dict_round_trip_resumes_bit_identically(rule):
+    a = small_net()
+    opt_a = hebbopt.HebbianOptimizer(a, rule, lr=0.2)
+    x1, x2 = torch.randn(4, 3, 10, 10, dtype=torch.float64), torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    with torch.no_grad():
+        a(x1)  # pending statistics are part of the state
+    b = copy.deepcopy(a)
+    opt_b = hebbopt.HebbianOptimizer(b, rule, lr=0.9)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
+    assert opt_b.param_groups[0]["lr"] == 0.2
+    for m, opt in ((a, opt_a), (b, opt_b)):
+        with torch.no_grad():
+            m(x2)
+        opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES if RULES[r].hyper])
+def test_bad_hyper_parameters_are_refused_and_change_nothing(rule):
+    for key, h in RULES[rule].hyper.items():
+        for bad in h.check.invalid:
+            model = small_net()
+            with pytest.raises(ValueError, match=f"invalid {key}"):
+                hebbopt.HebbianOptimizer(model, rule, **{key: bad})
+            assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+            opt = hebbopt.HebbianOptimizer(model, rule, lr=0.5)
+            ref = copy.deepcopy(model)
+            with torch.no_grad():
+                model(torch.randn(2, 3, 10, 10, dtype=torch.float64))
+            opt.param_groups[0][key] = bad  # edited by hand, e.g. by a scheduler
+            with pytest.raises(ValueError, match=f"invalid {key}"):
+                opt.step()
+            with pytest.raises(ValueError, match=f"invalid {key}"), torch.no_grad():
+                model(torch.randn(2, 3, 10, 10, dtype=torch.float64))
+            for pa, pb in zip(model.parameters(), ref.parameters(), strict=True):
+                assert torch.equal(pa, pb)
+
+
+def test_unknown_rule_and_unknown_hyper_parameter():
+    with pytest.raises(ValueError, match="unknown rule 'nope'"):
+        hebbopt.HebbianOptimizer(small_net(), "nope")
+    with pytest.raises(TypeError, match="no hyper-parameter"):
+        hebbopt.HebbianOptimizer(small_net(), "hpca", temperature=1.0)
+    with pytest.raises(TypeError, match="not hyper-parameters"):
+        hebbopt.HebbianOptimizer([{"modules": small_net(), "temprature": 0.1}], "swta")
+
+
+@pytest.mark.parametrize("rule", NAMED)
+def test_named_class_signature_is_the_rule(rule):
+    params = inspect.signature(NAMED[rule]).parameters
+    hyper = {k: p.default for k, p in params.items() if k not in ("params", "lr", "compile", "diagnostics")}
+    assert hyper == RULES[rule].defaults()
+    assert NAMED[rule](small_net(), lr=0.1).rule is RULES[rule]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rule_is_documented(rule):
+    rules_page = (ROOT / "docs" / "rules.md").read_text()
+    assert f'rule="{rule}"' in rules_page or f"`{rule}`" in rules_page
+    api = (ROOT / "docs" / "api" / "rules.md").read_text()
+    assert f"::: {RULES[rule].statistics.__module__}" in api
