@@ -1,10 +1,15 @@
-"""One Hebbian step of the paper's 6-layer net on the CPU: hebbopt vs the formulations before it.
+"""One Hebbian step on the CPU, for every rule of ``hebbopt.rules.RULES``: hebbopt vs the
+formulations before it, as a ratio to an SGD step of the same net.
 
-A step is one forward pass of a batch plus the weight update of every hidden layer:
+Each rule runs on its paper's network (:data:`NETS`): the FastHebb 6-layer net for soft-WTA, HPCA
+and Oja; ``softhebb_3l`` for SoftHebb and Krotov–Hopfield. A step is one forward pass of a batch
+plus the weight update of every hidden layer:
 
-* ``reference``: the per-sample rules (eq. 1, 2) aggregated over the batch (eq. 4), as written
-  (:mod:`hebbopt.reference`; slow on purpose, serialised over chunks of samples).
+* ``reference``: the rule's literal per-sample form (``RULES[rule].reference``; slow on purpose).
 * ``unfold``: the FastHebb formulation (eq. 6, 8): unfold patches into X, then matmuls.
+* ``conv-transpose``: SoftHebb's own formulation (its demo.py): ỹ·x as a convolution of the
+  batch-transposed input with the batch-transposed ỹ, inside the forward, then the normalised
+  update with per-neuron rates.
 * ``hebbopt``: sufficient statistics from forward hooks, convolution weight-gradients instead of
   unfolded patches, the O(B·N·S) reconstruction for the 4096-unit layer; eager and compiled.
 * ``sgd``: a backprop step of the same net for scale (cross-entropy, momentum 0.9).
@@ -29,26 +34,40 @@ import subprocess
 import sys
 import time
 
+import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import hebbopt
 from hebbopt import reference
+from hebbopt.rules import RULES
 
 BATCH, SIZE, THREADS = 64, 32, 2
-METHODS = {
-    # name: (rule, implementation, warm-up steps, timed steps apart; None = interleaved rounds)
-    "forward only": (None, "forward", 2, None),
-    "sgd step": (None, "sgd", 2, None),
-    "swta reference": ("swta", "reference", 0, 1),
-    "swta unfold": ("swta", "unfold", 1, None),
-    "swta hebbopt eager": ("swta", "eager", 2, None),
-    "swta hebbopt compiled": ("swta", "compiled", 2, None),
-    "hpca reference": ("hpca", "reference", 0, 1),
-    "hpca unfold": ("hpca", "unfold", 1, None),
-    "hpca hebbopt eager": ("hpca", "eager", 2, None),
-    "hpca hebbopt compiled": ("hpca", "compiled", 2, None),
-}
+NETS = {"softhebb": "softhebb_3l", "krotov": "softhebb_3l"}
+"""The network of each rule's paper; the others run on the FastHebb 6-layer net ("paper")."""
+EXTRA = {"swta": ["unfold"], "hpca": ["unfold"], "softhebb": ["conv-transpose"]}
+"""Formulations besides the per-sample reference and hebbopt, by rule."""
+LR = {"softhebb": 0.01, "krotov": 0.01}
+
+
+def _methods() -> dict[str, tuple]:
+    # name: (net, rule, implementation, warm-up steps, timed steps apart; None = interleaved rounds)
+    methods = {}
+    for net in ("paper", *sorted(set(NETS.values()))):
+        methods[f"{net}: forward only"] = (net, None, "forward", 2, None)
+        methods[f"{net}: sgd step"] = (net, None, "sgd", 2, None)
+    for rule in RULES:
+        net = NETS.get(rule, "paper")
+        methods[f"{net}: {rule} reference"] = (net, rule, "reference", 0, 1)
+        for impl in EXTRA.get(rule, []):
+            methods[f"{net}: {rule} {impl}"] = (net, rule, impl, 1, None)
+        methods[f"{net}: {rule} hebbopt eager"] = (net, rule, "eager", 2, None)
+        methods[f"{net}: {rule} hebbopt compiled"] = (net, rule, "compiled", 2, None)
+    return methods
+
+
+METHODS = _methods()
 
 
 def paper_net(num_classes: int = 10) -> nn.Sequential:
@@ -69,6 +88,40 @@ def paper_net(num_classes: int = 10) -> nn.Sequential:
     )
 
 
+def conv_transpose_step(net: nn.Module, x: torch.Tensor, lr: float = 0.01):
+    """SoftHebb's own formulation (its demo.py, rewritten): per layer, in the forward, ỹ·x by a
+    convolution of the batch-transposed input with the batch-transposed ỹ; then D / max|D| scaled
+    by per-neuron rates (there a scheduler), W += η_n D."""
+    layers = hebbopt.hebbian_layers(net)
+    deltas: dict[str, torch.Tensor] = {}
+
+    def hook(mod, args, out, name):
+        xin, geometry = hebbopt.capture.conv_geometry(mod, args[0])
+        xin = F.pad(xin, [geometry.padding[1]] * 2 + [geometry.padding[0]] * 2)
+        u = out
+        y = torch.softmax(u, dim=1)
+        win = u.argmax(dim=1, keepdim=True)
+        yt = (-y).scatter_(1, win, y.gather(1, win))
+        yx = F.conv2d(xin.transpose(0, 1), yt.transpose(0, 1), stride=mod.dilation, dilation=mod.stride)
+        yu = (yt * u).sum((0, 2, 3))
+        d = yx.transpose(0, 1) - yu.view(-1, 1, 1, 1) * mod.weight
+        deltas[name] = d.div_(d.abs().amax() + 1e-30)
+
+    for name, m in layers.items():
+        m.register_forward_hook(lambda mod, args, out, name=name: hook(mod, args, out, name))
+
+    def step():
+        with torch.no_grad():
+            net(x)
+            for name, m in layers.items():
+                w = m.weight
+                rate = lr * ((w.flatten(1).norm(dim=1) - 1).abs() + 1e-10) ** 0.5
+                w.add_(rate.view(-1, 1, 1, 1) * deltas[name])
+        deltas.clear()
+
+    return step
+
+
 def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor):
     if impl == "forward":
 
@@ -87,9 +140,10 @@ def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: t
             sgd.step()
 
         return step
+    if impl == "conv-transpose":
+        return conv_transpose_step(net, x)
     if impl in ("eager", "compiled"):
-        cls = hebbopt.SoftWTAHebb if rule == "swta" else hebbopt.HPCAHebb
-        opt = cls(net, lr=1e-3, compile=impl == "compiled")
+        opt = hebbopt.HebbianOptimizer(net, rule, lr=LR.get(rule, 1e-3), compile=impl == "compiled")
 
         def step():
             with torch.no_grad():
@@ -99,11 +153,9 @@ def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: t
         return step
     layers = hebbopt.hebbian_layers(net)
     fn = {
-        ("swta", "reference"): reference.swta_update,
-        ("hpca", "reference"): reference.hpca_update,
         ("swta", "unfold"): reference.swta_update_unfold,
         ("hpca", "unfold"): reference.hpca_update_unfold,
-    }[rule, impl]
+    }.get((rule, impl), RULES[rule].reference)
     inputs: dict[str, torch.Tensor] = {}
     for name, m in layers.items():
         m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0]))
@@ -123,10 +175,11 @@ def setup(name: str, channels_last: bool = True):
     torch.manual_seed(0)
     torch.set_num_threads(THREADS)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = paper_net().to(memory_format=fmt)
+    net_name, rule, impl, warmup, repeats = METHODS[name]
+    net = paper_net() if net_name == "paper" else timm.create_model(net_name, num_classes=10)
+    net = net.to(memory_format=fmt)
     x = torch.randn(BATCH, 3, SIZE, SIZE).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (BATCH,))
-    rule, impl, warmup, repeats = METHODS[name]
     return make_step(rule, impl, net, x, y), warmup, repeats
 
 
@@ -196,21 +249,21 @@ def main() -> None:
             )
             rows[name]["peak_mb"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
-    sgd = rows.get("sgd step")
     print(f"\nOne step, batch {BATCH}, {SIZE}×{SIZE}, fp32, channels-last, {THREADS} CPU threads", end="")
     print(f" (torch {torch.__version__}, {args.rounds} interleaved rounds)\n")
     print("| method | step (ms) | × SGD step | speed-up vs per-sample | peak extra memory (MB) |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
-        rule = name.split()[0]
+        net_name, rule = METHODS[name][0], METHODS[name][1]
+        sgd = rows.get(f"{net_name}: sgd step")
         if sgd and len(r["times_s"]) == len(sgd["times_s"]):
             # Interleaved: the ratio of each round's pair of steps, then the median over rounds.
             r["x_sgd"] = statistics.median(a / b for a, b in zip(r["times_s"], sgd["times_s"], strict=True))
         elif sgd:
             r["x_sgd"] = r["median_s"] / sgd["median_s"]
-        ref = rows.get(f"{rule} reference", {}).get("median_s")
+        ref = rows.get(f"{net_name}: {rule} reference", {}).get("median_s")
         ratio = f"{r['x_sgd']:.2f}" if "x_sgd" in r else "–"
-        speed = f"{ref / r['median_s']:.0f}×" if ref and rule in ("swta", "hpca") else "–"
+        speed = f"{ref / r['median_s']:.0f}×" if ref and rule else "–"
         mem = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "–"
         print(f"| {name} | {r['median_s'] * 1e3:.1f} | {ratio} | {speed} | {mem} |")
     result = {
