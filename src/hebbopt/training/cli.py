@@ -12,7 +12,8 @@ Each ``recipes/<name>.py`` script calls one of these with the process's argument
 Options the parser does not know are configuration overrides, read by
 :func:`~hebbopt.training.config.load`. A configuration that cannot run (an unknown key, a missing
 data folder, a run folder already taken, a model timm cannot build, unknown or null
-``model.kwargs``, ``--resume`` of a folder that holds no run) ends the command with exit
+``model.kwargs``, ``pretrain.include``/``pretrain.exclude`` patterns that match no layer of the
+model, ``--resume`` of a folder that holds no run) ends the command with exit
 status 2 and the message, not a traceback, before any folder is made or data read. A damaged file
 (:class:`~hebbopt.files.CorruptFileError`), a non-finite loss or a failed write (a full disk)
 ends it with exit status 1 and a message naming the file or run.
@@ -54,9 +55,10 @@ def _parse(description: str, argv: list[str] | None, extra=None):
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load(args.config, overrides)
-        from hebbopt.training.common import check_model_kwargs
+        from hebbopt.training.common import check_layer_patterns, check_model_kwargs
 
         check_model_kwargs(cfg)
+        check_layer_patterns(cfg)
     except ConfigError as e:
         parser.error(str(e))
     if args.resume:

@@ -142,6 +142,39 @@ def check_model_kwargs(cfg: Config) -> None:
         pass
 
 
+def check_layer_patterns(cfg: Config) -> None:
+    """Check ``pretrain.include`` and ``pretrain.exclude`` against the layers of the configured model.
+
+    The model is built once on the ``meta`` device (no memory), as :func:`check_model_kwargs` does,
+    and its layers are selected with :func:`~hebbopt.hebbian_layers`. Nothing is checked when
+    neither key is set, or when the model cannot be built (:func:`check_model_kwargs` says why).
+
+    Args:
+        cfg: the configuration (``model``, ``pretrain.include``, ``pretrain.exclude``).
+
+    Raises:
+        ConfigError: a pattern matches no Conv2d/Linear layer of the model (the message lists its
+            layers), a pattern list is a plain string, or the patterns leave nothing to train.
+    """
+    from hebbopt import hebbian_layers
+
+    include, exclude = cfg.pretrain.include, cfg.pretrain.exclude
+    if include is None and exclude is None:
+        return
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(cfg.model.name, **cfg.model.kwargs)
+    except Exception:
+        return
+    try:
+        hebbian_layers(model, include=include, exclude=exclude or ())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"pretrain.include {include!r} / pretrain.exclude {exclude!r}: {e} "
+            f"(model.name {cfg.model.name!r})"
+        ) from None
+
+
 def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None) -> nn.Module:
     """``timm.create_model(model.name)`` for the dataset's channels, classes and size, seeded.
 
