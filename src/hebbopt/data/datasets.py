@@ -347,7 +347,13 @@ def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def _digits(size: int):
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            f"the digits dataset ships inside scikit-learn, which is not installed ({e}): "
+            "pip install 'hebbopt[recipes]'"
+        ) from e
 
     data = load_digits()
     images = torch.tensor(data.images * 255 / 16).round().to(torch.uint8).unsqueeze(1)
