@@ -65,3 +65,60 @@ def test_layer_patterns_of_the_model_pass(tmp_path):
                         "--pretrain.exclude", "[features.0]"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"features\.0"):
         common.check_layer_patterns(other)
+
+
+# --- the command line (jsonargparse): today's interface ----------------------------------------
+
+
+def test_help_lists_every_key_with_its_default(capsys):
+    with pytest.raises(SystemExit) as e:
+        finetune_main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--config", "--resume", "--backbone"):
+        assert option in out
+    for section, values in load(None, []).to_dict().items():
+        for key, value in values.items():
+            default = re.escape("null" if value is None else str(value))
+            assert re.search(rf"--{section}\.{key}\b[^(]*\(type: [^)]*default: {default}\)", out)
+
+
+def test_file_then_overrides_with_yaml_values(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("finetune:\n  regime: 5\n  lr: 1e-2\nmodel:\n  kwargs: {width: 0.25}\nrun:\n")
+    cfg = load(file, ["--finetune.regime", "7", "--probe.knn_k", "[1, 5]", "--model.kwargs={width: 0.5}",
+                      "--sweep.seeds=[0,1]", "--data.root", "null", "--pretrain.compile", "false"],
+               )  # fmt: skip
+    assert cfg.finetune.regime == 7.0 and cfg.finetune.lr == 0.01 and cfg.probe.knn_k == [1, 5]
+    assert cfg.model.kwargs == {"width": 0.5} and cfg.sweep.seeds == [0, 1] and cfg.data.root is None
+    assert cfg.pretrain.compile is False and cfg.run.dir == "runs/default"
+    assert load(None, ["--pretrain.rule_kwargs", "{hpca: {}}"]).pretrain.rule_kwargs == {"hpca": {}}
+    assert load(None, ["--model.kwargs", "{width:0.5}"]).model.kwargs == {"width:0.5": None}  # named later
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["--finetune.epochs", "two"], "finetune.epochs must be int, got two"),
+        (["--finetune.epochs", "null"], "finetune.epochs must be int, got None"),
+        (["--pretrain.exclude", "features.0"], "pretrain.exclude must be list or null, got features.0"),
+        (["--probe.knn_k", "x"], "probe.knn_k must be int or list, got x"),
+        (["--finetune.regimes", "5"], r"unknown config key finetune.regimes: valid keys are \['balanced'"),
+        (["--fine.epochs", "5"], r"unknown config section 'fine': choose one of \['data'"),
+        (["epochs"], "override 'epochs': use --section.key value"),
+        (["--run.progress", "1"], "run.progress must be bool, got 1"),
+    ],
+)
+def test_bad_words_name_the_key_and_what_it_takes(words, message):
+    with pytest.raises(ConfigError, match=message):
+        load(None, words)
+
+
+def test_bad_config_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.yaml")
+    for text, message in [("finetune:\n  regimes: 5\n", "unknown config key finetune.regimes"),
+                          ("- a\n", "maps sections"), ("finetune: {regime: [\n", "config")]:  # fmt: skip
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load(tmp_path / "c.yaml")

@@ -9,64 +9,55 @@ Each ``recipes/<name>.py`` script calls one of these with the process's argument
 | ``recipes/vae.py`` | :data:`vae_main` | :func:`~hebbopt.training.vae.pretrain_vae` |
 | ``recipes/semisup.py`` | :data:`semisup_main` | :func:`~hebbopt.training.semisup.semisup` |
 
-Options the parser does not know are configuration overrides, read by
-:func:`~hebbopt.training.config.load`. A configuration that cannot run (an unknown key, a missing
-data folder, a run folder already taken, a model timm cannot build, unknown or null
-``model.kwargs``, ``pretrain.include``/``pretrain.exclude`` patterns that match no layer of the
-model, ``--resume`` of a folder that holds no run) ends the command with exit
-status 2 and the message, not a traceback, before any folder is made or data read. A damaged file
-(:class:`~hebbopt.files.CorruptFileError`), a non-finite loss or a failed write (a full disk)
-ends it with exit status 1 and a message naming the file or run.
+The command line is parsed by :func:`~hebbopt.training.config.make_parser` (jsonargparse):
+``--config FILE`` and ``--section.key value`` overrides, read as in
+:func:`~hebbopt.training.config.load`; ``--help`` lists every key with its type and default.
+
+A configuration that cannot run (an unknown key, a missing data folder, a run folder already
+taken, a model timm cannot build, unknown or null ``model.kwargs``, ``pretrain.include`` or
+``pretrain.exclude`` patterns that match no layer of the model, ``--resume`` of a folder that holds
+no run) ends the command with exit status 2 and the message, not a traceback, before any folder is
+made or data read. A damaged file (:class:`~hebbopt.files.CorruptFileError`), a non-finite loss
+or a failed write (a full disk) ends it with exit status 1 and a message naming the file or run.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import pathlib
 import sys
 
 from hebbopt.files import CorruptFileError
-from hebbopt.training.config import Config, ConfigError, load
+from hebbopt.training.config import ConfigError, make_parser, parse_args
 
 
-def _keys() -> str:
-    """Every configuration key with its default, for ``--help``."""
-    lines = ["Any configuration key can be overridden with --section.key value (YAML), e.g.",
-             "--finetune.epochs 5 --sweep.seeds [0,1]. Keys and defaults:"]  # fmt: skip
-    for section, values in Config().to_dict().items():
-        lines.append(f"  {section}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
-    return "\n".join(lines)
+def _fail(message: str) -> None:
+    """End the command as argparse does on a bad option: the message, exit status 2."""
+    print(f"error: {message}\n(--help lists every option and configuration key)", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _parse(description: str, argv: list[str] | None, extra=None):
-    parser = argparse.ArgumentParser(
-        description=description, epilog=_keys(), formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config",
-        help="YAML configuration (sections data, model, pretrain, vae, finetune, sweep, probe, run)",
-    )
+    parser = make_parser(description)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in run.dir from its last checkpoint"
     )
     if extra:
         extra(parser)
-    args, overrides = parser.parse_known_args(argv)
     try:
-        cfg = load(args.config, overrides)
+        args, cfg = parse_args(parser, argv)
         from hebbopt.training.common import check_layer_patterns, check_model_kwargs
 
         check_model_kwargs(cfg)
         check_layer_patterns(cfg)
     except ConfigError as e:
-        parser.error(str(e))
+        _fail(str(e))
     if args.resume:
         folder = pathlib.Path(cfg.run.dir).expanduser()
         if not folder.is_dir():
-            parser.error(f"--resume: {folder} does not exist: there is no run to resume (drop --resume)")
+            _fail(f"--resume: {folder} does not exist: there is no run to resume (drop --resume)")
         if not (folder / "config.yaml").is_file():
-            parser.error(
+            _fail(
                 f"--resume: {folder} holds no config.yaml, so the run's configuration is unknown: "
                 "restore it, or start a new run in another run.dir"
             )
@@ -129,7 +120,9 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
     def extra(p):
         p.add_argument(
-            "--backbone", help="pre-trained backbone (.safetensors); default: random initialisation"
+            "--backbone",
+            type=str | None,
+            help="pre-trained backbone (.safetensors); default: random initialisation",
         )
 
     args, cfg = _parse("Supervised fine-tuning on the labelled share of the training set.", argv, extra)

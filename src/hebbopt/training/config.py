@@ -8,12 +8,14 @@ trained: unknown sections or keys, wrong types, unknown datasets/methods, regime
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
-import types
+import re
 import typing
 from typing import Any
 
+import jsonargparse
 import yaml
 
 from hebbopt.data.datasets import check_source
@@ -314,24 +316,135 @@ def _section_fields(section: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(fields[section].default_factory)}  # type: ignore[arg-type]
 
 
-def _coerce(where: str, value: Any, annotation: Any) -> Any:
-    hint = eval(annotation, globals()) if isinstance(annotation, str) else annotation
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options or hint is typing.Any:
-            return None
-        raise ConfigError(f"{where} must not be null")
-    if hint is typing.Any:
-        return value
-    for option in options:
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bool, dict, list) and isinstance(value, option):
-            return value
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ConfigError(f"{where} must be {names}, got {value!r} ({type(value).__name__})")
+# Parsing, types and --help are jsonargparse's: the YAML file (--config), the --section.key value
+# overrides (values read as YAML) and each key's type from the dataclasses above. Ours: the messages
+# of its errors, and the checks of validate().
+
+_JSONARGPARSE_YAML = jsonargparse.get_loader("yaml")
+_MODE = "hebbopt_yaml"
+
+
+def _yaml(stream: str) -> Any:
+    """jsonargparse's YAML loader, except that a flow mapping whose values are all null is read as
+    YAML reads it rather than kept as text: ``{width:0.5}`` (no space after the colon) is the key
+    ``width:0.5`` with no value, which the model check names."""
+    value = _JSONARGPARSE_YAML(stream)
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    return value
+
+
+jsonargparse.set_loader(_MODE, _yaml, (yaml.YAMLError,))
+
+
+def make_parser(description: str | None = None) -> jsonargparse.ArgumentParser:
+    """The command-line parser of a configuration: ``--config FILE``, then ``--section.key value``.
+
+    A jsonargparse parser with one group per section of :class:`Config`; its ``--help`` lists every
+    key with its type and default. Parse with :func:`parse_args`; a recipe adds its own options
+    (``--resume``, ``--backbone``) first.
+
+    Args:
+        description: the text ``--help`` starts with.
+
+    Returns:
+        A new parser that raises (rather than exits) on errors.
+    """
+    parser = jsonargparse.ArgumentParser(
+        description=description, parser_mode=_MODE, exit_on_error=False, default_env=False
+    )
+    parser.add_argument(
+        "--config",
+        action=jsonargparse.ActionConfigFile,
+        help="YAML configuration (sections data, model, pretrain, vae, finetune, sweep, probe, run); "
+        "--section.key value options after it override its keys (values are YAML: [0, 1], {width: 0.5})",
+    )
+    for field in dataclasses.fields(Config):
+        section = field.default_factory
+        title = (section.__doc__ or field.name).strip().splitlines()[0]  # type: ignore[union-attr]
+        title = re.sub(r":\w+:`~?(?:[\w.]*\.)?([^`]+)`", r"\1", title).replace("``", "")  # plain text
+        parser.add_class_arguments(section, field.name, help=title)  # type: ignore[arg-type]
+    return parser
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> jsonargparse.ArgumentParser:
+    return make_parser()
+
+
+def parse_args(
+    parser: jsonargparse.ArgumentParser, argv: list[str] | None = None
+) -> tuple[jsonargparse.Namespace, Config]:
+    """Parse a command line with a parser of :func:`make_parser`, and check the configuration.
+
+    Args:
+        parser: the parser, possibly with options of its own.
+        argv: the words (default: ``sys.argv[1:]``).
+
+    Returns:
+        The parsed namespace (the parser's own options are its attributes) and the configuration,
+        checked by :func:`validate`.
+
+    Raises:
+        ConfigError: a missing or malformed file, an unknown section or key, a value of the wrong
+            type, or a value that :func:`validate` refuses; the message names the key.
+    """
+    ns = _parsed(parser.parse_args, argv)
+    return ns, _config(parser, ns)
+
+
+def _parsed(parse, arg):
+    try:
+        return parse(arg)
+    except jsonargparse.ArgumentError as e:
+        raise _config_error(str(e)) from None
+
+
+def _config(parser: jsonargparse.ArgumentParser, ns: jsonargparse.Namespace) -> Config:
+    for field in dataclasses.fields(Config):
+        if ns.get(field.name) is None:  # a null section in a file: all its defaults
+            ns[field.name] = parser.get_defaults()[field.name]
+    init = parser.instantiate(ns)
+    cfg = Config(**{f.name: init[f.name] for f in dataclasses.fields(Config)})
+    validate(cfg)
+    return cfg
+
+
+def _unknown(key: str) -> ConfigError:
+    try:
+        fields = _section_fields(key.partition(".")[0])
+    except ConfigError as e:
+        return e
+    return ConfigError(f"unknown config key {key}: valid keys are {sorted(fields)}")
+
+
+def _config_error(message: str) -> ConfigError:
+    """jsonargparse's error as a :class:`ConfigError` naming the key and what it takes."""
+    if m := re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S):
+        key, detail = m.groups()
+        section, _, name = key.partition(".")
+        try:
+            hint = str(_section_fields(section)[name].type)
+        except (ConfigError, KeyError):
+            return ConfigError(f"{'--config' if key == 'config' else key}: {detail.strip()}")
+        allowed = hint.replace("typing.Any", "any YAML value").replace(" | ", " or ").replace("None", "null")
+        got = re.search(r"(?:Given|Got) value: (.*)", detail)
+        return ConfigError(f"{key} must be {allowed}, got {got.group(1).strip() if got else detail.strip()}")
+    if m := re.match(r"unrecognized arguments: (.*)", message, re.S):
+        word = m.group(1).split()[0]
+        if not word.startswith("--"):
+            return ConfigError(f"override {word!r}: use --section.key value, e.g. --finetune.epochs 5")
+        return _unknown(word[2:].partition("=")[0])
+    if m := re.search(r"Group '([^']+)' does not accept option '([^']+)'", message):
+        return _unknown(f"{m.group(1)}.{m.group(2)}")
+    if m := re.search(r"Option '([^']+)' is not accepted", message):
+        return _unknown(m.group(1))
+    if message.startswith("Unexpected config"):
+        return ConfigError(f"{message.strip()}: a config file maps sections to mappings of keys")
+    return ConfigError(message)
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -352,24 +465,12 @@ def from_dict(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"a config is a mapping of sections, got {type(raw).__name__}")
     sections = {}
     for section, values in raw.items():
-        fields = _section_fields(section)
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
+        _section_fields(section)
+        if values is not None and not isinstance(values, dict):
             raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
-        kwargs = {}
-        for key, value in values.items():
-            if key not in fields:
-                raise ConfigError(f"unknown config key {section}.{key}: valid keys are {sorted(fields)}")
-            kwargs[key] = _coerce(f"{section}.{key}", value, fields[key].type)
-        sections[section] = dataclasses.fields(Config)[_index(section)].default_factory(**kwargs)  # type: ignore[misc]
-    cfg = Config(**sections)
-    validate(cfg)
-    return cfg
-
-
-def _index(section: str) -> int:
-    return [f.name for f in dataclasses.fields(Config)].index(section)
+        sections[section] = values or {}
+    parser = _parser()
+    return _config(parser, _parsed(parser.parse_object, sections))
 
 
 def _regime(where: str, s: Any) -> None:
@@ -502,30 +603,12 @@ def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = N
         >>> cfg.finetune.regime, cfg.data.name
         (5.0, 'synthetic')
     """
-    raw: dict[str, Any] = {}
+    args = []
     if path is not None:
-        path = pathlib.Path(path)
-        if not path.is_file():
+        if not pathlib.Path(path).is_file():
             raise ConfigError(f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config is a mapping of sections")
-    overrides = list(overrides or [])
-    while overrides:
-        flag = overrides.pop(0)
-        if not flag.startswith("--") or "." not in flag:
-            raise ConfigError(f"override {flag!r}: use --section.key value, e.g. --finetune.epochs 5")
-        key, _, inline = flag[2:].partition("=")
-        if not inline:
-            if not overrides:
-                raise ConfigError(f"override {flag} has no value")
-            inline = overrides.pop(0)
-        section, _, name = key.partition(".")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"config section {section!r} must be a mapping")
-        raw[section][name] = yaml.safe_load(inline)
-    return from_dict(raw)
+        args = ["--config", str(path)]
+    return parse_args(_parser(), [*args, *(overrides or [])])[1]
 
 
 def dump(cfg: Config) -> str:
