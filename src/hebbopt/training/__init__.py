@@ -4,11 +4,12 @@ The scripts in ``recipes/`` are thin command lines over these functions; each ca
 from Python with a :class:`~hebbopt.training.config.Config`.
 
 The recipes need the ``recipes`` extra (``pip install 'hebbopt[recipes]'``: accelerate, PyYAML,
-tqdm, scikit-learn, matplotlib, TensorBoard); the core package (the optimizers) does not.
+tqdm, jsonargparse, scikit-learn, matplotlib, TensorBoard); the core package (the optimizers) does not.
 """
 
 try:
     import accelerate  # noqa: F401
+    import jsonargparse  # noqa: F401
     import tqdm  # noqa: F401
     import yaml  # noqa: F401
 except ImportError as e:  # a core install: say which extra brings the recipes' dependencies
