@@ -24,20 +24,29 @@ import hebbopt  # noqa: F401  (registers the timm models)
 from hebbopt.data import ImageSplits, TensorImages, load_dataset
 from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers, sha256_file
 from hebbopt.training.config import Config, ConfigError, dump
+from hebbopt.training.tracking import accelerator_kwargs
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
     """The :class:`accelerate.Accelerator` of a run; sets torch's CPU threads when ``run.threads``.
 
     Args:
-        cfg: the configuration; ``run.cpu`` and ``run.mixed_precision`` are passed on.
+        cfg: the configuration; ``run.cpu`` and ``run.mixed_precision`` are passed on, and
+            ``run.log_with`` opens trackers (:func:`~hebbopt.training.tracking.accelerator_kwargs`).
 
     Returns:
         A new accelerator (the processes and devices come from ``accelerate launch``, if used).
+
+    Raises:
+        ConfigError: ``run.log_with`` names a tracker whose package is not installed.
     """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    return Accelerator(cpu=cfg.run.cpu, mixed_precision=cfg.run.mixed_precision)
+    try:
+        trackers = accelerator_kwargs(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return Accelerator(cpu=cfg.run.cpu, mixed_precision=cfg.run.mixed_precision, **trackers)
 
 
 def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
@@ -524,7 +533,8 @@ class Run:
     sha256), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
 
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
-    configuration is the one the run started with (``run.progress``/``run.threads`` may differ,
+    configuration is the one the run started with (``run.progress``, ``run.threads``,
+    ``run.log_with`` and ``run.log_every`` may differ,
     and ``run.dir`` is the folder itself, however it is spelled), that the folder holds a run of
     the same kind, with the same input files (by checksum), and refuses a folder with run files
     but no ``config.yaml``. Files are written by the main process only.
@@ -680,7 +690,8 @@ def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
         raise CorruptFileError(f"{config_file}: not a configuration; restore it to resume this run")
     now = cfg.to_dict()
-    free = (("run", "progress"), ("run", "threads"), ("run", "dir"))  # run.dir: this very folder
+    # run.dir: this very folder; trackers and progress bars do not change what a run computes
+    free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")}
     diff = [
         f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
         for section, values in now.items()

@@ -237,6 +237,11 @@ class RunConfig:
         cpu: run on the CPU even when a GPU is present.
         threads: torch CPU threads (0: torch's default).
         progress: progress bars (main process only).
+        log_with: experiment trackers, as accelerate's ``log_with``: ``none`` (default), a name
+            (``tensorboard``, ``wandb``, ``mlflow``, ``comet_ml``, ``aim``, ``clearml``, ``dvclive``,
+            ``swanlab``, ``trackio``, ``all``) or a list of names (see
+            :mod:`hebbopt.training.tracking`); TensorBoard writes into ``dir``.
+        log_every: per-step values (losses, Hebbian diagnostics) are logged every this many steps.
     """
 
     dir: str = "runs/default"
@@ -245,6 +250,8 @@ class RunConfig:
     cpu: bool = False
     threads: int = 0
     progress: bool = True
+    log_with: str | list | None = None
+    log_every: int = 50
 
 
 @dataclasses.dataclass
@@ -512,6 +519,7 @@ def validate(cfg: Config) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"sweep.seeds must be integers, got {seed!r}")
     _check_probe(cfg)
+    _check_log_with(cfg)
     _check_rule_kwargs(cfg.pretrain.rule_kwargs)
     if cfg.pretrain.schedule not in ("all", "layerwise"):
         raise ConfigError(f"pretrain.schedule must be 'all' or 'layerwise', got {cfg.pretrain.schedule!r}")
@@ -547,6 +555,19 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if not 0 <= cfg.finetune.dropout < 1:
         raise ConfigError(f"finetune.dropout must be in [0, 1), got {cfg.finetune.dropout}")
+
+
+def _check_log_with(cfg: Config) -> None:
+    from accelerate.utils import LoggerType
+
+    value = cfg.run.log_with
+    names = [value] if isinstance(value, str) else list(value or [])
+    known = [*LoggerType.list(), "none"]
+    bad = [n for n in names if not isinstance(n, str) or n.lower() not in known]
+    if bad:
+        raise ConfigError(f"run.log_with: unknown tracker {bad[0]!r}: choose from {known}, or a list of them")
+    if cfg.run.log_every < 1:
+        raise ConfigError(f"run.log_every must be >= 1 (steps), got {cfg.run.log_every}")
 
 
 def _check_rule_kwargs(rule_kwargs: Any) -> None:

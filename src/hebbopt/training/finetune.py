@@ -30,6 +30,7 @@ from hebbopt.training.common import (
     sgd_run,
 )  # fmt: skip
 from hebbopt.training.config import Config, ConfigError
+from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights, read_weights, save_weights
 
 
@@ -67,7 +68,9 @@ def finetune(
     ``cfg.finetune.regime`` % of the training set; evaluate on the test split.
 
     Writes ``config.yaml``, ``log.txt``, ``checkpoint.pt`` (every epoch), ``model.safetensors`` (the
-    kept weights) and ``metrics.json`` to ``cfg.run.dir``.
+    kept weights) and ``metrics.json`` to ``cfg.run.dir``. With ``run.log_with``, logs the training
+    loss and lr every ``run.log_every`` steps, the epoch's loss, lr and validation accuracy, and
+    the test accuracy (:class:`~hebbopt.training.tracking.Tracker`).
 
     Args:
         cfg: the configuration (``data``, ``model``, ``finetune``, ``run``).
@@ -112,12 +115,13 @@ def finetune(
         prefix = next((n + "." for n, m in model.named_modules() if m is head and n), None)
         load_weights(model, backbone, skip=(prefix,) if prefix else ())
     run.start()
+    tracker = Tracker(cfg, accelerator)
     model.to(accelerator.device)
     model, opt, sched, plain, state = sgd_run(
         model, cfg, accelerator, run, resume=resume,
         lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
     )  # fmt: skip
-    first_epoch, best, history = 0, {"top1": -1.0, "epoch": 0, "state": None}, []
+    first_epoch, best, history, steps = 0, {"top1": -1.0, "epoch": 0, "state": None}, [], 0
     if state is not None:
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
     label = method or _method_of(backbone)
@@ -129,13 +133,18 @@ def finetune(
         )  # fmt: skip
         model.train()
         start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        for x, y in run.progress(batches, f"finetune {label} {f.regime:g}% epoch {epoch + 1}"):
+        base = epoch * len(batches)  # the run's global step
+        desc = f"finetune {label} {f.regime:g}% epoch {epoch + 1}"
+        for i, (x, y) in enumerate(run.progress(batches, desc)):
             with accelerator.autocast():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach().float() * len(y), seen + len(y)  # no sync per step
+            if tracker.due(base + i):
+                lr_now = opt.param_groups[0]["lr"]
+                tracker.log({"train/loss": loss.detach().float(), "train/lr": lr_now}, base + i)
         check_finite(total.item() / max(1, seen), run, f"finetune epoch {epoch + 1}")
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -147,6 +156,11 @@ def finetune(
                 state = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
                 best = {"top1": entry["val"]["top1"], "epoch": epoch + 1, "state": state}
         history.append(entry)
+        steps = base + len(batches)
+        scalars = {"epoch/loss": entry["loss"], "epoch/lr": lr, "epoch/seconds": seconds}
+        if len(val):
+            scalars |= {"val/top1": entry["val"]["top1"], "val/top5": entry["val"]["top5"]}
+        tracker.log(scalars, steps)
         val_text = f", val top-1 {entry['val']['top1']:.2f}" if len(val) else ""
         run.log(f"finetune {label} {f.regime:g}% epoch {epoch + 1}/{f.epochs}: loss {entry['loss']:.4f}"
                 f"{val_text}, {seconds:.1f} s")  # fmt: skip
@@ -156,6 +170,7 @@ def finetune(
     if best["state"] is not None:
         plain.load_state_dict(best["state"])
     test = evaluate(model, splits.test, None, accelerator, cfg)
+    tracker.log({"test/top1": test["top1"], "test/top5": test["top5"]}, steps)
     metrics = {
         "done": True, "method": label, "regime": f.regime, "seed": cfg.run.seed, "labelled": len(labelled),
         "validation": len(val), "best_epoch": best["epoch"] if best["state"] is not None else f.epochs,
@@ -168,6 +183,7 @@ def finetune(
         run.checkpoint.unlink(missing_ok=True)
     run.log(f"finetune {label} {f.regime:g}% ({len(labelled)} labelled): test top-1 {test['top1']:.2f}, "
             f"top-5 {test['top5']:.2f}")  # fmt: skip
+    tracker.close()
     accelerator.free_memory()
     return metrics
 

@@ -23,6 +23,7 @@ from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
 from hebbopt.training.common import Batches, Run, build_model, load_checkpoint, load_splits, make_accelerator
 from hebbopt.training.config import Config
+from hebbopt.training.tracking import Tracker
 from hebbopt.weights import save_weights
 
 
@@ -67,7 +68,10 @@ def pretrain(
 
     Writes to ``cfg.run.dir``: ``config.yaml``, ``log.txt``, ``checkpoint.pt`` (every epoch),
     ``backbone.safetensors`` and ``filters.png`` (first layer) at the end, ``metrics.json``
-    (per-epoch wall-clock, images/s, relative weight change ‖ΔW‖/‖W‖ of each layer).
+    (per-epoch wall-clock, images/s, relative weight change ‖ΔW‖/‖W‖ of each layer). With
+    ``run.log_with``, logs the Hebbian diagnostics every ``run.log_every`` steps, and the epoch's
+    figures, weight histograms and first-layer filters at each epoch
+    (:class:`~hebbopt.training.tracking.Tracker`).
     ``method: vae`` runs :func:`~hebbopt.training.vae.pretrain_vae`.
 
     Args:
@@ -103,6 +107,9 @@ def pretrain(
     model = build_model(cfg, splits, seed=cfg.run.seed).to(accelerator.device)
     layers = hebbian_layers(model, include=cfg.pretrain.include, exclude=cfg.pretrain.exclude or ())
     run.start()
+    tracker = Tracker(cfg, accelerator)
+    convs = [m for m in layers.values() if isinstance(m, torch.nn.Conv2d)]
+    first = convs[0] if convs else None
     stages = [layers] if cfg.pretrain.schedule == "all" else [{n: m} for n, m in layers.items()]
     first_stage, first_epoch, history, state = 0, 0, [], None
     if resume and run.checkpoint.exists():
@@ -125,10 +132,15 @@ def pretrain(
             )  # fmt: skip
             model.train()
             start = time.perf_counter()
-            for x, _ in run.progress(batches, f"{method} stage {stage} epoch {epoch + 1}"):
+            base = (stage * cfg.pretrain.epochs + epoch) * len(batches)  # the run's global step
+            for i, (x, _) in enumerate(run.progress(batches, f"{method} stage {stage} epoch {epoch + 1}")):
+                logged = tracker.due(base + i)
+                opt.diagnostics = logged  # the weight copy and host sync only at logged steps
                 with torch.no_grad(), accelerator.autocast():
                     model(x)
                 opt.step()
+                if logged:
+                    tracker.hebbian(opt, base + i)
             seconds = time.perf_counter() - start
             change = {
                 n: ((m.weight.detach() - before[n]).norm() / before[n].norm().clamp_min(1e-12)).item()
@@ -139,6 +151,11 @@ def pretrain(
                 {"stage": stage, "epoch": epoch + 1, "seconds": seconds, "images_per_s": images / seconds,
                  "relative_change": change}
             )  # fmt: skip
+            end = base + len(batches)
+            tracker.log({"epoch/seconds": seconds, "epoch/images_per_s": images / seconds,
+                         **{f"epoch/relative_change/{n}": c for n, c in change.items()}}, end)  # fmt: skip
+            tracker.histograms(stages[stage], end)
+            tracker.filters(first, end)
             run.log(
                 f"{method} stage {stage + 1}/{len(stages)} ({names}) "
                 f"epoch {epoch + 1}/{cfg.pretrain.epochs}: "
@@ -149,8 +166,6 @@ def pretrain(
         opt.close()
     if run.main:
         save_weights(model, backbone)
-        first = next(m for m in layers.values() if isinstance(m, torch.nn.Conv2d)) if any(
-            isinstance(m, torch.nn.Conv2d) for m in layers.values()) else None  # fmt: skip
         if first is not None:
             save_filters(first, run.dir / "filters.png")
     run.metrics({"done": True, "method": method, "layers": list(layers), "history": history,
@@ -158,4 +173,5 @@ def pretrain(
     if run.main:
         run.checkpoint.unlink(missing_ok=True)
     run.log(f"{method}: backbone written to {backbone}")
+    tracker.close()
     return backbone

@@ -9,6 +9,9 @@ method and seed (the labelled images of every regime, the validation split and t
 and reuse them for every regime and both protocols. After every run the sweep rewrites
 ``results.json``, ``table.md`` and ``accuracy.png`` in ``<dir>``, so partial results are readable
 while it runs; ``resume`` skips finished runs and continues the interrupted one from its checkpoint.
+With ``run.log_with``, every run logs into the sweep's tracker run under its folder's path, each
+result is logged as ``results/<protocol>/<method>/<s>pct`` (step: the seed) and the final table as
+text (``results``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hebbopt.training.finetune import finetune, subsets
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
 from hebbopt.training.report import metric_name, plot, table
+from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights
 
 
@@ -65,6 +69,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     splits = load_splits(cfg, accelerator)
     build_model(cfg, splits, seed=0)  # a model that cannot be built fails here, before any training
     run.start()
+    tracker = Tracker(cfg, accelerator)  # opens run.log_with's trackers, which every run below shares
     metric = metric_name(splits.num_classes)
     methods = list(cfg.sweep.methods)
     protocols = list(cfg.sweep.protocols)
@@ -92,12 +97,15 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                     else:
                         m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
                     results.append(_record(m, protocol))
+                    tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                     _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
                     what = method if protocol == "finetune" else f"{method} {protocol}"
                     run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
     text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
     run.log("\n" + text, echo=False)
+    tracker.log({"results": text}, 0)
+    tracker.close()
     return summary
 
 

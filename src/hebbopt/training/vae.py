@@ -35,6 +35,7 @@ from hebbopt.training.common import (
     sgd_run,
 )
 from hebbopt.training.config import Config
+from hebbopt.training.tracking import Tracker
 from hebbopt.weights import save_weights
 
 
@@ -214,6 +215,8 @@ def pretrain_vae(
     if cfg.model.channels_last:
         vae = vae.to(memory_format=torch.channels_last)
     run.start()
+    tracker = Tracker(cfg, accelerator)
+    first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)  # its filters, logged
     vae.to(accelerator.device)
     model, opt, sched, plain, state = sgd_run(
         vae, cfg, accelerator, run, resume=resume, lr=v.lr, momentum=v.momentum, nesterov=v.momentum > 0
@@ -228,7 +231,8 @@ def pretrain_vae(
         )  # fmt: skip
         model.train()
         start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        for x, _ in run.progress(batches, f"vae epoch {epoch + 1}"):
+        base = epoch * len(batches)  # the run's global step
+        for i, (x, _) in enumerate(run.progress(batches, f"vae epoch {epoch + 1}")):
             with accelerator.autocast():
                 recon, mu, logvar = model(x)
             loss = vae_loss(x, recon, mu, logvar, v.beta)
@@ -236,11 +240,15 @@ def pretrain_vae(
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach() * len(x), seen + len(x)  # no sync per step
+            if tracker.due(base + i):
+                tracker.log({"train/loss": loss.detach(), "train/lr": opt.param_groups[0]["lr"]}, base + i)
         mean_loss = total.item() / max(1, seen)
         check_finite(mean_loss, run, f"vae epoch {epoch + 1}")
         sched.step()
         seconds = time.perf_counter() - start
         history.append({"epoch": epoch + 1, "seconds": seconds, "loss": mean_loss})
+        tracker.log({"epoch/loss": mean_loss, "epoch/seconds": seconds}, base + len(batches))
+        tracker.filters(first, base + len(batches))
         run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {mean_loss:.2f}, {seconds:.1f} s")
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "epoch": epoch + 1, "history": history})  # fmt: skip
@@ -252,5 +260,6 @@ def pretrain_vae(
     if run.main:
         run.checkpoint.unlink(missing_ok=True)
     run.log(f"vae: backbone written to {backbone_file}")
+    tracker.close()
     accelerator.free_memory()
     return backbone_file
