@@ -7,12 +7,14 @@ split's per-channel statistics; :func:`labelled_subset` draws the s % labelled s
 
 from hebbopt.data.datasets import DATASETS, ImageSplits, TensorImages, load_dataset
 from hebbopt.data.regimes import REGIMES, labelled_subset, validation_split
+from hebbopt.data.seeds import derive_seed
 
 __all__ = [
     "DATASETS",
     "REGIMES",
     "ImageSplits",
     "TensorImages",
+    "derive_seed",
     "labelled_subset",
     "load_dataset",
     "validation_split",

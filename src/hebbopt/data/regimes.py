@@ -3,7 +3,8 @@
 For a seed, each class's indices are shuffled once; a regime takes a prefix of that order, so the
 subsets are deterministic, identical across methods, and nested (the 1 % subset lies inside the
 5 % one). Class-balanced by default: each class contributes s % of its own images (at least one),
-the largest-remainder rule making the total round(s % · n).
+the largest-remainder rule making the total round(s % · n). The draws are the named random
+streams ``"labelled"`` and ``"validation"`` of the seed (:func:`~hebbopt.data.seeds.derive_seed`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from hebbopt.data.seeds import derive_seed
 
 REGIMES = (1, 2, 3, 4, 5, 10, 25, 100)
 """The paper's regimes s: the percentages of the training set labelled (FastHebb Table 2)."""
@@ -51,7 +54,8 @@ def labelled_subset(
     Args:
         labels: class of each training image (1-D integer tensor).
         percent: share labelled, in (0, 100].
-        seed: the draw; the same seed gives the same subset for every method.
+        seed: the draw (the stream ``derive_seed(seed, "labelled")``); the same seed gives the
+            same subset for every method.
         balanced: each class contributes ``percent`` % of its images (at least one); if False, a
             plain random subset of round(``percent`` % · n) images (the paper's setting).
         exclude: indices never drawn (the validation split); ``percent`` is of the remaining images.
@@ -60,7 +64,7 @@ def labelled_subset(
         A sorted 1-D int64 tensor of indices into ``labels``.
 
     Raises:
-        TypeError: ``percent`` is not a number.
+        TypeError: ``percent`` is not a number, or ``seed`` not an integer.
         ValueError: ``percent`` outside (0, 100], or ``labels`` not a 1-D integer tensor.
 
     Examples:
@@ -71,7 +75,13 @@ def labelled_subset(
         >>> bool(torch.isin(labelled_subset(y, 1, seed=0), idx).all())   # nested
         True
     """
-    percent = _check_percent(percent)
+    return _draw(labels, _check_percent(percent), derive_seed(seed, "labelled"), balanced, exclude)
+
+
+def _draw(
+    labels: torch.Tensor, percent: float, generator_seed: int, balanced: bool, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    """The subset of :func:`labelled_subset`, drawn by a generator seeded with ``generator_seed``."""
     if labels.ndim != 1 or labels.dtype.is_floating_point:
         raise ValueError(
             f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}"
@@ -81,7 +91,7 @@ def labelled_subset(
         pool[exclude] = False
     available = torch.nonzero(pool).flatten()
     total = max(1, round(len(available) * percent / 100))
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(generator_seed)
     if not balanced:
         return available[torch.randperm(len(available), generator=g)[:total]].sort().values
     pool_labels = labels[available]
@@ -102,7 +112,8 @@ def validation_split(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Te
     Args:
         labels: class of each training image (1-D integer tensor).
         size: images held out, in [0, ``len(labels)``); 0 gives an empty split.
-        seed: the draw; independent of the labelled subsets drawn with the same seed.
+        seed: the draw (the stream ``derive_seed(seed, "validation")``); independent of the
+            labelled subsets drawn with the same seed.
 
     Returns:
         A sorted 1-D int64 tensor of ``size`` indices into ``labels``.
@@ -124,4 +135,4 @@ def validation_split(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Te
     if size == 0:
         return torch.zeros(0, dtype=torch.long)
     balanced = size >= len(torch.unique(labels))  # else at least one per class would exceed size
-    return labelled_subset(labels, 100 * size / len(labels), seed=seed + 7919, balanced=balanced)
+    return _draw(labels, 100 * size / len(labels), derive_seed(seed, "validation"), balanced, None)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 import hebbopt  # noqa: F401  (registers the timm models)
 from hebbopt.data import ImageSplits, TensorImages, load_dataset
+from hebbopt.data.seeds import derive_seed  # the recipes' named random streams
 from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers, sha256_file
 from hebbopt.training.config import Config, ConfigError, dump
 from hebbopt.training.tracking import accelerator_kwargs
@@ -191,7 +192,8 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
         cfg: the configuration (``model``).
         splits: the dataset; its channels, classes and (for ``hebb_alexnet_*``) image size are the
             defaults of ``in_chans``, ``num_classes`` and ``img_size``.
-        seed: ``torch.manual_seed`` before the model is made: its initial weights.
+        seed: the run's seed: ``torch.manual_seed(derive_seed(seed, "init"))`` before the model
+            is made draws its initial weights (:func:`~hebbopt.data.seeds.derive_seed`).
         drop_rate: timm's ``drop_rate`` (dropout); None keeps the model's default.
 
     Returns:
@@ -211,7 +213,7 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
         kwargs.setdefault("img_size", splits.img_size)
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
-    torch.manual_seed(seed)
+    torch.manual_seed(derive_seed(seed, "init"))
     try:
         model = timm.create_model(cfg.model.name, **kwargs)
     except (RuntimeError, ValueError, TypeError) as e:  # timm: "Unknown model"; the model: bad arguments

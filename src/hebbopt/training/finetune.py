@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits, labelled_subset, validation_split
+from hebbopt.data.seeds import derive_seed
 from hebbopt.selection import classifier
 from hebbopt.training.common import (
     Batches,
@@ -125,10 +126,12 @@ def finetune(
     if state is not None:
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
     label = method or _method_of(backbone)
-    torch.manual_seed(cfg.run.seed + 1 + first_epoch * 7)  # dropout draws, the same after a resume
+    # dropout masks: one named stream per epoch, so a resumed run draws the same ones
+    torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{first_epoch}"))
     for epoch in range(first_epoch, f.epochs):
         batches = Batches(
-            splits.train, labelled, f.batch_size, accelerator, order_seed=cfg.run.seed * 1_000_003 + epoch,
+            splits.train, labelled, f.batch_size, accelerator,
+            order_seed=derive_seed(cfg.run.seed, f"finetune/order/epoch{epoch}"),
             channels_last=cfg.model.channels_last, workers=cfg.data.workers,
         )  # fmt: skip
         model.train()
@@ -164,7 +167,7 @@ def finetune(
         val_text = f", val top-1 {entry['val']['top1']:.2f}" if len(val) else ""
         run.log(f"finetune {label} {f.regime:g}% epoch {epoch + 1}/{f.epochs}: loss {entry['loss']:.4f}"
                 f"{val_text}, {seconds:.1f} s")  # fmt: skip
-        torch.manual_seed(cfg.run.seed + 1 + (epoch + 1) * 7)
+        torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{epoch + 1}"))
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "epoch": epoch + 1, "best": best, "history": history})  # fmt: skip
     if best["state"] is not None:

@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
+from hebbopt.data.seeds import derive_seed
 from hebbopt.filters import save_filters
 from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER
 from hebbopt.optimizer import HebbianOptimizer
@@ -127,7 +128,7 @@ def pretrain(
             before = {n: m.weight.detach().clone() for n, m in stages[stage].items()}
             batches = Batches(
                 splits.train, everything, cfg.pretrain.batch_size, accelerator,
-                order_seed=cfg.run.seed * 1_000_003 + stage * 1009 + epoch,
+                order_seed=derive_seed(cfg.run.seed, f"pretrain/order/stage{stage}/epoch{epoch}"),
                 channels_last=cfg.model.channels_last, workers=cfg.data.workers,
             )  # fmt: skip
             model.train()

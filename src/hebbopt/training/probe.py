@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from hebbopt.data.seeds import derive_seed
+
 MILESTONES = (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Where :func:`linear_probe` halves its learning rate, as fractions of the epochs (SoftHebb)."""
 
@@ -214,8 +216,9 @@ def linear_probe(
     of equals), as fine-tuning keeps its best epoch; else the last epoch's.
 
     Deterministic for a seed, without touching torch's global random state: the initialisation
-    (``nn.Linear``'s, uniform in ±1/√D), the batch order and the dropout masks come from
-    generators seeded with ``seed``.
+    (``nn.Linear``'s, uniform in ±1/√D) and the batch order come from the named stream
+    ``"probe/init_and_order"`` of ``seed``, the dropout masks from ``"probe/dropout"``
+    (:func:`~hebbopt.data.seeds.derive_seed`).
 
     Args:
         train_x: training features, N×D (float32 avoids a conversion per batch).
@@ -253,11 +256,11 @@ def linear_probe(
         )
     device = torch.device(device) if device is not None else train_x.device
     n, dim = train_x.shape
-    g = torch.Generator().manual_seed(int(seed))
+    g = torch.Generator().manual_seed(derive_seed(seed, "probe/init_and_order"))
     bound = 1 / math.sqrt(dim)
     weight = torch.empty(num_classes, dim).uniform_(-bound, bound, generator=g).to(device).requires_grad_()
     bias = torch.empty(num_classes).uniform_(-bound, bound, generator=g).to(device).requires_grad_()
-    drop = torch.Generator(device=device).manual_seed(int(seed) + 1)
+    drop = torch.Generator(device=device).manual_seed(derive_seed(seed, "probe/dropout"))
     opt = torch.optim.Adam([weight, bias], lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones(epochs), gamma=0.5)
     history: list[dict] = []

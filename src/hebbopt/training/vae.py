@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from hebbopt.data import ImageSplits
+from hebbopt.data.seeds import derive_seed
 from hebbopt.training.common import (
     Batches,
     Run,
@@ -224,9 +225,11 @@ def pretrain_vae(
     first_epoch, history = (state["epoch"], state["history"]) if state is not None else (0, [])
     everything = torch.arange(len(splits.train))
     for epoch in range(first_epoch, v.epochs):
-        torch.manual_seed(cfg.run.seed * 7919 + epoch)  # sampling noise, the same after a resume
+        # sampling noise: one named stream per epoch, so a resumed run draws the same
+        torch.manual_seed(derive_seed(cfg.run.seed, f"vae/noise/epoch{epoch}"))
         batches = Batches(
-            splits.train, everything, v.batch_size, accelerator, order_seed=cfg.run.seed * 1_000_003 + epoch,
+            splits.train, everything, v.batch_size, accelerator,
+            order_seed=derive_seed(cfg.run.seed, f"vae/order/epoch{epoch}"),
             channels_last=cfg.model.channels_last, workers=cfg.data.workers,
         )  # fmt: skip
         model.train()
