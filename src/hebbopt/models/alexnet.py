@@ -19,7 +19,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.models._features import feature_take_indices  # private, not exported publicly by timm 1.0.31
 from torch import nn
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
