@@ -43,6 +43,7 @@ MODULES = [
     "hebbopt.models.softhebb",
     "hebbopt.data.datasets",
     "hebbopt.data.regimes",
+    "hebbopt.data.seeds",
     "hebbopt.training.config",
     "hebbopt.training.pretrain",
     "hebbopt.training.finetune",
@@ -50,6 +51,7 @@ MODULES = [
     "hebbopt.training.semisup",
     "hebbopt.training.probe",
     "hebbopt.training.report",
+    "hebbopt.training.tracking",
     "hebbopt.training.common",
     "hebbopt.training.cli",
 ]
