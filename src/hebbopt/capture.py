@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hebbopt import compiling
 from hebbopt.rules.geometry import Conv2dGeometry, Geometry
 
 
@@ -147,9 +148,9 @@ class CaptureHook:
     Registered with ``with_kwargs=True``, so ``conv(input=x)`` is captured like ``conv(x)``.
 
     Args:
-        optimizer: the :class:`~hebbopt.HebbianOptimizer`; called as ``optimizer._capture(layer,
-            x, output)`` when the module is in training mode.
-        layer: the optimizer's record of this layer (passed back to ``_capture``).
+        optimizer: the :class:`~hebbopt.HebbianOptimizer` whose state receives the statistics
+            (:func:`record`) when the module is in training mode.
+        layer: the optimizer's record of this layer (name, module, registered weight).
     """
 
     def __init__(self, optimizer: Any, layer: Any) -> None:
@@ -171,7 +172,7 @@ class CaptureHook:
             torch.no_grad(),
             torch.autocast(output.device.type, enabled=False),
         ):
-            optimizer._capture(layer, x, output)
+            record(optimizer, layer, x, output)
 
     def __deepcopy__(self, memo: dict) -> DroppedHook:
         return DroppedHook()
@@ -198,3 +199,43 @@ def _unhook(module: nn.Module, hook: object) -> None:
             del module._forward_hooks[key]
             module._forward_hooks_with_kwargs.pop(key, None)
             module._forward_hooks_always_called.pop(key, None)
+
+
+def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) -> None:
+    """Add one forward call's statistics into ``optimizer.state[weight]["stats"]``.
+
+    The group's hyper-parameters are checked again first (a value edited by hand fails here, not
+    deep in a kernel); the weight shape is recorded, so that ``step()`` can refuse statistics of a
+    layer that changed shape since.
+
+    Args:
+        optimizer: the :class:`~hebbopt.HebbianOptimizer` (its rule, groups, state, ``compile``).
+        layer: its record of the layer: ``.name``, ``.module``, ``.param`` (registered weight).
+        x: the input of the forward call.
+        output: the output of the forward call.
+
+    Raises:
+        ValueError: an invalid hyper-parameter, or a weight shape that changed between forward
+            passes with statistics pending.
+    """
+    module, rule = layer.module, optimizer.rule
+    group = optimizer._group_of(layer.param)
+    weight = module.weight.detach()
+    rule.check(group, (weight,))
+    stat_kwargs, _ = rule.kernel_kwargs(group)
+    x, output, geometry = layer_inputs(module, x, output)
+    fn = batch_statistics
+    if compiling.resolve(optimizer.compile, x.device):
+        fn = compiling.compiled(fn)
+    bias = module.bias.detach() if module.bias is not None else None
+    stats = fn(rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
+    # Keyed by the registered weight: if the module's weight was replaced, step() says so.
+    state = optimizer.state[layer.param]
+    if "stats" in state and state.get("shape") != tuple(weight.shape):
+        raise ValueError(
+            f"layer {layer.name!r} changed weight shape from {state['shape']} to "
+            f"{tuple(weight.shape)} between forward passes; step() or create a new optimizer"
+        )
+    state["shape"] = tuple(weight.shape)
+    state["stats"] = accumulate(state.get("stats"), stats)
+    layer.captured = True

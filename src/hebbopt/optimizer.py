@@ -187,30 +187,6 @@ class HebbianOptimizer(Optimizer):
         self.close()
 
     # ------------------------------------------------------------------ capture
-    def _capture(self, layer: _Layer, x: torch.Tensor, output: torch.Tensor) -> None:
-        module = layer.module
-        group = self._group_of(layer.param)
-        weight = module.weight.detach()
-        # Re-checked on every use: a hand-edited group must fail here, not deep in a kernel.
-        self.rule.check(group, (weight,))
-        stat_kwargs, _ = self.rule.kernel_kwargs(group)
-        x, output, geometry = capture.layer_inputs(module, x, output)
-        fn = capture.batch_statistics
-        if compiling.resolve(self.compile, x.device):
-            fn = compiling.compiled(fn)
-        bias = module.bias.detach() if module.bias is not None else None
-        stats = fn(self.rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
-        # Keyed by the registered weight: if the module's weight was replaced, step() says so.
-        state = self.state[layer.param]
-        if "stats" in state and state.get("shape") != tuple(weight.shape):
-            raise ValueError(
-                f"layer {layer.name!r} changed weight shape from {state['shape']} to "
-                f"{tuple(weight.shape)} between forward passes; step() or create a new optimizer"
-            )
-        state["shape"] = tuple(weight.shape)
-        state["stats"] = capture.accumulate(state.get("stats"), stats)
-        layer.captured = True
-
     def _group_of(self, param: nn.Parameter) -> dict[str, Any]:
         # Looked up each time: load_state_dict() replaces the group dicts.
         for group in self.param_groups:
