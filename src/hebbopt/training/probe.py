@@ -171,6 +171,13 @@ def milestones(epochs: int) -> list[int]:
     return [m for m in (int(f * epochs) for f in MILESTONES) if m >= 1]
 
 
+def _check_queries(train_x, train_y, test_x, test_y) -> None:
+    _check_pair(train_x, train_y, "train")
+    _check_pair(test_x, test_y, "test")
+    if len(train_x) == 0:
+        raise ValueError("no training features")
+
+
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
         raise ValueError(
@@ -367,10 +374,7 @@ def knn(
     Raises:
         ValueError: features and labels that do not match, no training features, or a k < 1.
     """
-    _check_pair(train_x, train_y, "train")
-    _check_pair(test_x, test_y, "test")
-    if len(train_x) == 0:
-        raise ValueError("no training features")
+    _check_queries(train_x, train_y, test_x, test_y)
     ks = [k] if isinstance(k, int) else [int(v) for v in k]
     if not ks or min(ks) < 1:
         raise ValueError(f"k must be >= 1, got {k!r}")
@@ -455,10 +459,7 @@ def retrieval(
     Raises:
         ValueError: features and labels that do not match, no training features, or a k < 1.
     """
-    _check_pair(train_x, train_y, "train")
-    _check_pair(test_x, test_y, "test")
-    if len(train_x) == 0:
-        raise ValueError("no training features")
+    _check_queries(train_x, train_y, test_x, test_y)
     ks = [int(v) for v in ks]
     if ks and min(ks) < 1:
         raise ValueError(f"every k must be >= 1, got {ks}")
