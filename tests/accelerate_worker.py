@@ -26,6 +26,7 @@ def main(rule: str, out: str) -> None:
     if acc.is_main_process:
         torch.save(acc.unwrap_model(net).state_dict(), out)
     acc.wait_for_everyone()
+    acc.end_training()  # destroys the process group: gloo threads left running can abort a rank at exit
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from hebbopt.data import load_dataset
 from hebbopt.training import ConfigError, load, semisup
-from hebbopt.training.probe import extract_features, knn, linear_probe, milestones, retrieval
+from hebbopt.training.probe import dropout_, extract_features, knn, linear_probe, milestones, retrieval
 
 TINY = [
     "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",
@@ -204,3 +204,23 @@ def test_protocols_are_checked_and_default_to_finetune():
         load(None, ["--sweep.protocols", "[linear, probe]"])
     with pytest.raises(ConfigError, match=r"probe\.dropout"):
         load(None, ["--probe.dropout", "1"])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.9])
+def test_dropout_keeps_each_element_with_its_probability_and_preserves_the_mean(p):
+    seed = int(torch.randint(0, 2**31, ()))
+    x = torch.rand(257, 301) + 0.5  # odd sizes: the 64-bit draws are cut to the element count
+    out = dropout_(x.clone(), p, torch.Generator().manual_seed(seed))
+    kept = out != 0
+    q = round(65536 * (1 - p)) / 65536
+    n = x.numel()
+    assert abs(kept.double().mean().item() - q) < 5 * (q * (1 - q) / n) ** 0.5
+    torch.testing.assert_close(out[kept], x[kept] / q)
+    # no structure along rows or columns (each element draws its own bits)
+    for dim in (0, 1):
+        frac = kept.double().mean(dim)
+        assert (frac - q).abs().max() < 6 * (q * (1 - q) / kept.shape[dim]) ** 0.5
+    again = dropout_(x.clone(), p, torch.Generator().manual_seed(seed))
+    assert torch.equal(out, again)
+    other = dropout_(x.clone(), p, torch.Generator().manual_seed(seed + 1))
+    assert not torch.equal(out, other)

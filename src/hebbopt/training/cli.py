@@ -27,6 +27,8 @@ import functools
 import pathlib
 import sys
 
+import torch
+
 from hebbopt.files import CorruptFileError
 from hebbopt.training.config import ConfigError, make_parser, parse_args
 
@@ -66,7 +68,8 @@ def _parse(description: str, argv: list[str] | None, extra=None):
 
 def _clear_errors(main):
     """Configuration problems found while starting (run folder taken, model cannot be built) end
-    the command with the message, not a traceback."""
+    the command with the message, not a traceback. The process group of a multi-process run is
+    torn down before the interpreter exits (gloo's threads otherwise can abort a rank at exit)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
@@ -78,6 +81,9 @@ def _clear_errors(main):
         except (CorruptFileError, FloatingPointError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        finally:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
     return wrapped
 
