@@ -12,7 +12,15 @@ from sklearn.metrics import average_precision_score
 
 from hebbopt.data import load_dataset
 from hebbopt.training import ConfigError, load, semisup
-from hebbopt.training.probe import dropout_, extract_features, knn, linear_probe, milestones, retrieval
+from hebbopt.training.probe import (
+    dropout_,
+    extract_features,
+    feature_scaler,
+    knn,
+    linear_probe,
+    milestones,
+    retrieval,
+)
 
 TINY = [
     "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",
@@ -204,6 +212,9 @@ def test_protocols_are_checked_and_default_to_finetune():
         load(None, ["--sweep.protocols", "[linear, probe]"])
     with pytest.raises(ConfigError, match=r"probe\.dropout"):
         load(None, ["--probe.dropout", "1"])
+    with pytest.raises(ConfigError, match=r"probe\.normalize"):
+        load(None, ["--probe.normalize", "whiten"])
+    assert load(None, ["--probe.normalize", "standardize"]).probe.normalize == "standardize"
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 0.9])
@@ -224,3 +235,35 @@ def test_dropout_keeps_each_element_with_its_probability_and_preserves_the_mean(
     assert torch.equal(out, again)
     other = dropout_(x.clone(), p, torch.Generator().manual_seed(seed + 1))
     assert not torch.equal(out, other)
+
+
+def test_feature_scaler_standardizes_per_feature_and_scales_rows_to_unit_mean_square():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    x = torch.randn(300, 9, generator=g) * torch.rand(9, generator=g) * 50 + 1000 * torch.rand(9, generator=g)
+    x[:, 4] = 3.0  # a dead unit: constant, stays finite (0) after scaling
+    z = feature_scaler(x, "standardize", chunk=37)(x).double()
+    live = [i for i in range(9) if i != 4]
+    torch.testing.assert_close(z.mean(0), torch.zeros(9, dtype=torch.float64), atol=1e-4, rtol=0)
+    ones = torch.ones(8, dtype=torch.float64)
+    torch.testing.assert_close(z[:, live].std(0, unbiased=False), ones, atol=1e-4, rtol=0)
+    assert torch.equal(z[:, 4], torch.zeros(300, dtype=torch.float64))
+    rows = feature_scaler(x, "l2")(x)
+    torch.testing.assert_close(rows.square().mean(1), torch.ones(300))
+    torch.testing.assert_close(rows / rows.norm(dim=1, keepdim=True), x / x.norm(dim=1, keepdim=True))
+    assert feature_scaler(x, "none") is None
+    with pytest.raises(ValueError, match="normalize"):
+        feature_scaler(x, "whiten")
+
+
+@pytest.mark.parametrize("how", ["standardize", "l2"])
+def test_linear_probe_with_normalize_equals_the_probe_on_scaled_features(how):
+    train_x, train_y, test_x, test_y = random_features(int(torch.randint(0, 2**31, ())))
+    train_x, test_x = train_x * 40 + 7, test_x * 40 + 7
+    val = (test_x[:10], test_y[:10])
+    prep = feature_scaler(train_x, how)
+    kwargs = dict(num_classes=4, epochs=6, batch_size=16, seed=3)
+    got = linear_probe(train_x, train_y, test_x, test_y, val=val, normalize=how, **kwargs)
+    want = linear_probe(prep(train_x), train_y, prep(test_x), test_y, val=(prep(val[0]), val[1]), **kwargs)
+    assert (got["test"], got["val"], got["best_epoch"]) == (want["test"], want["val"], want["best_epoch"])
+    for a, b in zip(got["history"], want["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import hebbopt.training.common as common
@@ -130,6 +131,17 @@ def test_resume_refuses_a_changed_config(tmp_path):
     finetune(tiny(tmp_path, "--finetune.epochs", "1"))
     with pytest.raises(ConfigError, match=r"finetune.lr: 0.01 -> 0.02"):
         finetune(tiny(tmp_path, "--finetune.epochs", "1", "--finetune.lr", "0.02"), resume=True)
+
+
+def test_resume_of_a_run_older_than_a_config_key_takes_the_key_at_its_default(tmp_path):
+    first = finetune(tiny(tmp_path, "--finetune.epochs", "1"))
+    config = next(tmp_path.rglob("config.yaml"))
+    saved = yaml.safe_load(config.read_text())
+    del saved["probe"]["normalize"]  # as a run folder written before the key existed
+    config.write_text(yaml.safe_dump(saved))
+    assert finetune(tiny(tmp_path, "--finetune.epochs", "1"), resume=True)["test"] == first["test"]
+    with pytest.raises(ConfigError, match=r"probe.normalize: 'none' -> 'l2'"):
+        finetune(tiny(tmp_path, "--finetune.epochs", "1", "--probe.normalize", "l2"), resume=True)
 
 
 @pytest.mark.parametrize(

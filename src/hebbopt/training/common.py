@@ -691,15 +691,19 @@ def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
         raise CorruptFileError(f"{config_file}: not valid YAML ({e}); restore it to resume the run") from None
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
         raise CorruptFileError(f"{config_file}: not a configuration; restore it to resume this run")
-    now = cfg.to_dict()
+    now, defaults = cfg.to_dict(), type(cfg)().to_dict()
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
     free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")}
+
+    def before(section: str, key: str):  # a key added to Config after the run started: its default
+        values = saved.get(section, {})
+        return values[key] if key in values else defaults[section][key]
+
     diff = [
-        f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+        f"{section}.{key}: {before(section, key)!r} -> {value!r}"
         for section, values in now.items()
         for key, value in values.items()
-        if (section, key) not in free
-        and _norm(saved.get(section, {}).get(key), key) != _norm(value, key)
+        if (section, key) not in free and _norm(before(section, key), key) != _norm(value, key)
     ]
     if diff:
         raise ConfigError(f"{config_file}: cannot resume with a different configuration: {'; '.join(diff)}")

@@ -20,6 +20,7 @@ import yaml
 
 from hebbopt.data.datasets import check_source
 from hebbopt.rules import RULES
+from hebbopt.training.probe import NORMALIZE
 
 METHODS = (*RULES, "vae", "none")
 """Pre-training methods: every Hebbian rule of :data:`hebbopt.rules.RULES`, the β-VAE baseline, or
@@ -209,6 +210,9 @@ class ProbeConfig:
         batch_size: linear-probe batch size.
         lr: the linear probe's Adam learning rate (halved at 20, 35, 50, 60, 70, 80, 90 % of the epochs).
         dropout: dropout on the features before the linear layer, in [0, 1).
+        normalize: the linear probe's feature scaling (:func:`~hebbopt.training.probe.feature_scaler`):
+            ``none`` (SoftHebb's probe), ``standardize`` (per feature, over the labelled training
+            features) or ``l2`` (per image).
         knn_k: the neighbours that vote in ``knn``; a list evaluates each k, and with a validation
             split (``data.val_size``) the k with the best validation top-1 is reported (else the first).
         features: ``pre_logits`` (what the classifier sees: timm's ``forward_head(..., pre_logits=True)``)
@@ -221,6 +225,7 @@ class ProbeConfig:
     batch_size: int = 64
     lr: float = 1e-3
     dropout: float = 0.5
+    normalize: str = "none"
     knn_k: int | list = 20
     features: str = "pre_logits"
     retrieval_ks: list = dataclasses.field(default_factory=lambda: [10, 50, 100])
@@ -602,6 +607,8 @@ def _check_probe(cfg: Config) -> None:
         )
     if not 0 <= p.dropout < 1:
         raise ConfigError(f"probe.dropout must be in [0, 1), got {p.dropout}")
+    if p.normalize not in NORMALIZE:
+        raise ConfigError(f"probe.normalize must be one of {', '.join(NORMALIZE)}, got {p.normalize!r}")
 
 
 def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -186,11 +186,12 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
 
 
 @torch.no_grad()
-def _accuracy(weight, bias, x: torch.Tensor, y: torch.Tensor, device, chunk: int = 4096) -> dict:
+def _accuracy(weight, bias, x: torch.Tensor, y: torch.Tensor, device, prep=None, chunk: int = 4096) -> dict:
     hits = torch.zeros(2, dtype=torch.float64)
     k = min(5, weight.shape[0])
     for start in range(0, len(x), chunk):
         xb = x[start : start + chunk].to(device, torch.float32)
+        xb = prep(xb) if prep is not None else xb
         yb = y[start : start + chunk].to(device)
         top = F.linear(xb, weight, bias).topk(k, dim=1).indices == yb[:, None]
         hits += torch.stack([top[:, 0].sum(), top.any(1).sum()]).double().cpu()
@@ -221,6 +222,50 @@ def dropout_(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Ten
     return x.mul_(bits < threshold - 32768).mul_(65536 / threshold)
 
 
+NORMALIZE = ("none", "standardize", "l2")
+
+
+@torch.no_grad()
+def feature_scaler(train_x: torch.Tensor, how: str, device=None, chunk: int = 4096):
+    """The map applied to every feature batch before the linear probe's dropout and layer.
+
+    - ``none``: the features as they are (SoftHebb's probe).
+    - ``standardize``: z_d = (x_d − μ_d) / (σ_d + 1e-8 · max σ), μ and σ (population) per feature
+      over ``train_x``, the labelled training features (in float64, by chunks).
+    - ``l2``: z = √D · x / max(‖x‖₂, 1e-12) per sample (unit mean square).
+
+    Args:
+        train_x: the training features, N×D.
+        how: one of :data:`NORMALIZE`.
+        device: where the batches will be.
+        chunk: rows per pass when computing μ and σ.
+
+    Returns:
+        A function of an N×D float32 batch (returning a new tensor), or None for ``none``.
+
+    Raises:
+        ValueError: ``how`` is not one of :data:`NORMALIZE`.
+    """
+    if how not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {how!r}")
+    if how == "none":
+        return None
+    dim = train_x.shape[1]
+    if how == "l2":
+        return lambda x: x * (dim**0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    total = torch.zeros(dim, dtype=torch.float64)
+    for start in range(0, len(train_x), chunk):
+        total += train_x[start : start + chunk].double().sum(0).cpu()
+    mean = total / max(1, len(train_x))
+    square = torch.zeros(dim, dtype=torch.float64)
+    for start in range(0, len(train_x), chunk):  # two passes: no cancellation for large means
+        square += (train_x[start : start + chunk].double().cpu() - mean).square().sum(0)
+    std = (square / max(1, len(train_x))).sqrt()
+    std = std + 1e-8 * std.max().clamp_min(1e-30)  # constant features (dead units) stay 0
+    mean32, inv32 = mean.float().to(device), (1 / std).float().to(device)
+    return lambda x: (x - mean32) * inv32
+
+
 def linear_probe(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -235,6 +280,7 @@ def linear_probe(
     seed: int = 0,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: torch.device | str | None = None,
+    normalize: str = "none",
 ) -> dict:
     """SoftHebb's linear probe: Dropout(``dropout``) → Linear on frozen features, then test accuracy.
 
@@ -261,6 +307,8 @@ def linear_probe(
         lr: Adam's initial learning rate.
         dropout: the dropout rate on the features, in [0, 1).
         seed: the initialisation, batch order and dropout masks.
+        normalize: how every feature batch (training, validation and test) is scaled first
+            (:func:`feature_scaler`): ``none`` (SoftHebb), ``standardize`` or ``l2``.
         val: ``(val_x, val_y)``: validation features for choosing the epoch, or None.
         device: where the classifier trains (default: ``train_x``'s device).
 
@@ -285,6 +333,7 @@ def linear_probe(
             f"{lr}, {dropout}"
         )
     device = torch.device(device) if device is not None else train_x.device
+    prep = feature_scaler(train_x, normalize, device)
     n, dim = train_x.shape
     g = torch.Generator().manual_seed(derive_seed(seed, "probe/init_and_order"))
     bound = 1 / math.sqrt(dim)
@@ -302,6 +351,7 @@ def linear_probe(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             x = train_x[idx.to(train_x.device)].to(device, torch.float32, non_blocking=True)
+            x = prep(x) if prep is not None else x
             if dropout > 0:
                 dropout_(x, dropout, drop)
             y = labels[idx.to(labels.device)].to(device)
@@ -313,20 +363,21 @@ def linear_probe(
         entry = {"epoch": epoch + 1, "loss": total.item() / n, "lr": opt.param_groups[0]["lr"]}
         sched.step()
         if val is not None:
-            entry["val_top1"] = _accuracy(weight.detach(), bias.detach(), val[0], val[1], device)["top1"]
+            on_val = _accuracy(weight.detach(), bias.detach(), val[0], val[1], device, prep)
+            entry["val_top1"] = on_val["top1"]
             if entry["val_top1"] > best["top1"]:
                 best = {"top1": entry["val_top1"], "epoch": epoch + 1,
                         "state": (weight.detach().clone(), bias.detach().clone())}  # fmt: skip
         history.append(entry)
     w, b = best["state"] if best["state"] is not None else (weight.detach(), bias.detach())
     result: dict = {
-        "test": _accuracy(w, b, test_x, test_y, device),
+        "test": _accuracy(w, b, test_x, test_y, device, prep),
         "best_epoch": best["epoch"],
         "history": history,
         "features": dim,
     }
     if val is not None:
-        result["val"] = _accuracy(w, b, val[0], val[1], device)
+        result["val"] = _accuracy(w, b, val[0], val[1], device, prep)
     return result
 
 

@@ -195,6 +195,7 @@ def _probe(
         r = linear_probe(
             train_x, train_y, test_x, test_y, num_classes=classes, epochs=p.epochs, batch_size=p.batch_size,
             lr=p.lr, dropout=p.dropout, seed=cfg.run.seed, val=validation, device=device,
+            normalize=p.normalize,
         )  # fmt: skip
         test, extra = r["test"], {"val": r.get("val"), "best_epoch": r["best_epoch"], "history": r["history"]}
     else:
