@@ -19,10 +19,10 @@ import pathlib
 import time
 
 from hebbopt.training import load
-from hebbopt.training.common import load_splits, make_accelerator
 from hebbopt.training.finetune import subsets
 from hebbopt.training.probe import NORMALIZE, linear_probe
 from hebbopt.training.semisup import _Features
+from hebbopt.training.setup import load_splits, make_accelerator
 
 
 def main() -> None:

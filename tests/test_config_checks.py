@@ -7,9 +7,10 @@ import re
 import pytest
 from test_recipes import TINY
 
-import hebbopt.training.common as common
+import hebbopt.training.setup as training_setup
 from hebbopt.training import ConfigError, load
 from hebbopt.training.cli import finetune_main, pretrain_main, semisup_main, vae_main
+from hebbopt.training.models import check_layer_patterns
 
 SCRIPTS = {"pretrain": pretrain_main, "finetune": finetune_main, "semisup": semisup_main, "vae": vae_main}
 
@@ -42,7 +43,7 @@ BAD = [
 def test_bad_rule_kwargs_and_layer_patterns_exit_2_before_a_run_folder(
     tmp_path, monkeypatch, capsys, script, override, message
 ):
-    monkeypatch.setattr(common, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(training_setup, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
     code = exit_code(SCRIPTS[script], [*TINY, "--run.dir", str(tmp_path / "run"), *override])
     assert code == 2
     assert re.search(message, capsys.readouterr().err)
@@ -59,12 +60,12 @@ def test_bad_layer_patterns_with_resume_exit_2(tmp_path, capsys, script):
 
 def test_layer_patterns_of_the_model_pass(tmp_path):
     cfg = load(None, [*TINY, "--pretrain.include", "[features.*]", "--pretrain.exclude", "[features.0]"])
-    common.check_layer_patterns(cfg)  # the layers exist
-    common.check_layer_patterns(load(None, TINY))  # no patterns: nothing to check
+    check_layer_patterns(cfg)  # the layers exist
+    check_layer_patterns(load(None, TINY))  # no patterns: nothing to check
     other = load(None, [*TINY, "--model.name", "softhebb_3l", "--model.kwargs", "{}",
                         "--pretrain.exclude", "[features.0]"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"features\.0"):
-        common.check_layer_patterns(other)
+        check_layer_patterns(other)
 
 
 # --- the command line (jsonargparse): today's interface ----------------------------------------

@@ -52,7 +52,12 @@ MODULES = [
     "hebbopt.training.probe",
     "hebbopt.training.report",
     "hebbopt.training.tracking",
-    "hebbopt.training.common",
+    "hebbopt.training.setup",
+    "hebbopt.training.models",
+    "hebbopt.training.batches",
+    "hebbopt.training.sgd",
+    "hebbopt.training.checkpoints",
+    "hebbopt.training.run_folder",
     "hebbopt.training.cli",
 ]
 

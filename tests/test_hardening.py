@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from test_recipes import TINY, interrupt_after_first_checkpoint, tiny
 
-import hebbopt.training.common as common
+import hebbopt.training.setup as training_setup
 from hebbopt.data import load_dataset
 from hebbopt.files import CorruptFileError, atomic_write
 from hebbopt.training import ConfigError, finetune, pretrain, semisup
+from hebbopt.training.checkpoints import save_checkpoint
 from hebbopt.training.cli import finetune_main, pretrain_main, semisup_main
+from hebbopt.training.models import build_model
 from hebbopt.weights import read_weights, save_weights
 
 
@@ -108,7 +110,7 @@ def test_damaged_backbone_is_refused_before_any_folder(tmp_path, damage):
 
 def test_non_finite_loss_stops_the_run_not_done(tmp_path):
     pre = tiny(tmp_path, "--pretrain.method", "swta", "--run.dir", str(tmp_path / "pre"))
-    model = common.build_model(pre, load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0)
+    model = build_model(pre, load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0)
     with torch.no_grad():
         model.features[0].weight.fill_(float("nan"))
     backbone = save_weights(model, tmp_path / "nan.safetensors")  # a valid file of NaN weights
@@ -143,7 +145,7 @@ def test_disk_full_says_so_and_names_the_file(tmp_path, monkeypatch):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     monkeypatch.setattr(pathlib.Path, "write_bytes", lambda self, data: full(self))
     with pytest.raises(OSError, match=r"disk full.*checkpoint\.pt"):
-        common.save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 1})
+        save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 1})
 
 
 # --- 3. data -----------------------------------------------------------------------------------
@@ -241,9 +243,9 @@ def test_resume_of_a_missing_folder_or_config_is_refused(tmp_path, monkeypatch, 
 
 
 def test_resume_refuses_another_backbone_and_another_script(tmp_path, monkeypatch):
-    a = save_weights(common.build_model(tiny(tmp_path), load_dataset("synthetic", synthetic_size=96,
+    a = save_weights(build_model(tiny(tmp_path), load_dataset("synthetic", synthetic_size=96,
                                         img_size=32), seed=0), tmp_path / "a.safetensors")  # fmt: skip
-    b = save_weights(common.build_model(tiny(tmp_path), load_dataset("synthetic", synthetic_size=96,
+    b = save_weights(build_model(tiny(tmp_path), load_dataset("synthetic", synthetic_size=96,
                                         img_size=32), seed=1), tmp_path / "b.safetensors")  # fmt: skip
     cfg = tiny(tmp_path, "--finetune.epochs", "2")
     with monkeypatch.context() as m:
@@ -299,7 +301,7 @@ def test_pretrain_method_none_and_missing_backbone_exit_2_before_anything(tmp_pa
     run = [*TINY, "--run.dir", str(tmp_path / "run")]
     assert pretrain_main([*run, "--pretrain.method", "none"]) == 2
     assert "nothing to pre-train" in capsys.readouterr().err
-    monkeypatch.setattr(common, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(training_setup, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
     assert finetune_main([*run, "--backbone", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: no such file" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -323,4 +325,4 @@ def test_bad_model_kwargs_exit_2_naming_the_accepted_keys(tmp_path, capsys, kwar
     assert not (tmp_path / "run").exists()
     cfg = tiny(tmp_path, f"--model.kwargs={kwargs}")
     with pytest.raises(ConfigError, match="accepts"):
-        common.build_model(cfg, load_dataset("synthetic", synthetic_size=20, img_size=32), seed=0)
+        build_model(cfg, load_dataset("synthetic", synthetic_size=20, img_size=32), seed=0)

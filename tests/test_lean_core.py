@@ -116,12 +116,12 @@ def test_the_readme_installs_the_extras_each_command_needs():
 
 def test_named_seeds_are_stable_across_processes_and_distinct():
     from hebbopt.data.seeds import derive_seed
-    from hebbopt.training.common import derive_seed as from_common
+    from hebbopt.training.models import derive_seed as from_recipes
 
     purposes = ["init", "labelled", "validation", "pretrain/order/stage0/epoch0", "finetune/order/epoch1"]
     here = {f"{s}:{p}": derive_seed(s, p) for s in (0, 1, 7) for p in purposes}
     assert len(set(here.values())) == len(here)  # every stream its own seed
-    assert all(0 <= v < 2**63 for v in here.values()) and from_common is derive_seed
+    assert all(0 <= v < 2**63 for v in here.values()) and from_recipes is derive_seed
     # another interpreter, another hash salt, the core install only: the same values
     code = f"""
         import json

@@ -6,10 +6,11 @@ import torch
 from safetensors.torch import load_file
 from test_recipes import tiny
 
+from hebbopt.data import load_dataset
 from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER
 from hebbopt.rules import RULES
 from hebbopt.training import ConfigError, pretrain
-from hebbopt.training.common import build_model, load_dataset
+from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import hebbian_optimizer
 
 

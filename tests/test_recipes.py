@@ -11,9 +11,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import hebbopt.training.common as common
+import hebbopt.training.run_folder as run_folder
+from hebbopt.data import load_dataset
 from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
 from hebbopt.training.cli import semisup_main
+from hebbopt.training.models import build_model
 
 ROOT = pathlib.Path(__file__).parents[1]
 TINY = [
@@ -43,7 +45,7 @@ def test_sweep_runs_every_method_end_to_end(tmp_path):
     for r in summary["results"]:
         assert 0 <= r["test"]["top1"] <= r["test"]["top5"] <= 100 and r["test"]["images"] == 24
         assert r["labelled"] == {10.0: 10, 50.0: 44}[r["regime"]]  # of 96 − 8; ≥ 1 per class
-    init = common.build_model(cfg, common.load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0)
+    init = build_model(cfg, load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0)
     for method in ("hpca", "swta", "vae"):
         backbone = load_file(run / "pretrain" / f"{method}-seed0" / "backbone.safetensors")
         assert not torch.equal(backbone["features.0.weight"], init.features[0].weight.detach()), method
@@ -65,7 +67,7 @@ def test_finetune_starts_from_the_backbone_with_a_seeded_head(tmp_path):
 
 
 def interrupt_after_first_checkpoint(monkeypatch):
-    real, calls = common.save_checkpoint, []
+    real, calls = run_folder.save_checkpoint, []  # Run.save's
 
     def save_then_die(path, state):
         real(path, state)
@@ -73,7 +75,7 @@ def interrupt_after_first_checkpoint(monkeypatch):
         if len(calls) == 1:
             raise KeyboardInterrupt("simulated kill after the first checkpoint")
 
-    monkeypatch.setattr(common, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_die)
 
 
 def uninterrupted_and_killed(tmp_path, monkeypatch, run, *extra):
@@ -201,8 +203,8 @@ def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_pa
     one = pretrain(load(None, [*args, "--pretrain.batch_size", "32", "--run.dir", str(tmp_path / "one")]))
     a, b = load_file(one), load_file(two / "backbone.safetensors")
     torch.testing.assert_close(a["features.0.weight"], b["features.0.weight"], rtol=1e-5, atol=1e-6)
-    assert not torch.equal(a["features.0.weight"], common.build_model(
-        load(None, TINY), common.load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0
+    assert not torch.equal(a["features.0.weight"], build_model(
+        load(None, TINY), load_dataset("synthetic", synthetic_size=96, img_size=32), seed=0
     ).features[0].weight.detach())  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def _parse(description: str, argv: list[str] | None, extra=None):
         extra(parser)
     try:
         args, cfg = parse_args(parser, argv)
-        from hebbopt.training.common import check_layer_patterns, check_model_kwargs
+        from hebbopt.training.models import check_layer_patterns, check_model_kwargs
 
         check_model_kwargs(cfg)
         check_layer_patterns(cfg)

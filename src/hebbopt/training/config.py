@@ -154,7 +154,7 @@ class FinetuneConfig:
         dropout: the model's dropout rate (timm's ``drop_rate``), in [0, 1).
         lr_constant_epochs: epochs at ``lr`` before the first halving.
         lr_halve_every: epochs between halvings after that (see
-            :func:`~hebbopt.training.common.step_lr`).
+            :func:`~hebbopt.training.sgd.step_lr`).
     """
 
     regime: float = 100.0

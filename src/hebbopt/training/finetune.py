@@ -19,18 +19,13 @@ from accelerate import Accelerator
 from hebbopt.data import ImageSplits, labelled_subset, validation_split
 from hebbopt.data.seeds import derive_seed
 from hebbopt.selection import classifier
-from hebbopt.training.common import (
-    Batches,
-    Run,
-    build_model,
-    check_finite,
-    evaluate,
-    file_input,
-    load_splits,
-    make_accelerator,
-    sgd_run,
-)  # fmt: skip
+from hebbopt.training.batches import Batches, evaluate
+from hebbopt.training.checkpoints import file_input
 from hebbopt.training.config import Config, ConfigError
+from hebbopt.training.models import build_model
+from hebbopt.training.run_folder import Run, check_finite
+from hebbopt.training.setup import load_splits, make_accelerator
+from hebbopt.training.sgd import sgd_run
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights, read_weights, save_weights
 
@@ -83,9 +78,9 @@ def finetune(
         resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
             returns its metrics at once.
         accelerator: the accelerator to use (the sweep shares one); default: a new one
-            (:func:`~hebbopt.training.common.make_accelerator`).
+            (:func:`~hebbopt.training.setup.make_accelerator`).
         splits: the dataset, already loaded (the sweep loads it once); default:
-            :func:`~hebbopt.training.common.load_splits`.
+            :func:`~hebbopt.training.setup.load_splits`.
 
     Returns:
         The metrics: ``test`` (top1, top5 in %), ``labelled`` (images), ``best_epoch``, ``history``.

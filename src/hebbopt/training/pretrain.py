@@ -22,8 +22,12 @@ from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER
 from hebbopt.optimizer import HebbianOptimizer
 from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
-from hebbopt.training.common import Batches, Run, build_model, load_checkpoint, load_splits, make_accelerator
+from hebbopt.training.batches import Batches
+from hebbopt.training.checkpoints import load_checkpoint
 from hebbopt.training.config import Config
+from hebbopt.training.models import build_model
+from hebbopt.training.run_folder import Run
+from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import save_weights
 
@@ -80,9 +84,9 @@ def pretrain(
         resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
             returns its backbone at once.
         accelerator: the accelerator to use (the sweep shares one); default: a new one
-            (:func:`~hebbopt.training.common.make_accelerator`).
+            (:func:`~hebbopt.training.setup.make_accelerator`).
         splits: the dataset, already loaded (the sweep loads it once); default:
-            :func:`~hebbopt.training.common.load_splits`.
+            :func:`~hebbopt.training.setup.load_splits`.
 
     Returns:
         The ``backbone.safetensors`` path; None for ``method: none`` (nothing to pre-train).

@@ -24,20 +24,15 @@ from accelerate import Accelerator
 from hebbopt.data import ImageSplits
 from hebbopt.files import atomic_write_bytes
 from hebbopt.selection import classifier
-from hebbopt.training.common import (
-    Run,
-    build_model,
-    file_input,
-    load_splits,
-    make_accelerator,
-    read_json,
-    write_json,
-)  # fmt: skip
+from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config
 from hebbopt.training.finetune import finetune, subsets
+from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
 from hebbopt.training.report import metric_name, plot, table
+from hebbopt.training.run_folder import Run
+from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights
 

@@ -26,16 +26,12 @@ from torch import nn
 
 from hebbopt.data import ImageSplits
 from hebbopt.data.seeds import derive_seed
-from hebbopt.training.common import (
-    Batches,
-    Run,
-    build_model,
-    check_finite,
-    load_splits,
-    make_accelerator,
-    sgd_run,
-)
+from hebbopt.training.batches import Batches
 from hebbopt.training.config import Config
+from hebbopt.training.models import build_model
+from hebbopt.training.run_folder import Run, check_finite
+from hebbopt.training.setup import load_splits, make_accelerator
+from hebbopt.training.sgd import sgd_run
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import save_weights
 
@@ -192,9 +188,9 @@ def pretrain_vae(
         resume: continue the run in ``cfg.run.dir`` from its last checkpoint; a finished run
             returns its backbone at once.
         accelerator: the accelerator to use (the sweep shares one); default: a new one
-            (:func:`~hebbopt.training.common.make_accelerator`).
+            (:func:`~hebbopt.training.setup.make_accelerator`).
         splits: the dataset, already loaded (the sweep loads it once); default:
-            :func:`~hebbopt.training.common.load_splits`.
+            :func:`~hebbopt.training.setup.load_splits`.
 
     Returns:
         The ``backbone.safetensors`` path: the backbone's weights only (no latent layer, no decoder).
