@@ -176,11 +176,8 @@ def finetune(
     }  # fmt: skip
     if run.main:
         save_weights(plain, run.dir / "model.safetensors")
-    run.metrics(metrics)
-    if run.main:
-        run.checkpoint.unlink(missing_ok=True)
-    run.log(f"finetune {label} {f.regime:g}% ({len(labelled)} labelled): test top-1 {test['top1']:.2f}, "
-            f"top-5 {test['top5']:.2f}")  # fmt: skip
+    run.finish(metrics, f"finetune {label} {f.regime:g}% ({len(labelled)} labelled): "
+                        f"test top-1 {test['top1']:.2f}, top-5 {test['top5']:.2f}")  # fmt: skip
     tracker.close()
     accelerator.free_memory()
     return metrics

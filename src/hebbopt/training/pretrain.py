@@ -173,10 +173,8 @@ def pretrain(
         save_weights(model, backbone)
         if first is not None:
             save_filters(first, run.dir / "filters.png")
-    run.metrics({"done": True, "method": method, "layers": list(layers), "history": history,
-                 "seconds": sum(h["seconds"] for h in history)})  # fmt: skip
-    if run.main:
-        run.checkpoint.unlink(missing_ok=True)
-    run.log(f"{method}: backbone written to {backbone}")
+    metrics = {"done": True, "method": method, "layers": list(layers), "history": history,
+               "seconds": sum(h["seconds"] for h in history)}  # fmt: skip
+    run.finish(metrics, f"{method}: backbone written to {backbone}")
     tracker.close()
     return backbone

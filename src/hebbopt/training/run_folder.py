@@ -153,6 +153,18 @@ class Run:
             write_json(self.dir / "metrics.json", obj)
         self.accelerator.wait_for_everyone()
 
+    def finish(self, metrics: dict, message: str) -> None:
+        """End a run: write its final ``metrics``, delete ``checkpoint.pt``, log ``message``.
+
+        Args:
+            metrics: the final metrics, with ``"done": True`` (see :meth:`metrics`).
+            message: the closing line of the log.
+        """
+        self.metrics(metrics)
+        if self.main:
+            self.checkpoint.unlink(missing_ok=True)
+        self.log(message)
+
     def done(self) -> dict | None:
         """The final metrics of a finished run in this folder.
 

@@ -253,12 +253,10 @@ def pretrain_vae(
                   "epoch": epoch + 1, "history": history})  # fmt: skip
     if run.main:
         save_weights(plain.backbone, backbone_file)
-    run.metrics(
-        {"done": True, "method": "vae", "history": history, "seconds": sum(h["seconds"] for h in history)}
+    run.finish(
+        {"done": True, "method": "vae", "history": history, "seconds": sum(h["seconds"] for h in history)},
+        f"vae: backbone written to {backbone_file}",
     )
-    if run.main:
-        run.checkpoint.unlink(missing_ok=True)
-    run.log(f"vae: backbone written to {backbone_file}")
     tracker.close()
     accelerator.free_memory()
     return backbone_file
