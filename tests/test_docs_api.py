@@ -1,9 +1,11 @@
 """The API reference is complete: every public name is rendered and fully documented.
 
-Docstrings are read the way mkdocstrings reads them (griffe, Google style): every public function,
-method and class of the documented modules has a docstring whose ``Args`` name every parameter,
-with ``Returns`` when something is returned and ``Raises`` naming every exception the body raises
-itself; and every documented module appears in a ``:::`` block of ``docs/api/``.
+Docstrings are read the way mkdocstrings reads them (griffe, Google style). The public names of a
+documented module are those in its ``__all__`` where it defines one (re-exported names included,
+checked where they are defined), else every name without a leading underscore; each such function
+and class, and each public method of such a class, has a docstring whose ``Args`` name every
+parameter, with ``Returns`` when something is returned and ``Raises`` naming every exception the
+body raises itself. Every documented module appears in a ``:::`` block of ``docs/api/``.
 """
 
 from __future__ import annotations
@@ -71,9 +73,13 @@ def package():
 
 
 def _public(module):
-    for name, member in module.members.items():
-        if name.startswith("_") or member.is_alias:
-            continue
+    """The functions and classes the module promises (see the module docstring), and their methods."""
+    if module.exports is None:
+        members = [m for n, m in module.members.items() if not n.startswith("_") and not m.is_alias]
+    else:
+        members = [module.members[str(n)] for n in module.exports if str(n) in module.members]
+        members = [m.final_target if m.is_alias else m for m in members]
+    for member in members:
         if member.is_function or member.is_class:
             yield member
             if member.is_class:
@@ -139,12 +145,41 @@ def _problems(obj) -> list[str]:
     return problems
 
 
+def _check(mod) -> list[str]:
+    if not mod.docstring or not mod.docstring.value.strip():
+        return [f"{mod.path}: no module docstring"]
+    unknown = [str(n) for n in mod.exports or () if str(n) not in mod.members]
+    problems = [f"{mod.path}.__all__ names {n!r}, which the module does not define" for n in unknown]
+    problems += [f"{obj.path}: {'; '.join(p)}" for obj in _public(mod) if (p := _problems(obj))]
+    return problems
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_public_names_fully_documented(package, module):
     mod = package if module == "hebbopt" else package[module.removeprefix("hebbopt.")]
-    assert mod.docstring and mod.docstring.value.strip(), f"{module}: no module docstring"
-    problems = {obj.path: p for obj in _public(mod) if (p := _problems(obj))}
-    assert not problems, "\n".join(f"{path}: {'; '.join(p)}" for path, p in problems.items())
+    problems = _check(mod)
+    assert not problems, "\n".join(problems)
+
+
+def test_all_decides_what_is_checked(tmp_path):
+    """With ``__all__``, an undocumented exported function fails and an unlisted helper is free;
+    without it, every public-looking name is checked."""
+    pkg = tmp_path / "toy"
+    pkg.mkdir()
+    helpers = "def helper(x):\n    return x\n\n\ndef _private(x):\n    return x\n"
+    api = (
+        'def api(x: int) -> int:\n    """Twice ``x``.\n\n    Returns:\n        2x.\n    """\n'
+        "    if x < 0:\n        raise ValueError(x)\n    return 2 * x\n"
+    )
+    (pkg / "__init__.py").write_text('"""Toy."""\n')
+    (pkg / "listed.py").write_text(f'"""Listed."""\n\n__all__ = ["api", "gone"]\n\n\n{api}\n\n{helpers}')
+    (pkg / "unlisted.py").write_text(f'"""Unlisted."""\n\n\n{helpers}')
+    toy = griffe.load("toy", search_paths=[str(tmp_path)], docstring_parser="google")
+    listed = "\n".join(_check(toy["listed"]))
+    assert "toy.listed.api: Args missing ['x']; Raises missing ['ValueError']" in listed
+    assert "'gone', which the module does not define" in listed
+    assert "helper" not in listed and "_private" not in listed
+    assert _check(toy["unlisted"]) == ["toy.unlisted.helper: no docstring"]
 
 
 def test_every_documented_module_and_export_is_rendered():

@@ -69,7 +69,7 @@ def batch_statistics(
 
     Args:
         statistics: a rule's ``statistics`` function, e.g. :func:`hebbopt.rules.swta.statistics`.
-        x: the layer input (padded for a convolution, see :func:`layer_inputs`).
+        x: the layer input (padded for a convolution as ``geometry`` expects).
         output: the layer output (bias included).
         bias: the layer bias, or ``None``.
         weight: the layer weight (detached).
@@ -90,18 +90,8 @@ def batch_statistics(
     return statistics(x, u, weight, geometry, **hyper)
 
 
-def layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
-    """``(x, output, geometry)`` of one forward call, batched and padded for the rule.
-
-    Args:
-        module: the hooked ``nn.Conv2d`` or ``nn.Linear``.
-        x: the input of the forward call (a C×H×W input to a convolution is unbatched).
-        output: the output of the forward call.
-
-    Returns:
-        ``(x, output, geometry)``: batched (and padded) input, batched output, and ``None`` for a
-        Linear layer or the convolution's :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
-    """
+def _layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
+    """``(x, output, geometry)``: batched, and padded for a convolution as the rule expects."""
     if isinstance(module, nn.Linear):
         return x, output, None
     if x.dim() == 3:  # unbatched C×H×W input
@@ -223,7 +213,7 @@ def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) ->
     weight = module.weight.detach()
     rule.check(group, (weight,))
     stat_kwargs, _ = rule.kernel_kwargs(group)
-    x, output, geometry = layer_inputs(module, x, output)
+    x, output, geometry = _layer_inputs(module, x, output)
     fn = batch_statistics
     if compiling.resolve(optimizer.compile, x.device):
         fn = compiling.compiled(fn)

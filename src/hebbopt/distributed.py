@@ -29,21 +29,8 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def manifest(layers: list[tuple[str, dict | None]]) -> str:
-    """What this rank is about to reduce: every hooked layer, its statistics' keys and shapes.
-
-    Args:
-        layers: ``(name, stats or None)`` of every hooked layer, in optimizer order.
-
-    Returns:
-        a string such as ``"features.0:r(96,)…;pre_logits.1:-"`` (``-``: nothing pending,
-        ``#``: a count).
-
-    Examples:
-        >>> import torch
-        >>> manifest([("conv", {"hebb": torch.zeros(4, 3), "count": 7}), ("fc", None)])
-        'conv:count#,hebb(4, 3);fc:-'
-    """
+def _manifest(layers: list[tuple[str, dict | None]]) -> str:
+    """E.g. ``"conv:count#,hebb(4, 3);fc:-"``: every layer's keys and shapes (``-``: nothing pending)."""
     parts = []
     for name, stats in layers:
         if stats is None:
@@ -69,7 +56,7 @@ def all_reduce_statistics(layers: list[tuple[str, dict | None]], device: torch.d
         ValueError: the ranks' hooked layers, pending statistics or shapes differ (raised on every
             rank; nothing is reduced).
     """
-    text = manifest(layers)
+    text = _manifest(layers)
     pending = [stats for _, stats in layers if stats is not None]
     numel = sum(v.numel() for s in pending for v in s.values() if isinstance(v, torch.Tensor))
     fingerprint = [len(layers), len(pending), zlib.crc32(text.encode()), numel]

@@ -12,7 +12,7 @@ ImageFolder trees (ImageNet) are streamed from disk with a resize and centre cro
 | ``cifar100`` | as ``cifar10``, with torchvision's CIFAR-100 files | ``root`` |
 | ``imagefolder`` | ``root/train`` and ``root/test`` (or ``root/val``) class folders | ``root`` |
 
-``root`` is ``data.root``, else ``$HEBBOPT_DATA/<name>`` (see :func:`data_root`).
+``root`` is ``data.root`` (``~`` and ``$VARS`` expanded), else ``$HEBBOPT_DATA/<name>``.
 """
 
 from __future__ import annotations
@@ -39,36 +39,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG", ".PNG", ".J
 _SUFFIXES = frozenset(s.lower() for s in IMAGE_SUFFIXES)
 
 
-def is_image_file(path: str | os.PathLike) -> bool:
-    """Whether a file of a class folder is decoded (its suffix is one of :data:`IMAGE_SUFFIXES`).
-
-    Args:
-        path: the file.
-
-    Returns:
-        True for an image file, in any letter case.
-    """
+def _is_image_file(path: str | os.PathLike) -> bool:
     return pathlib.Path(path).suffix.lower() in _SUFFIXES
 
 
-def class_folders(folder: pathlib.Path) -> list[str]:
-    """The class folders under ``folder``, sorted; the same check in memory and streamed.
-
-    Args:
-        folder: a split's folder (``train/``, ``test/``).
-
-    Returns:
-        The class names (sub-folder names), sorted.
-
-    Raises:
-        ValueError: ``folder`` has no class folders, or a class folder holds no image (named).
-    """
+def _class_folders(folder: pathlib.Path) -> list[str]:
+    """The sorted class folders; a split without any, or a class without images, is refused."""
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"{folder}: no class folders")
     for cls in classes:
         with os.scandir(folder / cls) as entries:
-            if not any(e.is_file() and is_image_file(e.name) for e in entries):
+            if not any(e.is_file() and _is_image_file(e.name) for e in entries):
                 raise ValueError(
                     f"{folder / cls}: class folder holds no images ({', '.join(sorted(_SUFFIXES))}); "
                     "add images or remove the folder"
@@ -76,15 +58,8 @@ def class_folders(folder: pathlib.Path) -> list[str]:
     return classes
 
 
-def open_rgb(path: str | os.PathLike):
-    """An image file as an 8-bit RGB PIL image; 16-bit images are scaled to 8 bits, not clipped.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        A PIL image in mode ``RGB``.
-    """
+def _open_rgb(path: str | os.PathLike):
+    """8-bit RGB; 16-bit images are scaled to 8 bits, not clipped."""
     import numpy as np
     from PIL import Image
 
@@ -187,33 +162,13 @@ class ImageSplits:
         return self.train.labels  # type: ignore[attr-defined]
 
 
-def cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
-    """Where decoded datasets are cached.
-
-    Args:
-        override: the folder to use (``data.cache``); ``~`` is expanded.
-
-    Returns:
-        ``override`` if given, else ``$HEBBOPT_CACHE`` if set, else ``~/.cache/hebbopt``.
-    """
+def _cache_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
     path = override or os.environ.get("HEBBOPT_CACHE") or pathlib.Path.home() / ".cache" / "hebbopt"
     return pathlib.Path(path).expanduser()
 
 
-def data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
-    """The folder of dataset ``name``.
-
-    Args:
-        name: the dataset's name (its subfolder of ``$HEBBOPT_DATA``).
-        root: the folder given (``data.root``); ``~`` and ``$VARS`` are expanded.
-
-    Returns:
-        ``root`` expanded if given, else ``$HEBBOPT_DATA/<name>`` when ``$HEBBOPT_DATA`` is set, else
-        None.
-
-    Raises:
-        ValueError: ``root`` names an environment variable that is not set.
-    """
+def _data_root(name: str, root: str | os.PathLike | None) -> pathlib.Path | None:
+    """``root`` (``~`` and ``$VARS`` expanded), else ``$HEBBOPT_DATA/<name>``, else None."""
     if root:
         expanded = os.path.expandvars(str(root))
         if "$" in expanded:
@@ -232,17 +187,18 @@ def check_source(name: str, root: str | os.PathLike | None, download: bool = Fal
 
     Args:
         name: the dataset's name.
-        root: its folder, as :func:`load_dataset` takes it (see :func:`data_root`).
+        root: its folder, as :func:`load_dataset` takes it.
         download: torchvision may download CIFAR, so a folder without a copy is accepted.
 
     Raises:
-        ValueError: unknown ``name``, no ``root`` for a dataset that needs one, or a missing folder.
+        ValueError: unknown ``name``, no ``root`` for a dataset that needs one, an unset ``$VAR``
+            in ``root``, or a missing folder.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {DATASETS}")
     if name in ("digits", "synthetic"):
         return
-    path = data_root(name, root)
+    path = _data_root(name, root)
     if path is None:
         raise ValueError(
             f"dataset {name!r} needs a folder: set data.root (or the HEBBOPT_DATA environment variable)"
@@ -278,13 +234,13 @@ def load_dataset(
 
     Args:
         name: one of :data:`DATASETS`.
-        root: the dataset's folder (default ``$HEBBOPT_DATA/<name>``, see :func:`data_root`); unused by
-            ``digits`` and ``synthetic``.
+        root: the dataset's folder (``~`` and ``$VARS`` expanded; default
+            ``$HEBBOPT_DATA/<name>``); unused by ``digits`` and ``synthetic``.
         img_size: images are resized to ``img_size``×``img_size`` (default: the native size; 32 for
             ``digits`` and ``synthetic``, 224 for streamed folders).
         in_memory: decode into a cached uint8 tensor (default: everything but ``imagefolder``).
         download: let torchvision download CIFAR when ``root`` has no copy.
-        cache: cache folder (see :func:`cache_dir`).
+        cache: cache folder (default ``$HEBBOPT_CACHE``, else ``~/.cache/hebbopt``).
         synthetic_size: training images of the ``synthetic`` dataset (a quarter as many test images).
         verbose: print a line when decoding.
 
@@ -306,7 +262,7 @@ def load_dataset(
         return _in_memory(name, *_digits(img_size or 32), img_size or 32)
     if name == "synthetic":
         return _in_memory(name, *_synthetic(img_size or 32, synthetic_size), img_size or 32)
-    path = data_root(name, root)
+    path = _data_root(name, root)
     assert path is not None
     if in_memory is None:
         in_memory = name != "imagefolder"
@@ -435,7 +391,7 @@ def _cached(name, path, split, img_size, download, cache, verbose):
     # the key covers the files (names, sizes, modification times): an edited dataset is decoded again
     identity = f"v2|{path.resolve()}|{split}|{img_size}|{_fingerprint(source)}"
     key = hashlib.sha1(identity.encode()).hexdigest()[:12]
-    file = cache_dir(cache) / f"{name}-{split}-{key}.pt"
+    file = _cache_dir(cache) / f"{name}-{split}-{key}.pt"
     if file.exists():
         return _read_cache(file)
     if folder is not None:
@@ -451,18 +407,18 @@ def _cached(name, path, split, img_size, download, cache, verbose):
 def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
     import numpy as np
 
-    classes = class_folders(folder)
+    classes = _class_folders(folder)
     files = [
         (f, c)
         for c, cls in enumerate(classes)
         for f in sorted((folder / cls).iterdir())
-        if f.is_file() and is_image_file(f)
+        if f.is_file() and _is_image_file(f)
     ]
     if verbose:
         print(f"decoding {len(files)} images from {folder} (once; cached at {file})", flush=True)
     images, labels = [], []
     for f, c in files:
-        img = torch.from_numpy(np.array(open_rgb(f))).permute(2, 0, 1).contiguous()
+        img = torch.from_numpy(np.array(_open_rgb(f))).permute(2, 0, 1).contiguous()
         images.append(_resize(img.unsqueeze(0), img_size)[0] if img_size else img)
         labels.append(c)
     shapes = {tuple(i.shape) for i in images}
@@ -505,8 +461,7 @@ class FolderImages(Dataset):
         crop_pct: the share of the resized image's side that the centre crop keeps.
 
     Raises:
-        ValueError: ``folder`` has no class folders, or a class folder holds no image (named; see
-            :func:`class_folders`).
+        ValueError: ``folder`` has no class folders, or a class folder holds no image (named).
     """
 
     def __init__(self, folder: pathlib.Path, img_size: int, mean=None, std=None, crop_pct: float = 0.875):
@@ -520,9 +475,9 @@ class FolderImages(Dataset):
         ]
         if mean is not None:
             steps.append(transforms.Normalize(mean, std))
-        class_folders(pathlib.Path(folder))  # the same checks and messages as in memory
+        _class_folders(pathlib.Path(folder))  # the same checks and messages as in memory
         self.folder = datasets.ImageFolder(
-            str(folder), transform=transforms.Compose(steps), loader=open_rgb, is_valid_file=is_image_file
+            str(folder), transform=transforms.Compose(steps), loader=_open_rgb, is_valid_file=_is_image_file
         )
         self.labels = torch.tensor(self.folder.targets, dtype=torch.long)
 
@@ -537,7 +492,7 @@ class FolderImages(Dataset):
 def _streamed(name, path, img_size, cache) -> ImageSplits:
     test_dir = path / "test" if (path / "test").is_dir() else path / "val"
     key = hashlib.sha1(f"{path.resolve()}|{img_size}".encode()).hexdigest()[:12]
-    stats_file = cache_dir(cache) / f"{name}-stats-{key}.json"
+    stats_file = _cache_dir(cache) / f"{name}-stats-{key}.json"
     if stats_file.exists():
         try:
             stats = json.loads(stats_file.read_text())

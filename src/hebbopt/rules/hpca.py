@@ -111,21 +111,26 @@ def hebbian_term(y: torch.Tensor, x: torch.Tensor | None, w: torch.Tensor) -> to
     m, n = y.shape
     nb = prefix_block_size(m, n)
     # e = X − C_i (or −C_i): the input minus the reconstruction by the neurons before block i.
+    # A copy, since eager mode updates it in place and x is the layer's own input.
     e = x.clone() if x is not None else torch.zeros(m, w.shape[1], dtype=y.dtype, device=y.device)
-    # Eager: write each block into its rows of the output. Compiled: out= on slices becomes a
-    # whole-buffer copy per block after functionalisation, so concatenate once instead.
+    # Decided while tracing: the compiled graph takes the functional branches below.
     compiling = torch.compiler.is_compiling()
     out = None if compiling else y.new_empty(n, w.shape[1])
     blocks = []
     for i in range(0, n, nb):
         yi, wi = y[:, i : i + nb], w[i : i + nb]
         if compiling:
+            # out= into a slice of `out` is functionalised into a copy of the whole N×S buffer
+            # per block; separate blocks joined by one cat at the end cost one copy in all.
             blocks.append(torch.addmm(yi.T @ e, torch.tril(yi.T @ yi), wi, alpha=-1))
         else:
+            # Eager: the products land straight in the block's rows, with no temporary and no cat.
             block = out[i : i + nb]
             torch.mm(yi.T, e, out=block)
             block.addmm_(torch.tril(yi.T @ yi), wi, alpha=-1)
         if i + nb < n:
+            # C_{i+1} = C_i + Y_i W_i. Eager reuses the one B×S buffer; compiled code is written
+            # functionally, since the compiler plans its own buffers.
             e = e - yi @ wi if compiling else e.addmm_(yi, wi, alpha=-1)
     return torch.cat(blocks) if compiling else out
 
@@ -143,7 +148,10 @@ def gram(y: torch.Tensor) -> torch.Tensor:
         return y.T @ y
     flat = y.flatten(2)
     if flat.shape[2] >= 256:
+        # Many positions per image: one N×P @ P×N product per image reads the B×N×P map as it
+        # lies; the row form would first copy it, transposed, to B·P×N.
         return torch.bmm(flat, flat.transpose(1, 2)).sum(0)
+    # Few positions: many tiny batched products cost more than that copy and one large product.
     rows = as_rows(y)
     return rows.T @ rows
 
@@ -181,11 +189,16 @@ def statistics(
     m = y.numel() // n
     w = weight.flatten(1)
     if not prefix_is_cheaper(m, n, w.shape[1]):
+        # Gram form (B ≳ N, e.g. convolutions): YᵀX as a weight-gradient (no unfolding), and
+        # tril(YᵀY)W from the N×N Gram matrix.
         hebb = patch_sum(y, x, weight, geometry)
         hebb.sub_((torch.tril(gram(y)) @ w).reshape(weight.shape))
     elif geometry is None:
+        # Linear, B < N: the rows of X are at hand, so the blocked form gives YᵀX too.
         hebb = hebbian_term(y, x, w)
-    else:  # a convolution with fewer positions than neurons: patches X are not at hand
+    else:
+        # Convolution, B < N (few positions, many channels): X − C_i would need the unfolded
+        # patches, so YᵀX stays a weight-gradient and the blocked form gives −tril(YᵀY)W only.
         hebb = patch_sum(y, x, weight, geometry)
         hebb.add_(hebbian_term(as_rows(y), None, w).reshape(weight.shape))
     return {"hebb": hebb, "count": m}

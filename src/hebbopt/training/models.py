@@ -20,21 +20,13 @@ def _model_error(cfg: Config, e: Exception) -> str:
     if isinstance(e, TypeError) and "unexpected keyword argument" in str(e):
         return (
             f"model.kwargs {cfg.model.kwargs!r}: {e}; {cfg.model.name} accepts "
-            f"{accepted_model_kwargs(cfg.model.name)}"
+            f"{_accepted_model_kwargs(cfg.model.name)}"
         )
     return f"model.name {cfg.model.name!r}: {e}"
 
 
-def accepted_model_kwargs(name: str) -> list[str]:
-    """The keyword arguments the class of timm model ``name`` takes (what ``model.kwargs`` may set).
-
-    Args:
-        name: a timm model name.
-
-    Returns:
-        The parameter names of the model class's constructor, sorted (empty if the model cannot
-        be built with its defaults).
-    """
+def _accepted_model_kwargs(name: str) -> list[str]:
+    """The constructor parameters of timm model ``name``'s class, sorted ([] if it cannot be built)."""
     try:
         with torch.device("meta"):  # no memory, no initialisation cost
             model = timm.create_model(name)
@@ -51,7 +43,7 @@ def _refuse_nulls(cfg: Config) -> None:
         raise ConfigError(
             f"model.kwargs: {', '.join(map(repr, nulls))} has no value (null); write {{key: value}} with a "
             f"space after the colon, e.g. {{width: 0.5}}; {cfg.model.name} accepts "
-            f"{accepted_model_kwargs(cfg.model.name)}"
+            f"{_accepted_model_kwargs(cfg.model.name)}"
         )
 
 

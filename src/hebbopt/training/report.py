@@ -39,15 +39,7 @@ def metric_name(num_classes: int) -> str:
     return "top1" if num_classes <= 10 else "top5"
 
 
-def protocol_of(result: dict) -> str:
-    """The evaluation protocol of a result.
-
-    Args:
-        result: a sweep result.
-
-    Returns:
-        Its ``protocol``; ``"finetune"`` when it has none.
-    """
+def _protocol_of(result: dict) -> str:
     return str(result.get("protocol", "finetune"))
 
 
@@ -56,8 +48,8 @@ def summarise(results: list[dict], metric: str) -> dict:
 
     Args:
         results: sweep results, each with ``regime``, ``method``, ``test`` (as
-            :func:`~hebbopt.training.finetune.finetune` returns them) and ``protocol`` (see
-            :func:`protocol_of`).
+            :func:`~hebbopt.training.finetune.finetune` returns them) and ``protocol``
+            (``"finetune"`` when absent).
         metric: ``"top1"`` or ``"top5"``.
 
     Returns:
@@ -71,7 +63,7 @@ def summarise(results: list[dict], metric: str) -> dict:
     """
     groups: dict[tuple[float, str, str], list[float]] = defaultdict(list)
     for r in results:
-        groups[float(r["regime"]), r["method"], protocol_of(r)].append(r["test"][metric])
+        groups[float(r["regime"]), r["method"], _protocol_of(r)].append(r["test"][metric])
     return {
         key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
         for key, v in groups.items()
