@@ -1,5 +1,6 @@
 """Recipes end to end on tiny synthetic data: every method, exact resume, fail-fast configs."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -115,6 +116,22 @@ def test_layerwise_pretraining_resumes_mid_schedule(tmp_path, monkeypatch):
     assert stages == [0, 1]
 
 
+def test_layerwise_stages_stop_the_forward_after_their_layer_with_the_same_weights(tmp_path, monkeypatch):
+    pre = importlib.import_module("hebbopt.training.pretrain")  # the package exports a function of that name
+    extra = ["--pretrain.schedule", "layerwise", "--pretrain.include", "[features.0, features.4]"]
+    calls = []
+    real = torch.nn.Conv2d.forward
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", lambda self, x: calls.append(self) or real(self, x))
+    cut = load_file(pretrain(tiny(tmp_path / "cut", *extra)))
+    stopped = len(calls)
+    calls.clear()
+    monkeypatch.setattr(pre, "_stop_after", lambda layer: None)  # the whole forward every time
+    whole = load_file(pretrain(tiny(tmp_path / "whole", *extra)))
+    assert stopped < len(calls)  # the convolutions after features.4 (and after features.0 in stage 1)
+    for k in ("features.0.weight", "features.4.weight"):
+        assert torch.equal(cut[k], whole[k]), k
+
+
 def test_finetune_resumes_to_the_same_weights_and_accuracy(tmp_path, monkeypatch):
     extra = ["--finetune.epochs", "3", "--finetune.regime", "50", "--data.val_size", "8",
              "--finetune.lr_constant_epochs", "1", "--finetune.lr_halve_every", "1"]  # fmt: skip
@@ -188,11 +205,14 @@ def test_config_files_in_recipes_load(tmp_path, monkeypatch):
         load(ROOT / "recipes" / "configs" / "cifar10_semisup.yaml")
 
 
-def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_path):
+@pytest.mark.parametrize("schedule", ["all", "layerwise"])
+def test_two_processes_shard_batches_like_one_process_with_a_double_batch(tmp_path, schedule):
     """torchrun × 2, batch 16 each == one process, batch 32: the first layer sees the same images
-    per step and its statistics are all-reduced (deeper layers differ: BatchNorm is per process)."""
+    per step and its statistics are all-reduced (deeper layers differ: BatchNorm is per process).
+    Layerwise stages end the DDP forward early (an exception out of the hooked layer)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [*TINY, "--pretrain.method", "hpca", "--pretrain.epochs", "2", "--run.cpu", "true"]
+    args = [*TINY, "--pretrain.method", "hpca", "--pretrain.epochs", "2", "--run.cpu", "true",
+            "--pretrain.schedule", schedule]  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     two = tmp_path / "two"
     script = str(ROOT / "recipes" / "pretrain.py")

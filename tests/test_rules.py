@@ -9,6 +9,7 @@ The 2-process sum is in test_distributed.py (one spawn for all rules).
 """
 
 import copy
+import dataclasses
 import inspect
 import pathlib
 
@@ -168,6 +169,17 @@ def test_unknown_rule_and_unknown_hyper_parameter():
         hebbopt.HebbianOptimizer(small_net(), "hpca", temperature=1.0)
     with pytest.raises(TypeError, match="not hyper-parameters"):
         hebbopt.HebbianOptimizer([{"modules": small_net(), "temprature": 0.1}], "swta")
+
+
+def test_winners_take_only_what_statistics_takes():
+    swta = RULES["swta"]
+
+    def winners(x, u, weight, geometry, *, temperature, margin):
+        return u.argmax(dim=1)
+
+    with pytest.raises(ValueError, match=r"winners takes \['margin'\], which statistics does not"):
+        dataclasses.replace(swta, winners=winners)
+    assert dataclasses.replace(swta, winners=None).winners_hyper == ()
 
 
 @pytest.mark.parametrize("rule", NAMED)

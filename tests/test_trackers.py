@@ -59,6 +59,7 @@ def test_digits_pretraining_writes_scalars_diagnostics_histograms_and_filter_ima
         updates = [e.value for e in acc.Scalars(f"hebbian/{name}/update")]
         norms = [e.value for e in acc.Scalars(f"hebbian/{name}/norm")]
         assert all(0 < u < 10 for u in updates) and all(n > 0 for n in norms), (name, updates, norms)
+        assert f"hebbian/{name}/ever_won" not in tags["scalars"]  # HPCA has no winners
         assert f"weights/{name}" in tags["histograms"]
         assert steps(acc, f"epoch/relative_change/{name}") == [per_epoch, 2 * per_epoch]
     assert [e.value for e in acc.Scalars("hebbian/lr")] == pytest.approx([1e-3] * len(logged))
@@ -81,6 +82,9 @@ def test_sweep_logs_each_run_under_its_folder_and_the_table_as_text(tmp_path):
             "finetune/swta-seed0-50pct/val/top1", "finetune/none-seed0-50pct/test/top1",
             "results/finetune/swta/50pct", "results/finetune/none/50pct"} <= scalars  # fmt: skip
     assert not any(t.startswith("pretrain/none") for t in scalars)  # nothing to pre-train
+    # soft-WTA is competitive: the fraction of neurons that ever won only grows
+    won = [e.value for e in acc.Scalars("pretrain/swta-seed0/hebbian/features.0/ever_won")]
+    assert len(won) > 1 and 0 < won[0] and won == sorted(won) and won[-1] <= 1, won
     assert "pretrain/swta-seed0/filters" in acc.Tags()["images"]
     test = acc.Scalars("finetune/none-seed0-50pct/test/top1")[0].value
     assert acc.Scalars("results/finetune/none/50pct")[0].value == pytest.approx(test)

@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import rel_err
+from helpers import record_inputs, rel_err
 from torch import nn
 
 import hebbopt
+from hebbopt.reference import patches
 from hebbopt.rules import RULES
 
 
@@ -199,3 +200,89 @@ def test_diagnostics_record_the_relative_update(rule):
         got = opt.last_update[name]
         assert float(got["update"]) == pytest.approx(float(delta.abs().max() / before[name].abs().max()))
         assert float(got["norm"]) == pytest.approx(float(m.weight.detach().flatten(1).norm(dim=1).mean()))
+
+
+def swta_similarity(xp, w, h):
+    if h["similarity"] == "dot":
+        return xp @ w.T
+    cos = (xp @ w.T) / xp.norm(dim=1, keepdim=True) / w.norm(dim=1)
+    return ((1 + cos) / 2) ** 2
+
+
+# What each competitive rule ranks, per sample (rows of unfolded patches xp, weight rows w), as its
+# paper writes it: the winner is the argmax over neurons.
+RANKED = {
+    "swta": swta_similarity,
+    "softhebb": lambda xp, w, h: xp @ w.T,
+    "krotov": lambda xp, w, h: xp @ (w.sign() * w.abs() ** (h["p"] - 1)).T,
+}
+COMPETITIVE = [(name, ex) for name, rule in RULES.items() if rule.winners is not None for ex in rule.examples]
+
+
+def test_the_competitive_rules_are_those_with_winners():
+    assert {name for name, _ in COMPETITIVE} == set(RANKED) == {"swta", "softhebb", "krotov"}
+
+
+def wide_net():
+    """More neurons than samples per layer, so that some neurons never win; neuron norms spread
+    over 0.1-10×, so that ranking by w·x and by cos(w, x) differ."""
+    torch.manual_seed(torch.seed() % 2**31)
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 2 * 2, 40), nn.ReLU(),
+        nn.Linear(40, 2),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        for m in (model[0], model[3]):
+            n = m.weight.shape[0]
+            scale = torch.logspace(-1, 1, n, dtype=torch.float64)[torch.randperm(n)]
+            m.weight.mul_(scale.view(n, *[1] * (m.weight.dim() - 1)))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("rule", "hyper"),
+    COMPETITIVE,
+    ids=[f"{r}-{'-'.join(map(str, ex.values())) or 'defaults'}" for r, ex in COMPETITIVE],
+)
+def test_ever_won_is_the_fraction_of_neurons_that_won_a_sample(rule, hyper):
+    model = wide_net()
+    opt = hebbopt.HebbianOptimizer(model, rule, lr=0.05, diagnostics=True, **hyper)
+    full = RULES[rule].defaults(**hyper)
+    won = {name: set() for name in opt.layers}
+    for forwards in (2, 1):  # two forwards before the first step, one before the second
+        batches = [torch.randn(2, 3, 5, 5, dtype=torch.float64) for _ in range(forwards)]
+        inputs = record_inputs(model, opt.layers, *batches)  # the same inputs, captured apart
+        for name, m in opt.layers.items():
+            w = m.weight.detach().flatten(1)
+            won[name] |= set(RANKED[rule](patches(m, inputs[name]), w, full).argmax(dim=1).tolist())
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+        opt.step()
+        for name, m in opt.layers.items():
+            expected = len(won[name]) / m.weight.shape[0]
+            assert 0 < expected < 1, name  # 24 and 6 samples for 32 and 40 neurons
+            assert float(opt.last_update[name]["ever_won"]) == pytest.approx(expected), name
+    # kept in the optimizer's state: a state_dict round trip carries it, as booleans
+    twin = hebbopt.HebbianOptimizer(copy.deepcopy(model), rule, lr=0.05, **hyper)
+    twin.load_state_dict(opt.state_dict())
+    for p, q in zip(opt.param_groups[0]["params"], twin.param_groups[0]["params"], strict=True):
+        loaded = twin.state[q]["won"]
+        assert loaded.dtype == torch.bool and torch.equal(loaded, opt.state[p]["won"])
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_ever_won_only_for_competitive_rules_and_only_with_diagnostics(rule):
+    model = net()
+    quiet = hebbopt.HebbianOptimizer(model, rule, lr=0.05)
+    forward(model)
+    quiet.step()
+    assert quiet.last_update == {} and all("won" not in s for s in quiet.state.values())  # no extra work
+    quiet.close()
+    opt = hebbopt.HebbianOptimizer(model, rule, lr=0.05, diagnostics=True)
+    forward(model)
+    opt.step()
+    competitive = RULES[rule].winners is not None
+    assert all(("won" in s) == competitive for s in opt.state.values())
+    assert all(("ever_won" in d) == competitive for d in opt.last_update.values())
+    assert set(opt.last_update) == set(opt.layers)

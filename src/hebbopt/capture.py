@@ -80,6 +80,11 @@ def batch_statistics(
     Returns:
         the rule's statistics of this batch.
     """
+    return statistics(*_rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
+
+
+def _rule_inputs(x, output, bias, weight, geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, u, weight)`` as a rule takes them (see :func:`batch_statistics`)."""
     dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
     dtype = torch.promote_types(dtype, weight.dtype)
     x, output, weight = x.to(dtype), output.to(dtype), weight.to(dtype)
@@ -87,7 +92,7 @@ def batch_statistics(
         x = x.reshape(-1, weight.shape[1])
         output = output.reshape(-1, weight.shape[0])
     u = output if bias is None else output - bias.to(dtype).reshape(1, -1, *([1] * (output.dim() - 2)))
-    return statistics(x, u, weight, geometry, **hyper)
+    return x, u, weight
 
 
 def _layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
@@ -196,7 +201,9 @@ def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) ->
 
     The group's hyper-parameters are checked again first (a value edited by hand fails here, not
     deep in a kernel); the weight shape is recorded, so that ``step()`` can refuse statistics of a
-    layer that changed shape since.
+    layer that changed shape since. With ``optimizer.diagnostics`` on and a rule with
+    ``winners``, the neurons that win a sample are also marked in ``state[weight]["won"]`` (N
+    booleans, kept across steps); with diagnostics off, nothing of the kind is computed.
 
     Args:
         optimizer: the :class:`~hebbopt.HebbianOptimizer` (its rule, groups, state, ``compile``).
@@ -228,4 +235,15 @@ def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) ->
         )
     state["shape"] = tuple(weight.shape)
     state["stats"] = accumulate(state.get("stats"), stats)
+    if optimizer.diagnostics and rule.winners is not None:
+        # Eager even when the statistics are compiled: diagnostics only, and no extra graph.
+        hyper = {k: stat_kwargs[k] for k in rule.winners_hyper}
+        index = rule.winners(*_rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
+        state["won"] = _mark_winners(state.get("won"), index, weight.shape[0])
     layer.captured = True
+
+
+def _mark_winners(won: torch.Tensor | None, index: torch.Tensor, n: int) -> torch.Tensor:
+    if won is None or won.shape[0] != n:  # the first marks, or a layer that changed shape
+        won = torch.zeros(n, dtype=torch.bool, device=index.device)
+    return won.to(index.device).index_fill_(0, index.reshape(-1), True)

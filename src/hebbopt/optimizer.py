@@ -41,7 +41,9 @@ class HebbianOptimizer(Optimizer):
             ``False`` or ``"auto"`` (compile for CUDA tensors, eager on the CPU where the first
             call of each layer shape would cost ~15 s of compilation).
         diagnostics: after each :meth:`step`, record per layer ``max|ΔW| / max|W|`` and the mean
-            neuron norm ``‖w_n‖`` in :attr:`last_update` (costs one weight copy per layer).
+            neuron norm ``‖w_n‖`` in :attr:`last_update` (costs one weight copy per layer), and
+            for a competitive rule (one with ``winners``: swta, softhebb, krotov) the fraction of
+            neurons that ever won a sample (costs one argmax per forward pass).
         **hyper: the rule's hyper-parameters (``RULES[rule].hyper``), e.g. ``temperature=0.1``.
 
     Raises:
@@ -79,7 +81,11 @@ class HebbianOptimizer(Optimizer):
         self.diagnostics = diagnostics
         self.last_update: dict[str, dict[str, torch.Tensor]] = {}
         """Per layer after each :meth:`step` (with ``diagnostics=True``): ``"update"`` =
-        max|ΔW| / max|W| and ``"norm"`` = mean ‖w_n‖, as 0-d tensors (no host sync)."""
+        max|ΔW| / max|W| and ``"norm"`` = mean ‖w_n‖, as 0-d tensors (no host sync). For a rule
+        with ``winners``, also ``"ever_won"``: the fraction of the layer's neurons that won at
+        least one sample (image or position) of the forward passes captured with diagnostics on,
+        since the optimizer was made; it is kept in ``state[weight]["won"]``, so it survives
+        :meth:`state_dict` / :meth:`load_state_dict`, and counts this process's samples only."""
         self._layers: dict[nn.Parameter, _Layer] = {}
         self._skipped: dict[str, str] = {}
         self._warned: set[str] = set()
@@ -275,12 +281,15 @@ class HebbianOptimizer(Optimizer):
             weight = p.detach()
             before = weight.clone() if self.diagnostics else None
             apply(weight, stats, lr, **apply_kwargs)
+            state = self.state[p]
             if before is not None:
-                self.last_update[self._layers[p].name] = {
+                entry = {
                     "update": (weight - before).abs().max() / before.abs().max().clamp_min(1e-30),
                     "norm": weight.flatten(1).float().norm(dim=1).mean(),
                 }
-            state = self.state[p]
+                if "won" in state:
+                    entry["ever_won"] = state["won"].float().mean()
+                self.last_update[self._layers[p].name] = entry
             del state["stats"]
             state["step"] = state.get("step", 0) + 1
         return result
@@ -326,10 +335,11 @@ class HebbianOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`: hyper-parameters, step counts and pending statistics.
+        """Load a :meth:`state_dict`: hyper-parameters, step counts, pending statistics, winners.
 
-        Pending statistics keep the dtype they were saved with (``torch.optim`` would cast them
-        to each weight's dtype, e.g. float32 sums of a bf16 model to bf16).
+        Pending statistics and the neurons that ever won keep the dtype they were saved with
+        (``torch.optim`` would cast them to each weight's dtype, e.g. float32 sums of a bf16
+        model to bf16, booleans to floats).
 
         Args:
             state_dict: from :meth:`state_dict` of an optimizer of the same rule and layers.
@@ -351,10 +361,12 @@ class HebbianOptimizer(Optimizer):
                 f"this state_dict is of the layers {theirs} but this optimizer hooks {ours} "
                 "(by group); build the optimizer over the same layers"
             )
-        stats = {}
+        stats, won = {}, {}
         for index, entry in state_dict["state"].items():
             if "stats" in entry:
                 stats[index] = entry["stats"]
+            if "won" in entry:
+                won[index] = entry["won"]
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         for index, saved_stats in stats.items():
@@ -363,6 +375,9 @@ class HebbianOptimizer(Optimizer):
                 k: v.to(device=p.device, copy=True) if isinstance(v, torch.Tensor) else v
                 for k, v in saved_stats.items()
             }
+        for index, saved_won in won.items():
+            p = params[index]
+            self.state[p]["won"] = saved_won.to(device=p.device, dtype=torch.bool, copy=True)
 
 
 class _Layer:

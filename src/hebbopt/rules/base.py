@@ -20,6 +20,11 @@ The contract of the two functions (checked for every registered rule by ``tests/
   without the in-place fusion; a rule that gives only ``update`` gets ``W.add_(lr·ΔW)``.
 * ``reference(layer, x, *, <hyper>) -> ΔW``: the paper's per-sample rule, literally, on unfolded
   patches, for an ``nn.Linear`` or ``nn.Conv2d`` and its input; the ground truth of the tests.
+* ``winners(x, u, weight, geometry, *, <hyper>) -> index``, only for a competitive rule: the
+  neuron that wins each sample (the argmax over neurons of what the rule ranks), shaped like
+  ``u`` without its neuron dimension (M, or B×H'×W'). It takes the same inputs as ``statistics``
+  and some of its hyper-parameters. With ``diagnostics=True`` the optimizer records which neurons
+  ever win (``last_update[name]["ever_won"]``); ``None`` (the default) for a rule without winners.
 
 The keyword-only parameters of ``statistics`` and ``apply_``/``update`` are the rule's
 hyper-parameters; their names are the param-group keys (``HebbianOptimizer(model, rule=...,
@@ -164,10 +169,13 @@ class Rule:
         check_layer: optional ``(hyper, weight) -> str | None``: a problem of these
             hyper-parameters with this layer (e.g. ``k`` larger than its number of neurons).
         examples: hyper-parameter settings the rule suite tests (``{}`` = the defaults).
+        winners: for a competitive rule, ``(x, u, weight, geometry, **hyper) -> index``: the
+            winning neuron of each sample (see the module docstring); ``None`` otherwise.
 
     Raises:
         ValueError: a hyper-parameter that no function takes, a keyword-only parameter without a
-            :class:`Hyper`, or a default that fails its own check.
+            :class:`Hyper`, a ``winners`` parameter that ``statistics`` does not take, or a
+            default that fails its own check.
 
     Examples:
         >>> from hebbopt.rules import RULES
@@ -185,6 +193,7 @@ class Rule:
     apply_: Callable[..., None] | None = None
     check_layer: Callable[[dict, torch.Tensor], str | None] | None = None
     examples: tuple[dict, ...] = ({},)
+    winners: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         taken = set(self.statistics_hyper) | set(self.apply_hyper)
@@ -192,6 +201,12 @@ class Rule:
             raise ValueError(
                 f"rule {self.name!r}: hyper-parameters {sorted(self.hyper)} must be exactly the "
                 f"keyword-only parameters of statistics/apply_ ({sorted(taken)})"
+            )
+        extra = set(self.winners_hyper) - set(self.statistics_hyper)
+        if extra:
+            raise ValueError(
+                f"rule {self.name!r}: winners takes {sorted(extra)}, which statistics does not; "
+                "winners ranks what statistics sees, with some of its hyper-parameters"
             )
         for key, h in self.hyper.items():
             if not h.check.accepts(h.default):
@@ -206,6 +221,11 @@ class Rule:
     def apply_hyper(self) -> tuple[str, ...]:
         """The hyper-parameters ``apply_`` (or ``update``) takes."""
         return _keyword_only(self.apply_ or self.update)
+
+    @functools.cached_property
+    def winners_hyper(self) -> tuple[str, ...]:
+        """The hyper-parameters ``winners`` takes (none without ``winners``)."""
+        return _keyword_only(self.winners) if self.winners is not None else ()
 
     def defaults(self, **overrides: Any) -> dict[str, Any]:
         """Every hyper-parameter's default, with ``overrides`` applied and checked.

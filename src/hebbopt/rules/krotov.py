@@ -75,6 +75,24 @@ def statistics(
     return {"gx": patch_sum(g, x, weight, geometry), "gi": (g * i).sum(sample_dims(i))}
 
 
+def winners(
+    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, *, p: float
+) -> torch.Tensor:
+    """The top-ranked neuron by the currents ``I`` of every sample (the one with ``g = 1``).
+
+    Args:
+        x: layer input (padded for a convolution).
+        u: pre-activation ``w·x`` without bias.
+        weight: the layer weight W.
+        geometry: ``None`` for Linear, else the convolution's geometry.
+        p: the Lebesgue exponent of the currents.
+
+    Returns:
+        the winner's index per sample, M or B×H'×W'.
+    """
+    return currents(x, u, weight, geometry, p).argmax(dim=1)
+
+
 def update(stats: dict, weight: torch.Tensor) -> torch.Tensor:
     """``ΔW = D / max(max|D|, 1e-30)`` with ``D = Σ g x − (Σ g I) w``.
 
@@ -136,5 +154,6 @@ RULE = Rule(
     reference=reference,
     weight_shaped=frozenset({"gx"}),
     check_layer=_check_k,
+    winners=winners,
     examples=({"p": 2.0, "k": 2, "delta": 0.4}, {"p": 3.0, "k": 3, "delta": 0.1}),
 )

@@ -70,6 +70,21 @@ def statistics(
     return {"yx": patch_sum(yt, x, weight, geometry), "yu": (yt * u).sum(sample_dims(u))}
 
 
+def winners(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """The winner of every sample: the neuron of largest ``u``, the Hebbian one of :func:`signed_softmax`.
+
+    Args:
+        x: layer input (unused).
+        u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
+        weight: the layer weight (unused).
+        geometry: ``None`` for Linear, else the convolution's geometry (unused).
+
+    Returns:
+        the winner's index per sample, M or B×H'×W'.
+    """
+    return u.argmax(dim=1)
+
+
 def update(stats: dict, weight: torch.Tensor, *, power_lr: float) -> torch.Tensor:
     """``ΔW_n = (|‖w_n‖ − 1| + 1e-10)^power_lr · D_n / (max|D| + 1e-30)``, ``D = Σ ỹ x − (Σ ỹ u) w``.
 
@@ -128,5 +143,6 @@ RULE = Rule(
     update=update,
     reference=reference,
     weight_shaped=frozenset({"yx"}),
+    winners=winners,
     examples=({"temperature": 1.0, "power_lr": 0.5}, {"temperature": 0.3, "power_lr": 0.0}),
 )

@@ -120,6 +120,35 @@ def statistics(
     return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": r.sum(dims)}
 
 
+def winners(
+    x: torch.Tensor,
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    *,
+    similarity: str = "raised_cos2",
+) -> torch.Tensor:
+    """The neuron of largest similarity ``s_bn``, hence of largest ``r_bn``, for every sample.
+
+    For ``"raised_cos2"`` that is the largest ``cos(w_n, x_b)``: ``‖x_b‖`` is common to every
+    neuron and ``((1 + cos) / 2)²`` grows with ``cos``, so ``u_bn / ‖w_n‖`` ranks the neurons
+    alike without the patch norms.
+
+    Args:
+        x: layer input, M×S (Linear) or B×C×H×W (Conv2d, padded as ``geometry`` expects).
+        u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
+        weight: the layer weight W, N×S or N×C×kh×kw.
+        geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
+        similarity: ``"raised_cos2"`` or ``"dot"``.
+
+    Returns:
+        the winner's index per sample, M or B×H'×W'.
+    """
+    if similarity == "dot":
+        return u.argmax(dim=1)
+    return (u * neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal(), u)).argmax(dim=1)
+
+
 def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
     """``ΔW_n = (A_n − q_n w_n) / z_n`` (eq. 6 without η); zero for a neuron with ``z_n = 0``.
 
@@ -166,5 +195,6 @@ RULE = Rule(
     apply_=apply_,
     reference=reference.swta_update,
     weight_shaped=frozenset({"r2x"}),
+    winners=winners,
     examples=({"temperature": 0.02, "similarity": "raised_cos2"}, {"temperature": 0.7, "similarity": "dot"}),
 )

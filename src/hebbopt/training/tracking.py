@@ -10,11 +10,13 @@ written into the run folder itself: ``tensorboard --logdir runs`` shows every co
 
 What is logged, on the main process only (accelerate's trackers live there; the other processes
 do nothing): losses, accuracies and learning rates as scalars; per-layer Hebbian diagnostics
-(``max|ΔW|/max|W|`` and the mean neuron norm, from :attr:`hebbopt.HebbianOptimizer.last_update`)
-every ``run.log_every`` steps, the optimizer's diagnostics turned on for those steps only, so the
-other steps pay neither the weight copy nor a host synchronisation; weight histograms (TensorBoard)
-and the first layer's filter grid (:func:`hebbopt.filters.filter_grid`; TensorBoard and trackers
-with ``log_images``) at each epoch; the sweep's results table as text at the end.
+(``max|ΔW|/max|W|``, the mean neuron norm and, for competitive rules, the fraction of neurons that
+ever won, from :attr:`hebbopt.HebbianOptimizer.last_update`) every ``run.log_every`` steps, the
+optimizer's diagnostics turned on for those steps only, so the other steps pay neither the weight
+copy, the winners' argmax nor a host synchronisation (the fraction that ever won therefore counts
+the batches of those steps); weight histograms (TensorBoard) and the first layer's filter grid
+(:func:`hebbopt.filters.filter_grid`; TensorBoard and trackers with ``log_images``) at each epoch;
+the sweep's results table as text at the end.
 """
 
 from __future__ import annotations
@@ -169,8 +171,11 @@ class Tracker:
     def hebbian(self, optimizer: Any, step: int) -> None:
         """Log the per-layer diagnostics of the optimizer's last step and its learning rates.
 
-        Tags ``hebbian/<layer>/update`` (max|ΔW|/max|W|), ``hebbian/<layer>/norm`` (mean neuron
-        norm ‖w_n‖) and ``hebbian/lr`` (``hebbian/lr/<i>`` per param group when there are several).
+        Tags ``hebbian/<layer>/<key>`` for every entry of
+        :attr:`~hebbopt.HebbianOptimizer.last_update`: ``update`` (max|ΔW|/max|W|), ``norm`` (mean
+        neuron norm ‖w_n‖) and, for competitive rules, ``ever_won`` (the fraction of neurons that
+        won a sample); and ``hebbian/lr`` (``hebbian/lr/<i>`` per param group when there are
+        several).
 
         Args:
             optimizer: a :class:`~hebbopt.HebbianOptimizer` that stepped with ``diagnostics`` on.
@@ -180,8 +185,8 @@ class Tracker:
             return
         values: dict[str, Any] = {}
         for name, d in optimizer.last_update.items():
-            values[f"hebbian/{name}/update"] = d["update"]
-            values[f"hebbian/{name}/norm"] = d["norm"]
+            for key, value in d.items():
+                values[f"hebbian/{name}/{key}"] = value
         groups = optimizer.param_groups
         for i, group in enumerate(groups):
             values["hebbian/lr" if len(groups) == 1 else f"hebbian/lr/{i}"] = float(group["lr"])
