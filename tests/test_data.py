@@ -98,6 +98,20 @@ def test_streamed_folder_resizes_and_normalises(tmp_path):
     assert xs.mean(dim=(0, 2, 3)).abs().max() < 1e-5  # all 9 training images were the statistics' sample
 
 
+def test_streamed_statistics_follow_an_edited_training_folder(tmp_path):
+    write_folder(tmp_path / "tiny", "train", 3, size=(10, 12))
+    write_folder(tmp_path / "tiny", "val", 1, size=(10, 12), seed=2)
+    first = load_dataset("imagefolder", tmp_path / "tiny", img_size=8, cache=tmp_path / "cache")
+    again = load_dataset("imagefolder", tmp_path / "tiny", img_size=8, cache=tmp_path / "cache")
+    assert again.mean == first.mean and len(list((tmp_path / "cache").glob("*stats*"))) == 1
+    white = Image.fromarray(torch.full((10, 12, 3), 255, dtype=torch.uint8).numpy())
+    white.save(tmp_path / "tiny" / "train" / "cat" / "0.png")  # an image replaced in place
+    edited = load_dataset("imagefolder", tmp_path / "tiny", img_size=8, cache=tmp_path / "cache")
+    xs = torch.stack([FolderImages(tmp_path / "tiny" / "train", 8)[i][0] for i in range(9)]).double()
+    assert edited.mean == pytest.approx(xs.mean(dim=(0, 2, 3)).tolist())
+    assert edited.mean != first.mean
+
+
 @pytest.mark.parametrize(
     ("name", "root", "message"),
     [

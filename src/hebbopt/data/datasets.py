@@ -491,7 +491,10 @@ class FolderImages(Dataset):
 
 def _streamed(name, path, img_size, cache) -> ImageSplits:
     test_dir = path / "test" if (path / "test").is_dir() else path / "val"
-    key = hashlib.sha1(f"{path.resolve()}|{img_size}".encode()).hexdigest()[:12]
+    # the training files themselves (names, sizes, mtimes) are in the key: an edited folder gets
+    # new statistics, not a stale cache
+    files = _fingerprint(path / "train")
+    key = hashlib.sha1(f"{path.resolve()}|{img_size}|{files}".encode()).hexdigest()[:12]
     stats_file = _cache_dir(cache) / f"{name}-stats-{key}.json"
     if stats_file.exists():
         try:
