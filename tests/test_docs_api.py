@@ -43,6 +43,7 @@ MODULES = [
     "hebbopt.files",
     "hebbopt.models.alexnet",
     "hebbopt.models.softhebb",
+    "hebbopt.models.features",
     "hebbopt.data.datasets",
     "hebbopt.data.regimes",
     "hebbopt.data.seeds",

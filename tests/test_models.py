@@ -150,3 +150,17 @@ def test_filter_pictures(tmp_path):
     assert (w, h) == (16 * 4 + 1, 8 * 4 + 1)  # 8 filters × 16 grey channel tiles of 3×3
     with pytest.raises(ValueError, match="4-d"):
         hebbopt.filter_grid(model.pre_logits[1])
+
+
+def test_take_indices_reads_indices_as_timm_does():
+    from timm.models._features import feature_take_indices  # timm's own (private) reading, the oracle
+
+    from hebbopt.models.features import take_indices
+
+    for n in (1, 3, 5):
+        cases = [None, *range(1, n + 1), [0], [-1], [0, -1], list(range(n)), [n - 1, 0]]
+        for indices in cases:
+            assert take_indices(n, indices) == feature_take_indices(n, indices), (n, indices)
+    for bad in (0, 4, [3], [-4], []):
+        with pytest.raises(ValueError, match=r"range|no feature"):
+            take_indices(3, bad)

@@ -19,8 +19,9 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices  # private, not exported publicly by timm 1.0.31
 from torch import nn
+
+from hebbopt.models.features import take_indices
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -193,7 +194,7 @@ class HebbAlexNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError("output_fmt must be 'NCHW'")
-        take, max_index = feature_take_indices(len(self.feature_ends), indices)
+        take, max_index = take_indices(len(self.feature_ends), indices)
         end = self.feature_ends[max_index] if stop_early else len(self.features) - 1
         intermediates = []
         for i, layer in enumerate(self.features[: end + 1]):
@@ -215,7 +216,7 @@ class HebbAlexNet(nn.Module):
         Returns:
             the indices of the kept intermediates.
         """
-        take, max_index = feature_take_indices(len(self.feature_ends), indices)
+        take, max_index = take_indices(len(self.feature_ends), indices)
         self.features = self.features[: self.feature_ends[max_index] + 1]
         if prune_head or max_index < len(self.feature_ends) - 1:
             self.pre_logits = nn.Identity()

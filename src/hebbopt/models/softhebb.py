@@ -50,9 +50,10 @@ from typing import Any, NamedTuple
 import torch
 from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from torch import nn
 from torch.nn import functional as F
+
+from hebbopt.models.features import take_indices
 
 
 class SoftHebbLayer(NamedTuple):
@@ -355,7 +356,7 @@ class SoftHebbNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError("output_fmt must be 'NCHW'")
-        take, max_index = feature_take_indices(len(self.blocks), indices)
+        take, max_index = take_indices(len(self.blocks), indices)
         end = max_index if stop_early else len(self.blocks) - 1
         intermediates = []
         for i, block in enumerate(self.blocks[: end + 1]):
@@ -377,7 +378,7 @@ class SoftHebbNet(nn.Module):
         Returns:
             the indices of the kept intermediates.
         """
-        take, max_index = feature_take_indices(len(self.blocks), indices)
+        take, max_index = take_indices(len(self.blocks), indices)
         self.blocks = self.blocks[: max_index + 1]
         if prune_head or max_index < len(self.feature_info) - 1:
             self.reset_classifier(0)
