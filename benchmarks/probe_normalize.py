@@ -9,6 +9,7 @@ of finished pre-training runs, at the sweep's regimes. Prints a table and writes
 
 ``--backbone method:seed:path`` may repeat; ``none:<seed>:`` (no path) is the random start.
 Test accuracies are recorded beside, but only the validation column may choose.
+``--summarize A.json B.json ...`` reads such files back and prints mean ± std over seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import time
 
 from hebbopt.training import load
@@ -25,14 +27,36 @@ from hebbopt.training.semisup import _Features
 from hebbopt.training.setup import load_splits, make_accelerator
 
 
+def summarize(files: list[str]) -> None:
+    """Mean ± std (sample std, n − 1, over seeds) of every (method, normalize, regime) in the files."""
+    cells: dict = {}
+    for file in files:
+        for r in json.loads(pathlib.Path(file).read_text())["rows"]:
+            cells.setdefault((r["method"], r["normalize"], r["regime"]), {})[r["seed"]] = r
+    print("| method | normalize | regime | test top-1 | val top-1 | seeds |")
+    print("|---|---|---:|---:|---:|---|")
+    order = sorted(cells, key=lambda c: (c[2], c[0], c[1]))  # by regime, then method, then scaling
+    for method, how, regime in order:
+        by_seed = cells[method, how, regime]
+        tests = [r["test_top1"] for r in by_seed.values()]
+        test = f"{statistics.mean(tests):.2f} ± {statistics.stdev(tests) if len(tests) > 1 else 0:.2f}"
+        val = statistics.mean(r["val_top1"] for r in by_seed.values())
+        print(f"| {method} | {how} | {regime:g} % | {test} | {val:.2f} | {sorted(by_seed)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--backbone", action="append", required=True, help="method:seed:path")
+    ap.add_argument("--summarize", nargs="+", help="JSON files written by --out: print mean ± std and stop")
+    ap.add_argument("--config")
+    ap.add_argument("--backbone", action="append", help="method:seed:path")
     ap.add_argument("--regimes", type=float, nargs="+", default=[100])
     ap.add_argument("--normalize", nargs="+", default=list(NORMALIZE), choices=NORMALIZE)
-    ap.add_argument("--out", type=pathlib.Path, required=True)
+    ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
+    if args.summarize:
+        return summarize(args.summarize)
+    if not (args.config and args.backbone and args.out):
+        ap.error("--config, --backbone and --out are needed (or --summarize)")
     rows = []
     for spec in args.backbone:
         method, seed, path = spec.split(":", 2)
