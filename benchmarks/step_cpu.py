@@ -14,10 +14,11 @@ plus the weight update of every hidden layer:
   unfolded patches, the O(B·N·S) reconstruction for the 4096-unit layer; eager and compiled.
 * ``sgd``: a backprop step of the same net for scale (cross-entropy, momentum 0.9).
 
-Times are medians over repeats after warm-up; the methods run interleaved, one step each per
-round, and "× SGD step" is the median over rounds of (method step / SGD step of the same round),
-which cancels most of the drift of a shared machine. Peak memory is measured in a fresh process per
-method: peak RSS during one step minus RSS before it (Linux ``VmHWM``, reset via clear_refs).
+Times are medians over repeats after warm-up; each method runs in a worker process of its own
+(one at a time), interleaved, one step each per round, and "× SGD step" is the median over rounds of (method
+step / SGD step of the same round), which cancels most of the drift of a shared machine. Peak
+memory is measured in a fresh process per method: peak RSS during one step minus RSS before it
+(Linux ``VmHWM``, reset via clear_refs).
 
     python benchmarks/step_cpu.py            # table on stdout, JSON in benchmarks/results/
 """
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -156,6 +159,7 @@ def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: t
         ("swta", "unfold"): reference.swta_update_unfold,
         ("hpca", "unfold"): reference.hpca_update_unfold,
     }.get((rule, impl), RULES[rule].reference)
+    hyper = RULES[rule].defaults()
     inputs: dict[str, torch.Tensor] = {}
     for name, m in layers.items():
         m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0]))
@@ -163,7 +167,7 @@ def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: t
     def step():
         with torch.no_grad():
             net(x)
-            deltas = {name: fn(m, inputs[name]) for name, m in layers.items()}
+            deltas = {name: fn(m, inputs[name], **hyper) for name, m in layers.items()}
             for name, m in layers.items():
                 m.weight.add_(deltas[name], alpha=1e-3)
         inputs.clear()
@@ -183,33 +187,55 @@ def setup(name: str, channels_last: bool = True):
     return make_step(rule, impl, net, x, y), warmup, repeats
 
 
+def _worker(name: str, conn) -> None:
+    # One method in a process of its own: its allocator state is its own, as in a training run.
+    step, warmup, repeats = setup(name)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    conn.send((time.perf_counter() - t0, repeats))
+    while conn.recv():
+        t = time.perf_counter()
+        step()
+        conn.send(time.perf_counter() - t)
+
+
 def time_methods(names: list[str], rounds: int) -> dict[str, dict]:
-    """Median step time of each method. Interleaved methods run one step each per round, so that
-    the drift of a shared machine hits them alike; the others (the slow references) run apart."""
-    steps, rows = {}, {}
+    """Median step time of each method, each in a worker process of its own (the allocator state
+    one method leaves behind changes another's step times: the paper net's SWTA step measured
+    0.69–0.82 × SGD depending on which other methods shared its process). Only one worker runs
+    at a time. Interleaved methods run one step each per round, so that the drift of a shared
+    machine hits them alike; the others (the slow references) run apart."""
+    ctx = multiprocessing.get_context("spawn")
+    workers, rows, repeats = {}, {}, {}
     for name in names:
-        step, warmup, repeats = setup(name)
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            step()
-        rows[name] = {"warmup_s": time.perf_counter() - t0, "times_s": []}
-        steps[name] = (step, repeats)
-    fast = [n for n in names if steps[n][1] is None]
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(name, theirs), daemon=True)
+        proc.start()
+        warmup_s, repeats[name] = ours.recv()
+        workers[name] = (proc, ours)
+        rows[name] = {"warmup_s": warmup_s, "times_s": []}
+
+    def timed(name: str) -> None:
+        workers[name][1].send(True)
+        try:
+            rows[name]["times_s"].append(workers[name][1].recv())
+        except EOFError:
+            raise RuntimeError(f"the worker of {name!r} failed (its traceback is above)") from None
+
+    fast = [n for n in names if repeats[n] is None]
     for _ in range(rounds):
         for name in fast:
-            t = time.perf_counter()
-            steps[name][0]()
-            rows[name]["times_s"].append(time.perf_counter() - t)
+            timed(name)
     for name in names:
-        if name not in fast:
-            step, repeats = steps[name]
-            for _ in range(repeats):
-                t = time.perf_counter()
-                step()
-                rows[name]["times_s"].append(time.perf_counter() - t)
+        for _ in range(repeats[name] or 0):
+            timed(name)
         rows[name]["median_s"] = statistics.median(rows[name]["times_s"])
         rows[name]["repeats"] = len(rows[name]["times_s"])
         rows[name]["min_s"] = min(rows[name]["times_s"])
+    for proc, conn in workers.values():
+        conn.send(False)
+        proc.join()
     return rows
 
 
@@ -272,7 +298,7 @@ def main() -> None:
         "batch": BATCH,
         "image_size": SIZE,
         "methods": rows,
-        "command": "python benchmarks/step_cpu.py",
+        "command": shlex.join(["python", "benchmarks/step_cpu.py", *sys.argv[1:]]),
     }
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

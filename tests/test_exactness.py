@@ -123,3 +123,41 @@ def test_channels_last_model(rule, hyper):
     net = geometry_net(torch.float64).to(memory_format=torch.channels_last)
     x = torch.randn(3, 3, 13, 11, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     check_step_matches_reference(rule, hyper, net, x, 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["rows", "nchw", "channels_last"])
+def test_softmax_over_its_own_buffer_equals_torch_softmax(dtype, layout):
+    from hebbopt.rules import swta
+
+    shape = (37, 19) if layout == "rows" else (3, 19, 5, 7)
+    s = (torch.randn(shape, dtype=torch.float64) * 30).to(dtype)  # large: the maximum matters
+    if layout == "channels_last":
+        s = s.contiguous(memory_format=torch.channels_last)
+    expected = torch.softmax(s.double(), dim=1)
+    r = swta.softmax_neurons_(s)
+    assert r.data_ptr() == s.data_ptr() and r.stride() == s.stride()  # written over, on the CPU
+    tol = {torch.float32: 1e-6, torch.float64: 1e-14, torch.bfloat16: 1e-2}[dtype]
+    assert (r.double() - expected).abs().max() < tol
+    with torch.no_grad():  # and the out-of-place form agrees
+        fresh = (torch.randn(shape, dtype=torch.float64) * 30).to(dtype)
+    assert torch.equal(swta.softmax_neurons(fresh), swta.softmax_neurons_(fresh.clone()))
+
+
+def test_next_forward_writes_into_the_statistics_the_step_applied():
+    lin = nn.Linear(12, 7).double()
+    opt = hebbopt.SoftWTAHebb(lin, lr=0.5, temperature=0.3)
+    lin(torch.randn(5, 12, dtype=torch.float64))
+    applied = opt.state[lin.weight]["stats"]["r2x"]
+    opt.step()
+    x = torch.randn(6, 12, dtype=torch.float64)
+    lin(x)
+    again = opt.state[lin.weight]["stats"]["r2x"]
+    assert again.data_ptr() == applied.data_ptr()  # no fresh N×S buffer
+    w = lin.weight.detach()
+    cos = (x @ w.T) / (x.norm(dim=1, keepdim=True) * w.norm(dim=1))
+    r = torch.softmax(((1 + cos) / 2) ** 2 / 0.3, dim=1)
+    assert rel_err(again, (r * r).T @ x) < 1e-13
+    opt.step()
+    opt.close()  # the spare buffers go with the hooks
+    assert not opt._spare

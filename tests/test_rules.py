@@ -15,7 +15,7 @@ import pathlib
 
 import pytest
 import torch
-from helpers import geometry_net, record_inputs, rel_err
+from helpers import assert_step_applies, geometry_net, record_inputs, rel_err
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -48,6 +48,19 @@ def test_exact_against_per_sample_reference_float64(rule, hyper):
     for name, m in opt.layers.items():
         assert expected[name].abs().max() > 0, name  # the reference moves every layer
         assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_consecutive_steps_stay_exact(rule):
+    # From the second step on, a forward may write its statistics into the buffers the previous
+    # step applied (hebbopt.rules.geometry.reusing): every step must still be the reference's.
+    net = geometry_net(torch.float64)
+    opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0)
+    for _ in range(3):
+        x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
+        inputs = record_inputs(net, opt.layers, x)
+        expected = {n: reference_step(rule, m, inputs[n], {}) for n, m in opt.layers.items()}
+        assert_step_applies(net, opt, expected, x)
 
 
 @pytest.mark.parametrize("rule", RULES)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hebbopt import compiling
-from hebbopt.rules.geometry import Conv2dGeometry, Geometry
+from hebbopt.rules.geometry import Conv2dGeometry, Geometry, reusing
 
 
 def conv_geometry(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Conv2dGeometry]:
@@ -225,9 +225,12 @@ def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) ->
     if compiling.resolve(optimizer.compile, x.device):
         fn = compiling.compiled(fn)
     bias = module.bias.detach() if module.bias is not None else None
-    stats = fn(rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
-    # Keyed by the registered weight: if the module's weight was replaced, step() says so.
     state = optimizer.state[layer.param]
+    # The first forward after a step may overwrite the statistics that step applied.
+    spare = optimizer._spare.pop(layer.param, []) if "stats" not in state else []
+    with reusing(spare):
+        stats = fn(rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
+    # Keyed by the registered weight: if the module's weight was replaced, step() says so.
     if "stats" in state and state.get("shape") != tuple(weight.shape):
         raise ValueError(
             f"layer {layer.name!r} changed weight shape from {state['shape']} to "

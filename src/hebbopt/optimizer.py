@@ -89,6 +89,9 @@ class HebbianOptimizer(Optimizer):
         self._layers: dict[nn.Parameter, _Layer] = {}
         self._skipped: dict[str, str] = {}
         self._warned: set[str] = set()
+        # Per weight: weight-shaped statistics already applied, free to be overwritten by the next
+        # forward's (see hebbopt.rules.geometry.reusing); never in state or state_dict.
+        self._spare: dict[nn.Parameter, list[torch.Tensor]] = {}
         _learning_rate(lr)
         super().__init__(_as_groups(params), {"lr": lr, **self.rule.defaults(**hyper)})
 
@@ -185,6 +188,7 @@ class HebbianOptimizer(Optimizer):
         """Remove every forward hook; the model is plain again. Pending statistics are kept."""
         for layer in self._layers.values():
             layer.handle.remove()
+        self._spare.clear()
 
     def __enter__(self) -> HebbianOptimizer:
         return self
@@ -291,6 +295,7 @@ class HebbianOptimizer(Optimizer):
                     entry["ever_won"] = state["won"].float().mean()
                 self.last_update[self._layers[p].name] = entry
             del state["stats"]
+            self._spare[p] = [v for k, v in stats.items() if k in self.rule.weight_shaped]
             state["step"] = state.get("step", 0) + 1
         return result
 
@@ -347,6 +352,7 @@ class HebbianOptimizer(Optimizer):
         Raises:
             ValueError: the state is of another rule or another set of layers (both named).
         """
+        self._spare.clear()
         saved = state_dict["param_groups"]
         rules = {g.get("rule", self.rule.name) for g in saved}
         if rules != {self.rule.name}:

@@ -27,7 +27,7 @@ import torch
 
 from hebbopt.rules.base import Hyper, Rule, number
 from hebbopt.rules.geometry import Geometry, patch_sum, sample_dims, weight_view
-from hebbopt.rules.swta import softmax_neurons
+from hebbopt.rules.swta import softmax_neurons_
 
 
 def signed_softmax(u: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -45,10 +45,10 @@ def signed_softmax(u: torch.Tensor, temperature: float) -> torch.Tensor:
         >>> signed_softmax(torch.tensor([[2.0, 0.0]]), 1.0)
         tensor([[ 0.8808, -0.1192]])
     """
-    y = softmax_neurons(u / temperature)
+    y = softmax_neurons_(u / temperature)
     winner = u.argmax(dim=1, keepdim=True)
-    # −y everywhere, then the winner's +y written back: one full-size buffer.
-    return y.neg().scatter_(1, winner, y.gather(1, winner))
+    # −y everywhere, then the winner's +y written back, all in the one full-size buffer.
+    return y.neg_().scatter_(1, winner, y.gather(1, winner).neg_())
 
 
 def statistics(
@@ -67,7 +67,8 @@ def statistics(
         the sums of this batch.
     """
     yt = signed_softmax(u, temperature)
-    return {"yx": patch_sum(yt, x, weight, geometry), "yu": (yt * u).sum(sample_dims(u))}
+    yx = patch_sum(yt, x, weight, geometry)
+    return {"yx": yx, "yu": yt.mul_(u).sum(sample_dims(u))}  # ỹ is not needed after Σ ỹ xᵀ
 
 
 def winners(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:

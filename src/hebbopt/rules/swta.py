@@ -60,11 +60,12 @@ def scaled_similarity(
     """
     if kind == "dot":
         return u / temperature
-    inv_w = neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal(), u)
+    # ((1 + cos) / 2)² / T = (c + c·cos)² with c = √(1 / 4T): c folded into 1/‖w_n‖, so one
+    # multiplication allocates the buffer and three in-place passes finish it.
+    c = (0.25 / temperature) ** 0.5
+    scale_w = neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal().mul_(c), u)
     inv_x = patch_sq_norms(x, weight, geometry).sqrt_().clamp_min_(_EPS).reciprocal_()
-    # ((1 + cos) / 2)² / T, in place on one full-size buffer: the eager path makes 4 passes over it.
-    s = u * inv_w
-    return s.mul_(inv_x).add_(1).square_().mul_(0.25 / temperature)
+    return (u * scale_w).mul_(inv_x).add_(c).square_()
 
 
 def softmax_neurons(s: torch.Tensor) -> torch.Tensor:
@@ -79,6 +80,32 @@ def softmax_neurons(s: torch.Tensor) -> torch.Tensor:
     if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():
         return torch.softmax(s.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
     return torch.softmax(s, dim=1)
+
+
+def softmax_neurons_(s: torch.Tensor) -> torch.Tensor:
+    """:func:`softmax_neurons` that may write over its input: use the returned tensor.
+
+    On the CPU the statistics of a first layer are memory-bound: a fresh B×N×H'×W' buffer per
+    call costs more (page faults) than the arithmetic, so there the softmax writes over ``s``
+    (``out=s``; the CPU kernel reads each row, for its maximum, before writing it; a test checks
+    the result against ``torch.softmax`` for every layout and dtype). Elsewhere, and under
+    ``torch.compile`` (inductor plans its own buffers) or when autograd records, it is the
+    functional softmax.
+
+    Args:
+        s: scaled similarities ``s / T``, M×N or B×N×H'×W' (any memory format); may be overwritten.
+
+    Returns:
+        ``r = softmax_n(s)``, shaped like ``s`` (on the CPU, ``s`` itself).
+    """
+    recorded = s.requires_grad and torch.is_grad_enabled()
+    if torch.compiler.is_compiling() or s.device.type != "cpu" or recorded:
+        return softmax_neurons(s)
+    rows, dim = s, 1
+    if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():  # channels-last: neurons innermost
+        rows, dim = s.permute(0, 2, 3, 1), -1
+    torch.ops.aten._softmax.out(rows, dim, False, out=rows)
+    return s
 
 
 def statistics(
@@ -114,10 +141,12 @@ def statistics(
         10.0
     """
     # softmax subtracts the per-position maximum: stable for any T > 0 and any scale of s.
-    r = softmax_neurons(scaled_similarity(x, u, weight, geometry, similarity, temperature))
-    r2 = r * r
+    # One full-size buffer for s, r and r² in turn (see softmax_neurons_).
+    r = softmax_neurons_(scaled_similarity(x, u, weight, geometry, similarity, temperature))
     dims = sample_dims(u)
-    return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": r.sum(dims)}
+    z = r.sum(dims)
+    r2 = r.square_()
+    return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": z}
 
 
 def winners(
