@@ -9,6 +9,7 @@ of finished pre-training runs, at the sweep's regimes. Prints a table and writes
 
 ``--backbone method:seed:path`` may repeat; ``none:<seed>:`` (no path) is the random start.
 Test accuracies are recorded beside, but only the validation column may choose.
+``--flip`` trains the probes with random horizontal flips (``probe.flip``).
 ``--summarize A.json B.json ...`` reads such files back and prints mean ± std over seeds.
 """
 
@@ -32,7 +33,8 @@ def summarize(files: list[str]) -> None:
     cells: dict = {}
     for file in files:
         for r in json.loads(pathlib.Path(file).read_text())["rows"]:
-            cells.setdefault((r["method"], r["normalize"], r["regime"]), {})[r["seed"]] = r
+            how = r["normalize"] + (" + flip" if r.get("flip") else "")
+            cells.setdefault((r["method"], how, r["regime"]), {})[r["seed"]] = r
     print("| method | normalize | regime | test top-1 | val top-1 | seeds |")
     print("|---|---|---:|---:|---:|---|")
     order = sorted(cells, key=lambda c: (c[2], c[0], c[1]))  # by regime, then method, then scaling
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--backbone", action="append", help="method:seed:path")
     ap.add_argument("--regimes", type=float, nargs="+", default=[100])
     ap.add_argument("--normalize", nargs="+", default=list(NORMALIZE), choices=NORMALIZE)
+    ap.add_argument("--flip", action="store_true", help="random horizontal flips in the probe (probe.flip)")
     ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
     if args.summarize:
@@ -60,8 +63,9 @@ def main() -> None:
     rows = []
     for spec in args.backbone:
         method, seed, path = spec.split(":", 2)
-        cfg = load(args.config, ["--run.seed", seed, "--sweep.regimes", json.dumps(args.regimes),
-                                 "--pretrain.method", method])  # fmt: skip
+        overrides = ["--run.seed", seed, "--sweep.regimes", json.dumps(args.regimes),
+                     "--pretrain.method", method, "--probe.flip", json.dumps(args.flip)]  # fmt: skip
+        cfg = load(args.config, overrides)
         accelerator = make_accelerator(cfg)
         splits = load_splits(cfg, accelerator)
         feats = _Features(cfg, splits, path or None, accelerator)
@@ -75,10 +79,10 @@ def main() -> None:
                 r = linear_probe(
                     x, y, test_x, test_y, num_classes=splits.num_classes, epochs=p.epochs,
                     batch_size=p.batch_size, lr=p.lr, dropout=p.dropout, seed=int(seed),
-                    val=feats.validation(), normalize=how,
+                    val=feats.validation(), normalize=how, flipped_x=feats.flipped(labelled),
                 )  # fmt: skip
                 row = {"method": method, "seed": int(seed), "regime": regime, "normalize": how,
-                       "val_top1": r["val"]["top1"], "test_top1": r["test"]["top1"],
+                       "flip": args.flip, "val_top1": r["val"]["top1"], "test_top1": r["test"]["top1"],
                        "best_epoch": r["best_epoch"], "final_loss": r["history"][-1]["loss"],
                        "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
                 rows.append(row)

@@ -267,3 +267,41 @@ def test_linear_probe_with_normalize_equals_the_probe_on_scaled_features(how):
     assert (got["test"], got["val"], got["best_epoch"]) == (want["test"], want["val"], want["best_epoch"])
     for a, b in zip(got["history"], want["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_extract_features_of_mirrored_images():
+    import timm
+
+    import hebbopt  # noqa: F401  (registers the models)
+
+    splits = load_dataset("synthetic", img_size=32, synthetic_size=20)
+    model = timm.create_model("softhebb_3l", num_classes=10)
+    rows = torch.tensor([5, 0, 2])
+    got = extract_features(model, splits.train, indices=rows, pre_logits=False, flip=True)
+    model.eval()
+    with torch.no_grad():
+        want = model.forward_features(torch.flip(splits.train.batch(rows)[0], dims=[-1])).flatten(1)
+    torch.testing.assert_close(got, want)
+    assert (got - extract_features(model, splits.train, indices=rows, pre_logits=False)).abs().max() > 1e-3
+
+
+def test_linear_probe_with_flips_draws_each_sample_from_the_image_or_its_mirror():
+    train_x, train_y, test_x, test_y = random_features(int(torch.randint(0, 2**31, ())))
+    kwargs = dict(num_classes=4, epochs=4, batch_size=16, seed=5, val=(test_x[:10], test_y[:10]))
+    plain = linear_probe(train_x, train_y, test_x, test_y, **kwargs)
+    # Mirrors identical to the images: the flips change nothing (the coin has its own stream).
+    same = linear_probe(train_x, train_y, test_x, test_y, flipped_x=train_x.clone(), **kwargs)
+    assert same == plain
+    # Class information only in the mirrors: a probe that sees them (about half the time) learns it.
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    centres = 5 * torch.randn(10, 20, generator=g)
+    y, test_y = torch.arange(400) % 10, torch.arange(200) % 10
+    informative = centres[y] + 0.1 * torch.randn(400, 20, generator=g)
+    noise = torch.randn(400, 20, generator=g)
+    test = (centres[test_y] + 0.1 * torch.randn(200, 20, generator=g), test_y)
+    kwargs = dict(num_classes=10, epochs=10, batch_size=32, lr=1e-2, seed=5, dropout=0.0)
+    blind = linear_probe(noise, y, *test, **kwargs)["test"]["top1"]
+    seeing = linear_probe(noise, y, *test, flipped_x=informative, **kwargs)["test"]["top1"]
+    assert seeing > 95 and blind < 70  # blind: each class right by chance, ~10 % each
+    with pytest.raises(ValueError, match="flipped_x"):
+        linear_probe(train_x, train_y, *test, num_classes=10, flipped_x=train_x[:-1])

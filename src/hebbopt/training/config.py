@@ -213,6 +213,9 @@ class ProbeConfig:
         normalize: the linear probe's feature scaling (:func:`~hebbopt.training.probe.feature_scaler`):
             ``none`` (SoftHebb's probe), ``standardize`` (per feature, over the labelled training
             features) or ``l2`` (per image).
+        flip: train the linear probe with random horizontal flips: the features of the mirrored
+            labelled images are computed too, and each sample of each epoch is one or the other
+            (SoftHebb's probe: off). ``knn`` does not use them.
         knn_k: the neighbours that vote in ``knn``; a list evaluates each k, and with a validation
             split (``data.val_size``) the k with the best validation top-1 is reported (else the first).
         features: ``pre_logits`` (what the classifier sees: timm's ``forward_head(..., pre_logits=True)``)
@@ -226,6 +229,7 @@ class ProbeConfig:
     lr: float = 1e-3
     dropout: float = 0.5
     normalize: str = "none"
+    flip: bool = False
     knn_k: int | list = 20
     features: str = "pre_logits"
     retrieval_ks: list = dataclasses.field(default_factory=lambda: [10, 50, 100])

@@ -57,6 +57,7 @@ def extract_features(
     pre_logits: bool = True,
     channels_last: bool = False,
     workers: int = 0,
+    flip: bool = False,
 ) -> torch.Tensor:
     """The frozen backbone's features of ``images``: float32, one flattened row per image.
 
@@ -85,6 +86,7 @@ def extract_features(
         pre_logits: the pre-classifier features (see above); False: the flattened feature map.
         channels_last: batches in channels-last memory format (as the model was trained).
         workers: DataLoader workers, for datasets other than ``TensorImages``.
+        flip: the features of the images mirrored left to right (for the probe's augmentation).
 
     Returns:
         A float32 ``len(indices)×D`` tensor on the CPU.
@@ -136,6 +138,8 @@ def extract_features(
             x = x.to(device, non_blocking=True)
             if scale is not None:
                 x = (x - scale[0]) / scale[1]
+            if flip:
+                x = torch.flip(x, dims=[-1])
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             f = _features(model, x, pre_logits).cpu()
@@ -281,6 +285,7 @@ def linear_probe(
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: torch.device | str | None = None,
     normalize: str = "none",
+    flipped_x: torch.Tensor | None = None,
 ) -> dict:
     """SoftHebb's linear probe: Dropout(``dropout``) → Linear on frozen features, then test accuracy.
 
@@ -294,7 +299,10 @@ def linear_probe(
     Deterministic for a seed, without touching torch's global random state: the initialisation
     (``nn.Linear``'s, uniform in ±1/√D) and the batch order come from the named stream
     ``"probe/init_and_order"`` of ``seed``, the dropout masks from ``"probe/dropout"``
-    (:func:`~hebbopt.data.seeds.derive_seed`).
+    (:func:`~hebbopt.data.seeds.derive_seed`). With ``flipped_x`` (the features of the same
+    training images mirrored), every sample of every epoch is drawn from the image or its mirror
+    with probability 1/2 (random horizontal flips; stream ``"probe/flip"``); SoftHebb's probe has
+    no augmentation.
 
     Args:
         train_x: training features, N×D (float32 avoids a conversion per batch).
@@ -311,6 +319,7 @@ def linear_probe(
             (:func:`feature_scaler`): ``none`` (SoftHebb), ``standardize`` or ``l2``.
         val: ``(val_x, val_y)``: validation features for choosing the epoch, or None.
         device: where the classifier trains (default: ``train_x``'s device).
+        flipped_x: features of the mirrored training images, shaped like ``train_x``, or None.
 
     Returns:
         ``{"test": {"top1", "top5", "images"}, "val": {...} (with ``val``), "best_epoch",
@@ -318,8 +327,9 @@ def linear_probe(
         accuracies in %.
 
     Raises:
-        ValueError: features and labels that do not match, no training features, or a setting out
-            of range (``epochs`` < 0, ``batch_size`` < 1, ``lr`` ≤ 0, ``dropout`` outside [0, 1)).
+        ValueError: features and labels that do not match, no training features, ``flipped_x``
+            shaped unlike ``train_x``, or a setting out of range (``epochs`` < 0, ``batch_size``
+            < 1, ``lr`` ≤ 0, ``dropout`` outside [0, 1)).
     """
     _check_pair(train_x, train_y, "train")
     _check_pair(test_x, test_y, "test")
@@ -327,6 +337,10 @@ def linear_probe(
         _check_pair(val[0], val[1], "val")
     if len(train_x) == 0:
         raise ValueError("no training features")
+    if flipped_x is not None and flipped_x.shape != train_x.shape:
+        raise ValueError(
+            f"flipped_x must be shaped like train_x {tuple(train_x.shape)}, got {tuple(flipped_x.shape)}"
+        )
     if epochs < 0 or batch_size < 1 or not lr > 0 or not 0 <= dropout < 1:
         raise ValueError(
             f"need epochs >= 0, batch_size >= 1, lr > 0, dropout in [0, 1); got {epochs}, {batch_size}, "
@@ -340,6 +354,7 @@ def linear_probe(
     weight = torch.empty(num_classes, dim).uniform_(-bound, bound, generator=g).to(device).requires_grad_()
     bias = torch.empty(num_classes).uniform_(-bound, bound, generator=g).to(device).requires_grad_()
     drop = torch.Generator(device=device).manual_seed(derive_seed(seed, "probe/dropout"))
+    coin = torch.Generator().manual_seed(derive_seed(seed, "probe/flip"))
     opt = torch.optim.Adam([weight, bias], lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones(epochs), gamma=0.5)
     history: list[dict] = []
@@ -350,7 +365,11 @@ def linear_probe(
         total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            x = train_x[idx.to(train_x.device)].to(device, torch.float32, non_blocking=True)
+            x = train_x[idx.to(train_x.device)]
+            if flipped_x is not None:
+                mirrored = torch.rand(len(idx), generator=coin) < 0.5
+                x[mirrored] = flipped_x[idx[mirrored].to(flipped_x.device)].to(x.dtype)
+            x = x.to(device, torch.float32, non_blocking=True)
             x = prep(x) if prep is not None else x
             if dropout > 0:
                 dropout_(x, dropout, drop)

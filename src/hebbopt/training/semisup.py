@@ -145,6 +145,9 @@ class _Features:
             pre_logits=cfg.probe.features == "pre_logits", channels_last=cfg.model.channels_last,
         )  # fmt: skip
         self.train = extract_features(model, splits.train, indices=self.rows, **kwargs)
+        self.train_flip = None
+        if cfg.probe.flip:
+            self.train_flip = extract_features(model, splits.train, indices=self.rows, flip=True, **kwargs)
         self.val_x = None
         if len(self.val):
             self.val_x = extract_features(model, splits.train, indices=self.val, **kwargs)
@@ -157,9 +160,17 @@ class _Features:
         """The features and labels of the labelled images (the kept matrix itself when it is all of them)."""
         if not self.ready:
             self._compute()
+        return self._rows(self.train, labelled), self.splits.train_labels[labelled]
+
+    def flipped(self, labelled: torch.Tensor) -> torch.Tensor | None:
+        """The features of the mirrored labelled images (``probe.flip``), else None."""
+        if not self.ready:
+            self._compute()
+        return None if self.train_flip is None else self._rows(self.train_flip, labelled)
+
+    def _rows(self, features: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
         pos = torch.searchsorted(self.rows, labelled)
-        x = self.train if len(pos) == len(self.rows) else self.train[pos]
-        return x, self.splits.train_labels[labelled]
+        return features if len(pos) == len(self.rows) else features[pos]
 
     def validation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The validation features and labels, None without a validation split."""
@@ -190,7 +201,7 @@ def _probe(
         r = linear_probe(
             train_x, train_y, test_x, test_y, num_classes=classes, epochs=p.epochs, batch_size=p.batch_size,
             lr=p.lr, dropout=p.dropout, seed=cfg.run.seed, val=validation, device=device,
-            normalize=p.normalize,
+            normalize=p.normalize, flipped_x=features.flipped(labelled),
         )  # fmt: skip
         test, extra = r["test"], {"val": r.get("val"), "best_epoch": r["best_epoch"], "history": r["history"]}
     else:
