@@ -611,5 +611,3 @@ NAMED = {"swta": SoftWTAHebb, "hpca": HPCAHebb, "softhebb": SoftHebb, "krotov": 
 :class:`HebbianOptimizer` itself)."""
 
 __all__ = ["HEBBIAN_TYPES", "NAMED", "HPCAHebb", "HebbianOptimizer", "KrotovHebb", "SoftHebb", "SoftWTAHebb"]
-
-

@@ -63,9 +63,7 @@ def unsupported_layers(model: nn.Module) -> dict[str, str]:
         >>> unsupported_layers(net)
         {'0': 'Conv1d is not a supported type (nn.Conv2d, nn.Linear)', '1': 'groups=2 (only groups=1)'}
     """
-    attention = {
-        id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)
-    }
+    attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     skipped = {}
     for name, m in model.named_modules():
         if id(m) in attention:

@@ -515,12 +515,7 @@ def validate(cfg: Config) -> None:
     for s in cfg.sweep.regimes:
         _regime("every sweep.regimes entry", s)
     for method, epochs in cfg.sweep.pretrain_epochs.items():
-        if (
-            method not in RULES
-            or isinstance(epochs, bool)
-            or not isinstance(epochs, int)
-            or epochs < 0
-        ):
+        if method not in RULES or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(
                 f"sweep.pretrain_epochs maps Hebbian rules to epochs >= 0, got {method!r}: {epochs!r}"
             )
