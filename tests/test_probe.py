@@ -305,3 +305,26 @@ def test_linear_probe_with_flips_draws_each_sample_from_the_image_or_its_mirror(
     assert seeing > 95 and blind < 70  # blind: each class right by chance, ~10 % each
     with pytest.raises(ValueError, match="flipped_x"):
         linear_probe(train_x, train_y, *test, num_classes=10, flipped_x=train_x[:-1])
+
+
+def test_sweep_with_probe_flip_hands_the_mirrored_features_to_the_linear_probe(tmp_path, monkeypatch):
+    module = sys.modules["hebbopt.training.semisup"]
+    calls, seen = [], []
+    real_extract, real_probe = module.extract_features, module.linear_probe
+
+    def extract(model, images, **kw):
+        calls.append(kw.get("flip", False))
+        return real_extract(model, images, **kw)
+
+    def probe(train_x, *args, flipped_x=None, **kw):
+        seen.append((train_x.shape, None if flipped_x is None else flipped_x.shape))
+        assert flipped_x is not None and not torch.equal(flipped_x, train_x)
+        return real_probe(train_x, *args, flipped_x=flipped_x, **kw)
+
+    monkeypatch.setattr(module, "extract_features", extract)
+    monkeypatch.setattr(module, "linear_probe", probe)
+    args = ("--sweep.methods", "[none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]",
+            "--sweep.protocols", "[linear]", "--data.val_size", "8", "--probe.flip", "true")  # fmt: skip
+    semisup(tiny(tmp_path, *args))
+    assert sorted(calls) == [False, False, False, True]  # train, val, test, mirrored train
+    assert seen == [(torch.Size([44, seen[0][0][1]]), torch.Size([44, seen[0][0][1]]))]
