@@ -227,10 +227,15 @@ class SoftHebbNet(nn.Module):
         in_chans: input channels.
         width: multiplier of every block's channels (at least 1 channel each).
         drop_rate: dropout before the classifier.
+        head_norm: ``none``, or ``l2``: the flat features scaled to unit mean square per image,
+            z = √D · x / ‖x‖₂, before the dropout and classifier (what a linear probe with
+            ``normalize: l2`` sees; fine-tuning keeps the scale of the logits whatever the
+            backbone's weight norms).
 
     Raises:
-        ValueError: ``img_size`` too small for the blocks (a map would shrink below 2 pixels before
-            a reflect-padded convolution, or below 1 after a pool).
+        ValueError: ``head_norm`` is not ``none`` or ``l2``; ``img_size`` too small for the blocks (a
+            map would shrink below 2 pixels before a reflect-padded convolution, or below 1 after a
+            pool).
 
     Examples:
         >>> import torch
@@ -247,8 +252,12 @@ class SoftHebbNet(nn.Module):
         in_chans: int = 3,
         width: float = 1.0,
         drop_rate: float = 0.5,
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
+        if head_norm not in ("none", "l2"):
+            raise ValueError(f"head_norm must be 'none' or 'l2', got {head_norm!r}")
+        self.head_norm = head_norm
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         height, wide = to_2tuple(img_size)
@@ -314,7 +323,8 @@ class SoftHebbNet(nn.Module):
         return self.blocks(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Flatten, then (unless ``pre_logits``) dropout and the classifier.
+        """Flatten (and scale, with ``head_norm="l2"``), then (unless ``pre_logits``) dropout and
+        the classifier.
 
         Args:
             x: the output of :meth:`forward_features`.
@@ -324,6 +334,8 @@ class SoftHebbNet(nn.Module):
             B×num_classes logits, or B×num_features flat features.
         """
         x = torch.flatten(x, 1)
+        if self.head_norm == "l2":
+            x = x * (x.shape[1] ** 0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
         return x if pre_logits else self.head(self.head_drop(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -155,6 +155,20 @@ class FinetuneConfig:
         lr_constant_epochs: epochs at ``lr`` before the first halving.
         lr_halve_every: epochs between halvings after that (see
             :func:`~hebbopt.training.sgd.step_lr`).
+        optimizer: ``sgd`` (the paper's; ``momentum``, ``nesterov``) or ``adamw`` (torch's AdamW,
+            default betas; ``weight_decay`` is its decoupled decay).
+        schedule: ``step`` (the paper's: constant, then halved, see above) or ``cosine`` (cosine
+            decay from ``lr`` to 0 over the epochs, per epoch).
+        augment: random crops (zero padding of 4 pixels) and horizontal flips of the training
+            images (:func:`~hebbopt.training.augment.crop_flip`); the paper fine-tunes without.
+        head_norm: what the classifier sees: ``none`` (the features as they are) or ``l2`` (each
+            image's features scaled to unit mean square, as ``probe.normalize: l2``); a model
+            option, only for models that take it (the SoftHebb networks).
+        val_every: evaluate on the validation split every this many epochs (and after the last);
+            0: after the last epoch only. The kept model is the best evaluated epoch.
+        lpft_lr: the ``lpft`` protocol's learning rate of its second phase (every layer, from the
+            linear probe's head), usually well below ``lr``.
+        lpft_epochs: the epochs of that second phase (at least 1).
     """
 
     regime: float = 100.0
@@ -168,6 +182,13 @@ class FinetuneConfig:
     dropout: float = 0.5
     lr_constant_epochs: int = 10
     lr_halve_every: int = 2
+    optimizer: str = "sgd"
+    schedule: str = "step"
+    augment: bool = False
+    head_norm: str = "none"
+    val_every: int = 1
+    lpft_lr: float = 1e-4
+    lpft_epochs: int = 10
 
 
 @dataclasses.dataclass
@@ -182,7 +203,13 @@ class SweepConfig:
             only); the others use ``pretrain.epochs``.
         protocols: how each backbone is evaluated on each regime (each one of :data:`PROTOCOLS`):
             ``finetune`` (every layer trained), ``linear`` (a linear probe on frozen features) or
-            ``knn`` (k-nearest neighbours on them); the last two are set up by :class:`ProbeConfig`.
+            ``knn`` (k-nearest neighbours on them); the last two are set up by :class:`ProbeConfig`;
+            ``lpft`` (the linear probe, then every layer from its head at ``finetune.lpft_lr``).
+        settings: the grid of fine-tuning settings (``finetune`` and ``lpft``): a list of
+            overrides, each ``{section: {key: value}}`` (e.g. ``{finetune: {lr: 1e-3}}``); every one
+            is run for every seed, method and regime, and the table reports, per method, protocol
+            and regime, the one with the best mean validation top-1 over the seeds (chosen on the
+            validation split, never the test split). Empty: the configuration as it is.
     """
 
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])
@@ -190,9 +217,10 @@ class SweepConfig:
     seeds: list = dataclasses.field(default_factory=lambda: [0, 1, 2])
     pretrain_epochs: dict = dataclasses.field(default_factory=dict)
     protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
+    settings: list = dataclasses.field(default_factory=list)
 
 
-PROTOCOLS = ("finetune", "linear", "knn")
+PROTOCOLS = ("finetune", "lpft", "linear", "knn")
 """Evaluation protocols of the sweep (``sweep.protocols``): fine-tuning, a linear probe, k-nearest
 neighbours (see :mod:`hebbopt.training.probe`)."""
 
@@ -559,6 +587,69 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value}")
     if not 0 <= cfg.finetune.dropout < 1:
         raise ConfigError(f"finetune.dropout must be in [0, 1), got {cfg.finetune.dropout}")
+    _check_finetune(cfg)
+
+
+FINETUNE_CHOICES = {
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("step", "cosine"),
+    "head_norm": ("none", "l2"),
+}
+"""The values each choice of section ``finetune`` takes."""
+
+
+def _check_finetune(cfg: Config) -> None:
+    f = cfg.finetune
+    for key, choices in FINETUNE_CHOICES.items():
+        if getattr(f, key) not in choices:
+            raise ConfigError(f"finetune.{key} must be one of {', '.join(choices)}, got {getattr(f, key)!r}")
+    if f.val_every < 0:
+        raise ConfigError(f"finetune.val_every must be >= 0 (0: the last epoch only), got {f.val_every}")
+    if not f.lpft_lr > 0 or f.lpft_epochs < 1:
+        raise ConfigError(
+            f"finetune.lpft_lr must be > 0 and finetune.lpft_epochs >= 1 (the second phase trains every "
+            f"layer), got {f.lpft_lr}, {f.lpft_epochs}"
+        )
+    if "lpft" in cfg.sweep.protocols:
+        if cfg.probe.normalize != f.head_norm:
+            raise ConfigError(
+                f"sweep.protocols has lpft: probe.normalize ({cfg.probe.normalize!r}) must equal "
+                f"finetune.head_norm ({f.head_norm!r}): the probe's head must see what it sees in the model"
+            )
+        if 4 * f.lpft_epochs < cfg.probe.epochs + f.lpft_epochs:
+            raise ConfigError(
+                f"finetune.lpft_epochs ({f.lpft_epochs}) must be at least a quarter of lpft's epochs "
+                f"(probe.epochs {cfg.probe.epochs} + lpft_epochs): lpft trains every layer for real"
+            )
+    _check_settings(cfg)
+
+
+def _check_settings(cfg: Config) -> None:
+    settings = cfg.sweep.settings
+    if not isinstance(settings, list):
+        raise ConfigError(f"sweep.settings must be a list of {{section: {{key: value}}}}, got {settings!r}")
+    for i, setting in enumerate(settings):
+        if not isinstance(setting, dict) or not all(isinstance(v, dict) for v in setting.values()):
+            raise ConfigError(f"sweep.settings[{i}] must map sections to {{key: value}}, got {setting!r}")
+        bad = [s for s in setting if s not in ("finetune", "probe")]
+        if bad:
+            raise ConfigError(f"sweep.settings[{i}]: only finetune and probe keys vary, got {bad[0]!r}")
+        for section, values in setting.items():
+            fields = _section_fields(section)
+            for key in values:
+                if key not in fields:
+                    raise _unknown(f"{section}.{key}")
+                if section == "finetune" and key == "regime":
+                    raise ConfigError(f"sweep.settings[{i}]: finetune.regime is set by sweep.regimes")
+                if section == "probe" and key not in TUNABLE_PROBE:
+                    raise ConfigError(
+                        f"sweep.settings[{i}]: probe.{key} changes the shared features; the grid may vary "
+                        f"probe.{', probe.'.join(TUNABLE_PROBE)}"
+                    )
+
+
+TUNABLE_PROBE = ("epochs", "batch_size", "lr", "dropout", "normalize")
+"""The probe keys ``sweep.settings`` may vary (the others change the features every run shares)."""
 
 
 def _check_log_with(cfg: Config) -> None:

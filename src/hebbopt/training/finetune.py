@@ -3,7 +3,10 @@
 The paper's defaults (FastHebb §4.3): 20 epochs, batch 64, SGD lr 1e-3, momentum 0.9 with
 Nesterov, lr constant for 10 epochs then halved every 2 epochs, dropout 0.5, cross-entropy, weight
 decay 5e-2 (CIFAR-10); end to end; the model kept is the epoch with the best validation accuracy
-(early stopping) when ``data.val_size`` > 0, else the last epoch.
+(early stopping) when ``data.val_size`` > 0, else the last epoch. Section ``finetune`` also offers
+AdamW, a cosine schedule, random crops and flips and a scaled head (``head_norm``), and the second
+phase of LP-FT (Kumar et al., ICLR 2022): every layer trained from a linear probe's head
+(``head``), at ``finetune.lpft_lr`` for ``finetune.lpft_epochs``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from accelerate import Accelerator
 from hebbopt.data import ImageSplits, labelled_subset, validation_split
 from hebbopt.data.seeds import derive_seed
 from hebbopt.selection import classifier
+from hebbopt.training.augment import crop_flip
 from hebbopt.training.batches import Batches, evaluate
 from hebbopt.training.checkpoints import file_input
 from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.models import build_model
 from hebbopt.training.run_folder import Run, check_finite
 from hebbopt.training.setup import load_splits, make_accelerator
-from hebbopt.training.sgd import sgd_run
+from hebbopt.training.sgd import finetune_run
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights, read_weights, save_weights
 
@@ -59,6 +63,9 @@ def finetune(
     resume: bool = False,
     accelerator: Accelerator | None = None,
     splits: ImageSplits | None = None,
+    head: tuple[torch.Tensor, torch.Tensor] | None = None,
+    protocol: str = "finetune",
+    extra: dict | None = None,
 ) -> dict:
     """Fine-tune ``cfg.model`` (from ``backbone`` weights, else a seeded random start) on the labelled
     ``cfg.finetune.regime`` % of the training set; evaluate on the test split.
@@ -81,9 +88,15 @@ def finetune(
             (:func:`~hebbopt.training.setup.make_accelerator`).
         splits: the dataset, already loaded (the sweep loads it once); default:
             :func:`~hebbopt.training.setup.load_splits`.
+        head: ``(weight, bias)`` of the classifier to start from (a linear probe's, for LP-FT's
+            second phase: ``finetune.lpft_lr``, ``finetune.lpft_epochs``); None: the seeded
+            initialisation, ``finetune.lr``, ``finetune.epochs``.
+        protocol: the label recorded in the metrics (``finetune`` or ``lpft``).
+        extra: more entries for the metrics (LP-FT records its probe's there).
 
     Returns:
-        The metrics: ``test`` (top1, top5 in %), ``labelled`` (images), ``best_epoch``, ``history``.
+        The metrics: ``test`` (top1, top5 in %), ``val`` (of the kept epoch, with a validation
+        split), ``labelled`` (images), ``best_epoch``, ``history``.
 
     Raises:
         ConfigError: the run folder holds another run (without ``resume``) or a different config,
@@ -105,25 +118,22 @@ def finetune(
     splits = splits or load_splits(cfg, accelerator)
     f = cfg.finetune
     labelled, val = subsets(cfg, splits)
-    model = build_model(cfg, splits, seed=cfg.run.seed, drop_rate=f.dropout)
-    if backbone is not None:
-        head = classifier(model)
-        prefix = next((n + "." for n, m in model.named_modules() if m is head and n), None)
-        load_weights(model, backbone, skip=(prefix,) if prefix else ())
+    model = start_model(cfg, splits, backbone, head)
+    lr, epochs = (f.lpft_lr, f.lpft_epochs) if head is not None else (f.lr, f.epochs)
     run.start()
     tracker = Tracker(cfg, accelerator)
     model.to(accelerator.device)
-    model, opt, sched, plain, state = sgd_run(
-        model, cfg, accelerator, run, resume=resume,
-        lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
-    )  # fmt: skip
+    model, opt, sched, plain, state = finetune_run(
+        model, cfg, accelerator, run, resume=resume, lr=lr, epochs=epochs
+    )
     first_epoch, best, history, steps = 0, {"top1": -1.0, "epoch": 0, "state": None}, [], 0
     if state is not None:
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
     label = method or _method_of(backbone)
     # dropout masks: one named stream per epoch, so a resumed run draws the same ones
     torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{first_epoch}"))
-    for epoch in range(first_epoch, f.epochs):
+    for epoch in range(first_epoch, epochs):
+        augment = torch.Generator().manual_seed(derive_seed(cfg.run.seed, f"finetune/augment/epoch{epoch}"))
         batches = Batches(
             splits.train, labelled, f.batch_size, accelerator,
             order_seed=derive_seed(cfg.run.seed, f"finetune/order/epoch{epoch}"),
@@ -132,8 +142,10 @@ def finetune(
         model.train()
         start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
         base = epoch * len(batches)  # the run's global step
-        desc = f"finetune {label} {f.regime:g}% epoch {epoch + 1}"
+        desc = f"{protocol} {label} {f.regime:g}% epoch {epoch + 1}"
         for i, (x, y) in enumerate(run.progress(batches, desc)):
+            if f.augment:
+                x = crop_flip(x, augment)
             with accelerator.autocast():
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -148,7 +160,7 @@ def finetune(
         sched.step()
         seconds = time.perf_counter() - start
         entry = {"epoch": epoch + 1, "seconds": seconds, "loss": total.item() / max(1, seen), "lr": lr}
-        if len(val):
+        if len(val) and _validate_after(epoch, epochs, f.val_every):
             entry["val"] = evaluate(model, splits.train, val, accelerator, cfg)
             if entry["val"]["top1"] > best["top1"]:
                 state = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
@@ -156,11 +168,11 @@ def finetune(
         history.append(entry)
         steps = base + len(batches)
         scalars = {"epoch/loss": entry["loss"], "epoch/lr": lr, "epoch/seconds": seconds}
-        if len(val):
+        if "val" in entry:
             scalars |= {"val/top1": entry["val"]["top1"], "val/top5": entry["val"]["top5"]}
         tracker.log(scalars, steps)
-        val_text = f", val top-1 {entry['val']['top1']:.2f}" if len(val) else ""
-        run.log(f"finetune {label} {f.regime:g}% epoch {epoch + 1}/{f.epochs}: loss {entry['loss']:.4f}"
+        val_text = f", val top-1 {entry['val']['top1']:.2f}" if "val" in entry else ""
+        run.log(f"{protocol} {label} {f.regime:g}% epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}"
                 f"{val_text}, {seconds:.1f} s")  # fmt: skip
         torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{epoch + 1}"))
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -170,17 +182,66 @@ def finetune(
     test = evaluate(model, splits.test, None, accelerator, cfg)
     tracker.log({"test/top1": test["top1"], "test/top5": test["top5"]}, steps)
     metrics = {
-        "done": True, "method": label, "regime": f.regime, "seed": cfg.run.seed, "labelled": len(labelled),
-        "validation": len(val), "best_epoch": best["epoch"] if best["state"] is not None else f.epochs,
-        "test": test, "history": history, "backbone": str(backbone) if backbone else None,
+        "done": True, "method": label, "protocol": protocol, "regime": f.regime, "seed": cfg.run.seed,
+        "labelled": len(labelled), "validation": len(val),
+        "best_epoch": best["epoch"] if best["state"] is not None else epochs, "test": test,
+        **({"val": _val_of(history, best["epoch"])} if best["state"] is not None else {}),
+        "history": history, "backbone": str(backbone) if backbone else None, **(extra or {}),
     }  # fmt: skip
     if run.main:
         save_weights(plain, run.dir / "model.safetensors")
-    run.finish(metrics, f"finetune {label} {f.regime:g}% ({len(labelled)} labelled): "
+    run.finish(metrics, f"{protocol} {label} {f.regime:g}% ({len(labelled)} labelled): "
                         f"test top-1 {test['top1']:.2f}, top-5 {test['top5']:.2f}")  # fmt: skip
     tracker.close()
     accelerator.free_memory()
     return metrics
+
+
+def start_model(
+    cfg: Config, splits: ImageSplits, backbone: str | pathlib.Path | None,
+    head: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.nn.Module:  # fmt: skip
+    """The model as fine-tuning starts it: seeded (``finetune.dropout``, ``finetune.head_norm``), then
+    the backbone's weights but its classifier, then ``head`` as the classifier if given.
+
+    Args:
+        cfg: the configuration.
+        splits: the dataset (channels, classes, size).
+        backbone: safetensors of a pre-trained model of the same architecture, or None.
+        head: ``(weight, bias)`` for the classifier, or None.
+
+    Returns:
+        The model on the CPU.
+
+    Raises:
+        ValueError: ``head`` is not shaped as the classifier.
+    """
+    model = build_model(cfg, splits, seed=cfg.run.seed, drop_rate=cfg.finetune.dropout,
+                        head_norm=cfg.finetune.head_norm)  # fmt: skip
+    last = classifier(model)
+    if backbone is not None:
+        prefix = next((n + "." for n, m in model.named_modules() if m is last and n), None)
+        load_weights(model, backbone, skip=(prefix,) if prefix else ())
+    if head is not None:
+        weight, bias = head
+        if last.weight.shape != weight.shape or last.bias is None or last.bias.shape != bias.shape:
+            raise ValueError(
+                f"head: expected weight {tuple(last.weight.shape)} and a bias, got {tuple(weight.shape)}, "
+                f"{None if bias is None else tuple(bias.shape)}"
+            )
+        with torch.no_grad():
+            last.weight.copy_(weight)
+            last.bias.copy_(bias)
+    return model
+
+
+def _val_of(history: list[dict], epoch: int) -> dict:
+    return next(e["val"] for e in history if e["epoch"] == epoch)
+
+
+def _validate_after(epoch: int, epochs: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (from 0) is evaluated: every ``every``-th and the last (0: the last only)."""
+    return epoch + 1 == epochs or (every > 0 and (epoch + 1) % every == 0)
 
 
 def _method_of(backbone: str | pathlib.Path | None) -> str:

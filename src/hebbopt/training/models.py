@@ -108,7 +108,9 @@ def check_layer_patterns(cfg: Config) -> None:
         ) from None
 
 
-def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None) -> nn.Module:
+def build_model(
+    cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float | None = None, head_norm: str = "none"
+) -> nn.Module:
     """``timm.create_model(model.name)`` for the dataset's channels, classes and size, seeded.
 
     Args:
@@ -118,6 +120,8 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
         seed: the run's seed: ``torch.manual_seed(derive_seed(seed, "init"))`` before the model
             is made draws its initial weights (:func:`~hebbopt.data.seeds.derive_seed`).
         drop_rate: timm's ``drop_rate`` (dropout); None keeps the model's default.
+        head_norm: the model's ``head_norm`` (``finetune.head_norm``); ``none`` passes nothing, so
+            models without the option build as before.
 
     Returns:
         The model on the CPU, in channels-last memory format if ``model.channels_last``.
@@ -136,9 +140,16 @@ def build_model(cfg: Config, splits: ImageSplits, *, seed: int, drop_rate: float
         kwargs.setdefault("img_size", splits.img_size)
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
+    if head_norm != "none":
+        kwargs["head_norm"] = head_norm
     torch.manual_seed(derive_seed(seed, "init"))
     try:
         model = timm.create_model(cfg.model.name, **kwargs)
     except (RuntimeError, ValueError, TypeError) as e:  # timm: "Unknown model"; the model: bad arguments
+        if "head_norm" in kwargs and "head_norm" in str(e) and "head_norm" not in cfg.model.kwargs:
+            raise ConfigError(
+                f"finetune.head_norm {head_norm!r}: model {cfg.model.name} has no head_norm option (the "
+                "SoftHebb networks have it); use none"
+            ) from None
         raise ConfigError(_model_error(cfg, e)) from None
     return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model

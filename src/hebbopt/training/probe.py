@@ -286,6 +286,7 @@ def linear_probe(
     device: torch.device | str | None = None,
     normalize: str = "none",
     flipped_x: torch.Tensor | None = None,
+    return_head: bool = False,
 ) -> dict:
     """SoftHebb's linear probe: Dropout(``dropout``) → Linear on frozen features, then test accuracy.
 
@@ -320,11 +321,13 @@ def linear_probe(
         val: ``(val_x, val_y)``: validation features for choosing the epoch, or None.
         device: where the classifier trains (default: ``train_x``'s device).
         flipped_x: features of the mirrored training images, shaped like ``train_x``, or None.
+        return_head: also return the kept weight and bias.
 
     Returns:
         ``{"test": {"top1", "top5", "images"}, "val": {...} (with ``val``), "best_epoch",
-        "history": [{"epoch", "loss", "lr", "val_top1" (with ``val``)}, ...], "features": D}``;
-        accuracies in %.
+        "history": [{"epoch", "loss", "lr", "val_top1" (with ``val``)}, ...], "features": D}``
+        (accuracies in %), and with ``return_head`` ``"head": (weight, bias)``, the kept
+        classifier on the CPU (of the scaled features: LP-FT's second phase starts from it).
 
     Raises:
         ValueError: features and labels that do not match, no training features, ``flipped_x``
@@ -395,6 +398,8 @@ def linear_probe(
         "history": history,
         "features": dim,
     }
+    if return_head:
+        result["head"] = (w.cpu(), b.cpu())
     if val is not None:
         result["val"] = _accuracy(w, b, val[0], val[1], device, prep)
     return result

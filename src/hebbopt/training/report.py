@@ -6,6 +6,7 @@ Every result carries the evaluation ``protocol`` it was measured with (``finetun
 
 from __future__ import annotations
 
+import math
 import pathlib
 import statistics
 from collections import defaultdict
@@ -41,6 +42,44 @@ def metric_name(num_classes: int) -> str:
 
 def _protocol_of(result: dict) -> str:
     return str(result.get("protocol", "finetune"))
+
+
+def choose(results: list[dict]) -> tuple[list[dict], dict]:
+    """Per regime, method and protocol, the fine-tuning setting (``sweep.settings``) with the best
+    mean validation top-1 over its seeds: chosen on the validation split, never the test split.
+
+    Results without a ``setting`` are setting 0; a setting none of whose runs has a validation
+    accuracy ranks last; of equals, the first setting is kept.
+
+    Args:
+        results: sweep results, each with ``regime``, ``method``, optionally ``protocol``,
+            ``setting`` and ``val`` (``{"top1": %}``).
+
+    Returns:
+        ``(kept, chosen)``: the results of the chosen settings, in their order, and
+        ``{(regime, method, protocol): setting}``.
+
+    Examples:
+        >>> runs = [{"regime": 1, "method": "none", "setting": k, "val": {"top1": v}, "test": {"top1": t}}
+        ...         for k, v, t in [(0, 40.0, 45.0), (1, 42.0, 41.0)]]
+        >>> kept, chosen = choose(runs)
+        >>> [r["test"]["top1"] for r in kept], chosen
+        ([41.0], {(1.0, 'none', 'finetune'): 1})
+    """
+    groups: dict[tuple[float, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        vals = groups[float(r["regime"]), r["method"], _protocol_of(r)][int(r.get("setting", 0))]
+        if isinstance(r.get("val"), dict) and "top1" in r["val"]:
+            vals.append(float(r["val"]["top1"]))
+    chosen = {
+        key: max(sorted(by), key=lambda k, by=by: statistics.mean(by[k]) if by[k] else -math.inf)
+        for key, by in groups.items()
+    }
+    kept = [
+        r for r in results
+        if int(r.get("setting", 0)) == chosen[float(r["regime"]), r["method"], _protocol_of(r)]
+    ]  # fmt: skip
+    return kept, chosen
 
 
 def summarise(results: list[dict], metric: str) -> dict:
@@ -81,7 +120,9 @@ def table(
     results: list[dict], metric: str, *, dataset: str, methods: list[str], protocols: list[str] | None = None
 ) -> str:
     """A markdown table: one row per regime, protocol and method, mean ± std over seeds (and the
-    paper's CIFAR-10 fine-tuning figure beside fine-tuning rows when the dataset is CIFAR-10).
+    paper's CIFAR-10 fine-tuning figure beside fine-tuning rows when the dataset is CIFAR-10). With
+    a grid of settings, each row is its setting chosen on validation (:func:`choose`), named in a
+    last column.
 
     Args:
         results: sweep results, as :func:`summarise` takes them.
@@ -101,13 +142,16 @@ def table(
         |---|---|---|---:|---:|---:|
         | 5 % | hpca | finetune | 51.00 ± 1.41 | 2 | 52.20 |
     """
+    grid = any("setting" in r for r in results)
+    results, chosen = choose(results)
     summary = summarise(results, metric)
     paper = dataset == "cifar10" and metric == "top1"
     label = "top-1" if metric == "top1" else "top-5"
     head = f"| regime | method | protocol | {dataset} {label} (%) | seeds |" + (
         " paper (FastHebb Table 2) |" if paper else ""
     )
-    lines = [head, "|---|---|---|---:|---:|" + ("---:|" if paper else "")]
+    head += " setting (chosen on validation) |" if grid else ""
+    lines = [head, "|---|---|---|---:|---:|" + ("---:|" if paper else "") + ("---:|" if grid else "")]
     for regime in sorted({k[0] for k in summary}):
         for protocol in _protocols(summary, protocols):
             for method in methods:
@@ -118,6 +162,9 @@ def table(
                 if paper:
                     ref = PAPER_CIFAR10.get(int(regime) if regime == int(regime) else -1, {}).get(method)
                     row += f" {ref:.2f} |" if ref is not None and protocol == "finetune" else " – |"
+                if grid:
+                    tuned = protocol in ("finetune", "lpft")
+                    row += f" {chosen[regime, method, protocol]} |" if tuned else " – |"
                 lines.append(row)
     return "\n".join(lines) + "\n"
 
@@ -132,7 +179,7 @@ def plot(
     protocols: list[str] | None = None,
 ) -> None:
     """Accuracy against the labelled share (log axis), one line per method and protocol, error bars =
-    std over seeds.
+    std over seeds (the settings chosen on validation, :func:`choose`).
 
     Args:
         results: sweep results, as :func:`summarise` takes them.
@@ -148,7 +195,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = summarise(results, metric)
+    summary = summarise(choose(results)[0], metric)
     shown = _protocols(summary, protocols)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for protocol in shown:

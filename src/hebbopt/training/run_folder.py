@@ -19,6 +19,13 @@ RUN_KINDS = ("pretrain", "finetune", "semisup")
 """What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
 fine-tuning, or a sweep."""
 
+READS = {
+    "pretrain": ("data", "model", "pretrain", "vae", "run"),
+    "finetune": ("data", "model", "finetune", "probe", "run"),
+}
+"""The configuration sections each kind of run reads (a sweep: all of them). Resuming compares
+those only, so sweeps that evaluate differently share one pre-training folder."""
+
 
 class Run:
     """A run folder: ``config.yaml`` (resolved), ``run.json`` (kind and input files with their
@@ -27,7 +34,8 @@ class Run:
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
     configuration is the one the run started with (``run.progress``, ``run.threads``,
     ``run.log_with`` and ``run.log_every`` may differ,
-    and ``run.dir`` is the folder itself, however it is spelled), that the folder holds a run of
+    and ``run.dir`` is the folder itself, however it is spelled; only the sections the kind of run
+    reads count, :data:`READS`), that the folder holds a run of
     the same kind, with the same input files (by checksum), and refuses a folder with run files
     but no ``config.yaml``. Files are written by the main process only.
 
@@ -63,7 +71,7 @@ class Run:
                 raise ConfigError(
                     f"{self.dir} already holds a run: pass --resume to continue it, or pick another run.dir"
                 )
-            _check_same(config_file, cfg)
+            _check_same(config_file, cfg, READS.get(kind))
             self._check_identity()
         elif resume and any(
             (self.dir / n).exists() for n in ("checkpoint.pt", "metrics.json", "results.json")
@@ -184,7 +192,7 @@ class Run:
         return None
 
 
-def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
+def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...] | None = None) -> None:
     import yaml
 
     try:
@@ -204,6 +212,7 @@ def _check_same(config_file: pathlib.Path, cfg: Config) -> None:
     diff = [
         f"{section}.{key}: {before(section, key)!r} -> {value!r}"
         for section, values in now.items()
+        if sections is None or section in sections
         for key, value in values.items()
         if (section, key) not in free and _norm(before(section, key), key) != _norm(value, key)
     ]

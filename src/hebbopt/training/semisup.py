@@ -2,9 +2,13 @@
 
 For each seed and method the backbone is pre-trained once (``<dir>/pretrain/<method>-seed<k>``),
 then evaluated on every regime by each of ``sweep.protocols``: fine-tuned
-(``<dir>/finetune/<method>-seed<k>-<s>pct``), or frozen, with a linear probe or k-nearest
-neighbours on its features (``<dir>/linear/...``, ``<dir>/knn/...``, see
-:mod:`hebbopt.training.probe`). The frozen protocols compute the backbone's features once per
+(``<dir>/finetune/<method>-seed<k>-<s>pct``), fine-tuned from a linear probe's head (``lpft``,
+LP-FT: ``<dir>/lpft/...``), or frozen, with a linear probe or k-nearest neighbours on its features
+(``<dir>/linear/...``, ``<dir>/knn/...``, see :mod:`hebbopt.training.probe`). With
+``sweep.settings``, every fine-tuning setting of the grid runs in its own folder (``...-set<i>``)
+and the table keeps, per method, protocol and regime, the setting with the best mean validation
+accuracy (:func:`~hebbopt.training.report.choose`): each start gets its own best settings.
+The frozen protocols compute the backbone's features once per
 method and seed (the labelled images of every regime, the validation split and the test split)
 and reuse them for every regime and both protocols. After every run the sweep rewrites
 ``results.json``, ``table.md`` and ``accuracy.png`` in ``<dir>``, so partial results are readable
@@ -62,7 +66,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     root = run.dir
     earlier = _earlier(root) if resume else []
     splits = load_splits(cfg, accelerator)
-    build_model(cfg, splits, seed=0)  # a model that cannot be built fails here, before any training
+    build_model(cfg, splits, seed=0, head_norm=cfg.finetune.head_norm)  # fails here, before any training
+    grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]  # each setting checked up front
     run.start()
     tracker = Tracker(cfg, accelerator)  # opens run.log_with's trackers, which every run below shares
     metric = metric_name(splits.num_classes)
@@ -82,26 +87,70 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
             for protocol in protocols:
                 for regime in cfg.sweep.regimes:
-                    sub = pre.replace(
-                        finetune={"regime": regime},
-                        run={"dir": str(root / protocol / f"{method}-seed{seed}-{regime:g}pct")},
-                    )
-                    if protocol == "finetune":
-                        m = finetune(sub, backbone=backbone, method=method, resume=resume,
-                                     accelerator=accelerator, splits=splits)  # fmt: skip
-                    else:
-                        m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
-                    results.append(_record(m, protocol))
-                    tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
-                    _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
-                    what = method if protocol == "finetune" else f"{method} {protocol}"
-                    run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
+                    tuned = protocol in ("finetune", "lpft")
+                    for k, setting in enumerate(grid if tuned else [cfg]):
+                        name = f"{method}-seed{seed}-{regime:g}pct" + (
+                            f"-set{k}" if tuned and cfg.sweep.settings else ""
+                        )
+                        sub = _with(setting, pre, regime, root / protocol / name)
+                        if protocol == "finetune":
+                            m = finetune(sub, backbone=backbone, method=method, resume=resume,
+                                         accelerator=accelerator, splits=splits)  # fmt: skip
+                        elif protocol == "lpft":
+                            m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
+                        else:
+                            m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
+                        results.append(
+                            _record(m, protocol) | ({"setting": k} if tuned and cfg.sweep.settings else {})
+                        )
+                        tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
+                        _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
+                        what = method if protocol == "finetune" else f"{method} {protocol}"
+                        what += f" setting {k}" if tuned and cfg.sweep.settings else ""
+                        run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
     text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
     run.log("\n" + text, echo=False)
     tracker.log({"results": text}, 0)
     tracker.close()
     return summary
+
+
+def _with(setting: Config, pre: Config, regime: float, folder: pathlib.Path) -> Config:
+    """The configuration of one evaluation run: the pre-training's (method, seed), with the fine-tuning
+    and probe sections of one setting of the grid, the regime and the run folder."""
+    return pre.replace(
+        finetune={**setting.to_dict()["finetune"], "regime": regime},
+        probe=setting.to_dict()["probe"],
+        run={"dir": str(folder)},
+    )
+
+
+def _lpft(
+    cfg: Config, method: str, backbone, features: _Features, accelerator: Accelerator, *, resume: bool
+) -> dict:
+    """LP-FT (Kumar et al., ICLR 2022): the linear probe on the frozen features (as the ``linear``
+    protocol trains it: ``probe`` section), then every layer fine-tuned from the probe's head
+    (:func:`~hebbopt.training.finetune.finetune` with ``head``: ``finetune.lpft_lr``,
+    ``finetune.lpft_epochs``). The probe's validation and test accuracy are recorded under ``probe``."""
+    inputs = {"backbone": file_input(backbone, "backbone") if backbone is not None else None}
+    finished = Run(cfg, accelerator, resume=resume, kind="finetune", inputs=inputs).done()
+    if finished:
+        return finished
+    labelled, _ = subsets(cfg, features.splits)
+    train_x, train_y = features.labelled(labelled)
+    p = cfg.probe
+    r = linear_probe(
+        train_x, train_y, features.test, features.test_y, num_classes=features.splits.num_classes,
+        epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, dropout=p.dropout, seed=cfg.run.seed,
+        val=features.validation(), device=accelerator.device, normalize=p.normalize,
+        flipped_x=features.flipped(labelled), return_head=True,
+    )  # fmt: skip
+    probe = {"test": r["test"], "best_epoch": r["best_epoch"], **({"val": r["val"]} if "val" in r else {})}
+    return finetune(
+        cfg, backbone=backbone, method=method, resume=resume, accelerator=accelerator, splits=features.splits,
+        head=r["head"], protocol="lpft", extra={"probe": probe},
+    )  # fmt: skip
 
 
 def _record(metrics: dict, protocol: str) -> dict:

@@ -1,6 +1,9 @@
-"""The paper's SGD with its step learning-rate schedule, resumable: what fine-tuning and the VAE share."""
+"""Fine-tuning's optimizers and learning-rate schedules (the paper's SGD and step schedule, AdamW,
+cosine), resumable; the VAE uses the paper's."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from accelerate import Accelerator
@@ -37,9 +40,26 @@ def step_lr(constant_epochs: int, halve_every: int):
     return factor
 
 
+def cosine(epochs: int):
+    """Cosine decay to 0 over ``epochs``, as a ``LambdaLR`` factor: f(e) = (1 + cos(π e / E)) / 2.
+
+    Args:
+        epochs: E, the epochs of the run.
+
+    Returns:
+        f, taking the epoch e (from 0) and giving the factor of the learning rate.
+
+    Examples:
+        >>> f = cosine(4)
+        >>> [round(f(e), 3) for e in range(4)]
+        [1.0, 0.854, 0.5, 0.146]
+    """
+    return lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+
+
 def sgd_run(model: nn.Module, cfg: Config, accelerator: Accelerator, run: Run, *, resume: bool, **sgd):
     """The paper's SGD (``sgd`` keyword arguments) with its step schedule, prepared by ``accelerator``
-    and restored from ``run``'s checkpoint when resuming: what fine-tuning and the VAE share.
+    and restored from ``run``'s checkpoint when resuming: what the VAE uses.
 
     Args:
         model: the network, on the accelerator's device.
@@ -53,7 +73,44 @@ def sgd_run(model: nn.Module, cfg: Config, accelerator: Accelerator, run: Run, *
     """
     opt = torch.optim.SGD(model.parameters(), **sgd)
     schedule = step_lr(cfg.finetune.lr_constant_epochs, cfg.finetune.lr_halve_every)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return _prepared(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule), accelerator, run, resume)
+
+
+def finetune_run(
+    model: nn.Module, cfg: Config, accelerator: Accelerator, run: Run, *, resume: bool, lr: float, epochs: int
+):
+    """Fine-tuning's optimizer and schedule as section ``finetune`` sets them, prepared and restored
+    as :func:`sgd_run` does.
+
+    ``finetune.optimizer``: ``sgd`` (``momentum``, ``nesterov``, ``weight_decay``) or ``adamw``
+    (``weight_decay``); ``finetune.schedule``: ``step`` (:func:`step_lr`) or ``cosine``
+    (:func:`cosine` over ``epochs``).
+
+    Args:
+        model: the network, on the accelerator's device.
+        cfg: the configuration.
+        accelerator: prepares the model and optimizer.
+        run: the run folder whose ``checkpoint.pt`` is restored.
+        resume: restore the checkpoint if there is one.
+        lr: the learning rate (``finetune.lr``, or ``finetune.lpft_lr`` for LP-FT's second phase).
+        epochs: the epochs of the schedule.
+
+    Returns:
+        As :func:`sgd_run`.
+    """
+    f = cfg.finetune
+    params = [p for p in model.parameters() if p.requires_grad]
+    if f.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=f.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            params, lr=lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay
+        )
+    schedule = cosine(epochs) if f.schedule == "cosine" else step_lr(f.lr_constant_epochs, f.lr_halve_every)
+    return _prepared(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule), accelerator, run, resume)
+
+
+def _prepared(model, opt, sched, accelerator: Accelerator, run: Run, resume: bool):
     prepared, opt = accelerator.prepare(model, opt)
     plain = accelerator.unwrap_model(prepared)
     state = None
