@@ -104,7 +104,10 @@ def test_file_then_overrides_with_yaml_values(tmp_path):
         (["--finetune.epochs", "null"], "finetune.epochs must be int, got None"),
         (["--pretrain.exclude", "features.0"], "pretrain.exclude must be list or null, got features.0"),
         (["--probe.knn_k", "x"], "probe.knn_k must be int or list, got x"),
-        (["--finetune.regimes", "5"], r"unknown config key finetune.regimes: valid keys are \['augment', 'balanced'"),
+        (
+            ["--finetune.regimes", "5"],
+            r"unknown config key finetune.regimes: valid keys are \['augment', 'bal",
+        ),
         (["--fine.epochs", "5"], r"unknown config section 'fine': choose one of \['data'"),
         (["epochs"], "override 'epochs': use --section.key value"),
         (["--run.progress", "1"], "run.progress must be bool, got 1"),
