@@ -103,7 +103,7 @@ def test_head_norm_is_refused_by_a_model_without_it(tmp_path):
         None, ["--data.name", "synthetic", "--finetune.head_norm", "l2", "--model.kwargs", "{width: 0.25}"]
     )
     splits = load_dataset("synthetic", synthetic_size=8, img_size=32)
-    with pytest.raises(ConfigError, match=r"finetune\.head_norm 'l2': model hebb_alexnet_6l has no head_norm"):
+    with pytest.raises(ConfigError, match=r"head_norm 'l2': model hebb_alexnet_6l has no head_norm"):
         build_model(cfg, splits, seed=0, head_norm="l2")
 
 
