@@ -129,13 +129,14 @@ def test_sweep_runs_finetune_and_lpft_over_a_grid_and_keeps_the_best_on_validati
     args = [
         *TINY, "--run.dir", str(tmp_path / "sweep"), "--sweep.methods", "[softhebb, none]",
         "--sweep.regimes", "[40]", "--sweep.seeds", "[0]", "--sweep.protocols", "[finetune, lpft, linear]",
-        "--sweep.settings", "[{finetune: {lr: 1.0e-3, lpft_lr: 1.0e-4}}, {finetune: {lr: 3.0e-3, lpft_lr: 3.0e-4}}]",
+        "--sweep.settings",
+        "[{finetune: {lr: 1.0e-3, lpft_lr: 1.0e-4}}, {finetune: {lr: 3.0e-3, lpft_lr: 3.0e-4}}]",
     ]  # fmt: skip
     out = semisup(load(None, args))
     records = out["results"]
     assert {(r["method"], r["protocol"], r.get("setting")) for r in records} == {
-        (m, p, k) for m in ("softhebb", "none") for p, ks in (("finetune", (0, 1)), ("lpft", (0, 1)), ("linear", (None,)))
-        for k in ks
+        (m, p, k) for m in ("softhebb", "none")
+        for p, ks in (("finetune", (0, 1)), ("lpft", (0, 1)), ("linear", (None,))) for k in ks
     }  # fmt: skip
     assert all(math.isfinite(r["val"]["top1"]) for r in records)
     # every start gets the same settings; settings differ only as the grid says
@@ -167,7 +168,7 @@ def test_sweep_runs_finetune_and_lpft_over_a_grid_and_keeps_the_best_on_validati
     # the table keeps, per method and protocol, the setting with the best validation accuracy
     _, chosen = choose(records)
     table = (tmp_path / "sweep" / "table.md").read_text()
-    for (regime, method, protocol), k in chosen.items():
+    for (_, method, protocol), k in chosen.items():
         mine = [
             r for r in records if (r["method"], r["protocol"], r.get("setting", 0)) == (method, protocol, k)
         ]
@@ -181,15 +182,15 @@ def test_a_sweep_reuses_a_pretraining_that_was_evaluated_differently(tmp_path, m
 
     folder = tmp_path / "sweep" / "pretrain" / "softhebb-seed0"
     pretrain(load(None, [*TINY, "--run.dir", str(folder), "--probe.lr", "0.5", "--finetune.lr", "0.5"]))
-    args = [*TINY, "--run.dir", str(tmp_path / "sweep"), "--sweep.methods", "[softhebb]", "--sweep.regimes", "[40]",
-            "--sweep.seeds", "[0]", "--sweep.protocols", "[linear]"]  # fmt: skip
+    args = [*TINY, "--run.dir", str(tmp_path / "sweep"), "--sweep.methods", "[softhebb]",
+            "--sweep.regimes", "[40]", "--sweep.seeds", "[0]", "--sweep.protocols", "[linear]"]  # fmt: skip
     real = sys.modules["hebbopt.training.pretrain"].hebbian_optimizer
     monkeypatch.setattr(
         sys.modules["hebbopt.training.pretrain"], "hebbian_optimizer", lambda *a: pytest.fail("again")
     )
     assert semisup(load(None, args), resume=True)["results"][0]["protocol"] == "linear"
     monkeypatch.setattr(sys.modules["hebbopt.training.pretrain"], "hebbian_optimizer", real)
-    with pytest.raises(ConfigError, match="pretrain.lr"):  # what the pre-training reads still counts
+    with pytest.raises(ConfigError, match=r"pretrain\.lr"):  # what the pre-training reads still counts
         pretrain(load(None, [*TINY, "--run.dir", str(folder), "--pretrain.lr", "0.5"]), resume=True)
 
 
