@@ -138,7 +138,7 @@ def test_sweep_runs_finetune_and_lpft_over_a_grid_and_keeps_the_best_on_validati
         (m, p, k) for m in ("softhebb", "none")
         for p, ks in (("finetune", (0, 1)), ("lpft", (0, 1)), ("linear", (None,))) for k in ks
     }  # fmt: skip
-    assert all(math.isfinite(r["val"]["top1"]) for r in records)
+    assert all(math.isfinite(r["val"]["top1"]) and r["model"] == "softhebb_3l" for r in records)
     # every start gets the same settings; settings differ only as the grid says
     cfgs = {(c.pretrain.method, p, c.finetune.lr): c for c, p, *_ in starts}
     for p in ("finetune", "lpft"):

@@ -54,8 +54,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
 
     Returns:
         What ``results.json`` holds: ``dataset``, ``metric`` and ``results``, one entry per
-        evaluation run (its metrics without the per-epoch ``history``), each with its ``protocol``
-        beside ``method``, ``regime`` and ``seed``.
+        evaluation run (its metrics without the per-epoch ``history``), each with the ``model``
+        (timm name) and its ``protocol`` beside ``method``, ``regime`` and ``seed``, and with
+        ``sweep.settings`` the index of its ``setting``.
 
     Raises:
         ConfigError: the folder holds another sweep (without ``resume``) or a different config, or
@@ -100,9 +101,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                             m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
                         else:
                             m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
-                        results.append(
-                            _record(m, protocol) | ({"setting": k} if tuned and cfg.sweep.settings else {})
-                        )
+                        grid = {"setting": k} if tuned and cfg.sweep.settings else {}
+                        results.append({"model": cfg.model.name, **_record(m, protocol), **grid})
                         tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                         _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
                         what = method if protocol == "finetune" else f"{method} {protocol}"
