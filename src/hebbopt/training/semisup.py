@@ -101,8 +101,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                             m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
                         else:
                             m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
-                        grid = {"setting": k} if tuned and cfg.sweep.settings else {}
-                        results.append({"model": cfg.model.name, **_record(m, protocol), **grid})
+                        tag = {"setting": k} if tuned and cfg.sweep.settings else {}
+                        results.append({"model": cfg.model.name, **_record(m, protocol), **tag})
                         tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                         _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
                         what = method if protocol == "finetune" else f"{method} {protocol}"
