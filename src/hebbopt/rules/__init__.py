@@ -1,14 +1,18 @@
 """Hebbian rules as pure functions, and :data:`RULES`, the registry every other layer iterates.
 
-To add a rule, write ``rules/<name>.py`` with a :class:`~hebbopt.rules.base.Rule` named ``RULE``
-and add it to the tuple below (docs/adding-a-rule.md walks through Oja's rule).
+To add a rule, write ``rules/<name>.py`` with a :class:`~hebbopt.rules.base.Rule` named ``RULE``,
+import the module below and add it to the tuple (docs/adding-a-rule.md walks through Oja's rule).
 """
 
-from hebbopt.rules import hpca, krotov, oja, softhebb, swta
+# Rule and Hyper are bound before the rule modules run, so that a rule file may import them from
+# here (``from hebbopt.rules import Rule``) without a circular import.
 from hebbopt.rules.base import Check, Hyper, Rule
 from hebbopt.rules.geometry import Conv2dGeometry
 
-RULES: dict[str, Rule] = {r.name: r for r in (swta.RULE, hpca.RULE, softhebb.RULE, krotov.RULE, oja.RULE)}
+# isort: split
+from hebbopt.rules import hpca, krotov, oja, softhebb, swta
+
+RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (swta, hpca, softhebb, krotov, oja)}
 """Every registered rule by name: ``HebbianOptimizer(model, rule=name)``, ``pretrain.method``."""
 
 
