@@ -2,6 +2,8 @@
 
 Builds the site with ``mkdocs build --strict`` into a temporary folder (a few seconds), then:
 
+* the build logs no warning (without ``-q``: ``-q`` drops warnings before ``--strict`` counts them,
+  so a broken cross-reference would pass, rendered as literal text);
 * no page loads a script, stylesheet, font, image or frame from an ``http(s)://`` address (the
   mkdocs-material theme would fetch Google Fonts and, for ``file://`` search, a shim from unpkg;
   ``mkdocs.yml`` turns both off), and no stylesheet imports one;
@@ -60,19 +62,33 @@ class AssetCollector(html.parser.HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> pathlib.Path:
+def build(tmp_path_factory) -> tuple[pathlib.Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # Material's end-of-life banner (a print)
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(out)],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def site(build) -> pathlib.Path:
+    out, result = build
     assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+def test_the_build_logs_no_warning(build):
+    _, result = build
+    log = result.stdout + result.stderr
+    warnings = [line for line in log.splitlines() if re.match(r"(WARNING|ERROR)\b", line)]
+    assert not warnings, "\n".join(warnings)
+    assert result.returncode == 0, log
 
 
 def test_pages_load_nothing_from_the_network(site):

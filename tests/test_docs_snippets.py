@@ -101,7 +101,8 @@ def test_describe_output_on_the_quickstart_matches():
 
 
 def test_quickstart_shows_the_readme_commands_and_ci_runs_the_test_command():
-    """README's "two commands" appear verbatim on the quickstart; .ci/run runs the test one."""
+    """README's "two commands" appear verbatim on the quickstart; .ci/run runs the test one, whose
+    docs build fails on any warning (``--strict``, and no ``-q`` to hide the warnings)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
     commands = [ln for ln in section.splitlines() if ln.startswith("python3 -m venv")]
@@ -111,6 +112,8 @@ def test_quickstart_shows_the_readme_commands_and_ci_runs_the_test_command():
     for command in commands:
         assert command in shown, f"README command not on docs/index.md: {command}"
     test_command = next(c for c in commands if "pytest" in c)
-    assert "mkdocs build --strict" in test_command
+    build = re.search(r"mkdocs build[^&]*", test_command).group(0).split()
+    assert "--strict" in build, test_command
+    assert not {"-q", "--quiet"} & set(build), "-q drops the warnings that --strict would count"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci.splitlines(), ".ci/run does not run the README's test command"

@@ -8,15 +8,19 @@ no roles, so before rendering, each role becomes an autorefs link ``[`name`][ful
   of its parents (a bare ``check_layer`` inside ``hebbopt.selection`` is
   ``hebbopt.selection.check_layer``);
 * a ``~`` prefix shows only the last component, as in Sphinx;
+* an attribute without a docstring of its own has no heading (mkdocstrings renders only documented
+  objects): it is described in its parent's docstring (a dataclass field in the class's ``Args``,
+  ``self.x`` in ``Attributes``), so the link goes to the nearest parent that has one;
 * a target in this package that resolves nowhere is logged as a warning, which fails
   ``mkdocs build --strict``; a dotted target in another package (``torch.utils.data.DataLoader``)
-  stays plain code, as there is no page to link to offline.
+  or a Python builtin (``OSError``) stays plain code, as there is no page to link to offline.
 
 Enabled by ``extensions:`` under the Python handler in ``mkdocs.yml``.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -35,7 +39,7 @@ def _lookup(scope: griffe.Object, path: str) -> griffe.Object | griffe.Alias | N
 
 
 def resolve(obj: griffe.Object, target: str) -> str | None:
-    """The canonical path of ``target`` as seen from ``obj``, or ``None``."""
+    """The canonical path of the heading that documents ``target`` as seen from ``obj``, or ``None``."""
     root = obj.package
     found = None
     if target == root.path:
@@ -54,6 +58,8 @@ def resolve(obj: griffe.Object, target: str) -> str | None:
             found = found.final_target
         except (griffe.AliasResolutionError, griffe.CyclicAliasError):
             return None
+    while found.is_attribute and not found.docstring and found.parent is not None:
+        found = found.parent
     return found.path
 
 
@@ -76,8 +82,9 @@ class SphinxRoles(griffe.Extension):
         path = resolve(obj, target)
         text = target.rsplit(".", 1)[-1] if short else target
         if path is None:
-            # Other packages (torch.*, accelerate.*) have no pages here: plain code, no link.
-            if "." not in target or target.split(".")[0] == obj.package.name:
+            # Other packages (torch.*, accelerate.*) and builtins have no pages here: plain code.
+            external = "." in target and target.split(".")[0] != obj.package.name
+            if not external and not hasattr(builtins, target):
                 logger.warning("%s: cannot resolve Sphinx role target %r", obj.path, target)
             return f"`{text}`"
         return f"[`{text}`][{path}]"
