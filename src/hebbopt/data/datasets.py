@@ -20,13 +20,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pathlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 
@@ -58,17 +61,70 @@ def _class_folders(folder: pathlib.Path) -> list[str]:
     return classes
 
 
+def _unreadable(path: str | os.PathLike, error: Exception) -> CorruptFileError:
+    first = (str(error).strip().splitlines() or [""])[0]
+    return CorruptFileError(
+        f"{path}: unreadable image ({type(error).__name__}: {first}); replace or delete the file"
+    )
+
+
 def _open_rgb(path: str | os.PathLike):
-    """8-bit RGB; 16-bit images are scaled to 8 bits, not clipped."""
+    """8-bit RGB; 16-bit images are scaled to 8 bits, not clipped; an undecodable file is named."""
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale (0–65535)
-            a = np.asarray(im).astype(np.float64)
-            gray = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
-            return Image.fromarray(gray).convert("RGB")
-        return im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grayscale (0–65535)
+                a = np.asarray(im).astype(np.float64)
+                gray = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+                return Image.fromarray(gray).convert("RGB")
+            return im.convert("RGB")
+    except MemoryError:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, ... without the file's name
+        raise _unreadable(path, e) from None
+
+
+def _decode_error(path: str) -> CorruptFileError | None:
+    """Whether the image at ``path`` decodes, as cheaply as a full read allows."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (1, 1))  # JPEG decodes at 1/8 scale, ~3× faster, yet reads every byte
+            im.load()
+    except MemoryError:
+        raise
+    except Exception as e:
+        return _unreadable(path, e)
+    return None
+
+
+def _statistics(
+    mean: Sequence[float], std: Sequence[float], channels: int, where: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as tuples, refused unless finite, positive (std) and one per channel."""
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if not len(mean) == len(std) == channels:
+        raise ValueError(
+            f"{where}: mean and std need one value per channel ({channels}), got {mean} and {std}"
+        )
+    if not all(math.isfinite(v) for v in mean + std):
+        raise FloatingPointError(
+            f"{where}: the normalisation statistics are not finite (mean {mean}, std {std}); every "
+            "image would become NaN"
+        )
+    if min(std) <= 0:
+        raise ValueError(f"{where}: std must be > 0 (it divides every pixel), got {std}")
+    return mean, std
+
+
+def _channel_statistics(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of ``N×C×H×W`` values on the 0–1 scale; the std is at least 1e-3,
+    so that a constant channel normalises to 0, not NaN."""
+    x = x.double()
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
 
 
 class TensorImages(Dataset):
@@ -84,7 +140,9 @@ class TensorImages(Dataset):
         std: per-channel standard deviations on the 0–1 scale (the training split's).
 
     Raises:
-        ValueError: ``images`` is not a uint8 ``N×C×H×W`` tensor with one label per image.
+        ValueError: ``images`` is not a uint8 ``N×C×H×W`` tensor with one label per image, or
+            ``mean`` and ``std`` do not have one value per channel, or a ``std`` is not positive.
+        FloatingPointError: ``mean`` or ``std`` is not finite.
 
     Examples:
         >>> white = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
@@ -102,6 +160,7 @@ class TensorImages(Dataset):
                 f"images must be uint8 N×C×H×W with one label each, got {images.dtype} "
                 f"{tuple(images.shape)} and {len(labels)} labels"
             )
+        mean, std = _statistics(mean, std, images.shape[1], "TensorImages")
         self.images, self.labels = images, labels.long()
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
@@ -229,6 +288,7 @@ def load_dataset(
     cache: str | os.PathLike | None = None,
     synthetic_size: int = 512,
     verbose: bool = True,
+    progress: bool | None = None,
 ) -> ImageSplits:
     """The train and test splits of a dataset, normalised by the training split's statistics.
 
@@ -243,14 +303,23 @@ def load_dataset(
         cache: cache folder (default ``$HEBBOPT_CACHE``, else ``~/.cache/hebbopt``).
         synthetic_size: training images of the ``synthetic`` dataset (a quarter as many test images).
         verbose: print a line when decoding.
+        progress: progress bars for the long steps: decoding a folder, checking a streamed folder's
+            images, its statistics (default: ``verbose``).
+
+    A streamed folder's images are all checked before it is returned (each file decoded once, at a
+    reduced scale where the format allows; the verdict is cached like the statistics, keyed by the
+    files' names, sizes and modification times), so that a damaged test image fails the run before
+    it trains, not after. Streamed statistics are cached with a checksum tied to the folder.
 
     Returns:
         The splits, their classes, image shape and the training split's per-channel statistics.
 
     Raises:
         ValueError: unknown name or missing data (see :func:`check_source`), train and test class
-            folders that differ, an empty class folder (named), images of different sizes.
-        CorruptFileError: a cache file is damaged (named).
+            folders that differ, an empty class folder (named), images of different sizes (one named).
+        CorruptFileError: an image that does not decode, a cache file that is damaged or edited, or a
+            torchvision CIFAR file that fails its checksum (each named).
+        FileNotFoundError: a torchvision CIFAR file is missing (named).
 
     Examples:
         >>> splits = load_dataset("synthetic", img_size=8, synthetic_size=40)
@@ -258,6 +327,7 @@ def load_dataset(
         (40, 10, 10, (3, 8, 8))
     """
     check_source(name, root, download)
+    progress = verbose if progress is None else progress
     if name == "digits":
         return _in_memory(name, *_digits(img_size or 32), img_size or 32)
     if name == "synthetic":
@@ -267,10 +337,10 @@ def load_dataset(
     if in_memory is None:
         in_memory = name != "imagefolder"
     if not in_memory:
-        return _streamed(name, path, img_size or 224, cache)
+        return _streamed(name, path, img_size or 224, cache, progress)
     splits = {}
     for split in ("train", "test"):
-        splits[split] = _cached(name, path, split, img_size, download, cache, verbose)
+        splits[split] = _cached(name, path, split, img_size, download, cache, verbose, progress)
     _same_classes(path, splits["train"][2], splits["test"][2])
     size = splits["train"][0].shape[-1]
     return _in_memory(name, splits["train"], splits["test"], splits["train"][2], size)
@@ -278,9 +348,7 @@ def load_dataset(
 
 def _in_memory(name, train, test, classes, size) -> ImageSplits:
     images, labels = train[0], train[1]
-    x = images.double() / 255
-    mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
-    std = tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+    mean, std = _statistics(*_channel_statistics(images / 255), images.shape[1], f"{name}: training split")
     return ImageSplits(
         name=name,
         train=TensorImages(images, labels, mean, std),
@@ -381,7 +449,7 @@ def _read_cache(file: pathlib.Path):
     return images, labels, classes
 
 
-def _cached(name, path, split, img_size, download, cache, verbose):
+def _cached(name, path, split, img_size, download, cache, verbose, progress):
     folder = None
     if (path / split).is_dir() or (split == "test" and (path / "val").is_dir()):
         folder = path / split if (path / split).is_dir() else path / "val"
@@ -395,7 +463,7 @@ def _cached(name, path, split, img_size, download, cache, verbose):
     if file.exists():
         return _read_cache(file)
     if folder is not None:
-        images, labels, classes = _decode_folder(folder, img_size, verbose, file)
+        images, labels, classes = _decode_folder(folder, img_size, verbose, progress, file)
     else:
         images, labels, classes = _torchvision(name, path, split, download)
         images = _resize(images, img_size)
@@ -404,7 +472,7 @@ def _cached(name, path, split, img_size, download, cache, verbose):
     return images, labels, classes
 
 
-def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
+def _decode_folder(folder: pathlib.Path, img_size, verbose, progress, file):
     import numpy as np
 
     classes = _class_folders(folder)
@@ -417,20 +485,38 @@ def _decode_folder(folder: pathlib.Path, img_size, verbose, file):
     if verbose:
         print(f"decoding {len(files)} images from {folder} (once; cached at {file})", flush=True)
     images, labels = [], []
-    for f, c in files:
+    for f, c in tqdm(files, desc=f"decoding {folder.name}", unit="img", leave=False, disable=not progress):
         img = torch.from_numpy(np.array(_open_rgb(f))).permute(2, 0, 1).contiguous()
         images.append(_resize(img.unsqueeze(0), img_size)[0] if img_size else img)
         labels.append(c)
-    shapes = {tuple(i.shape) for i in images}
-    if len(shapes) != 1:
-        raise ValueError(f"{folder}: images differ in size {sorted(shapes)[:3]}...; set data.img_size")
+        if images[-1].shape != images[0].shape:
+            (h0, w0), (h, w) = images[0].shape[1:], images[-1].shape[1:]
+            raise ValueError(
+                f"{f}: {h}×{w} pixels, unlike {files[0][0]} ({h0}×{w0}); images of different sizes: "
+                "set data.img_size to resize them all"
+            )
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), classes
 
 
 def _torchvision(name, path, split, download):
     from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    base = path / cls.base_folder
+    if not download:  # torchvision's own check names no file ("Dataset not found or corrupted")
+        listed = cls.train_list if split == "train" else cls.test_list
+        for file, md5 in [*listed, (cls.meta["filename"], cls.meta["md5"])]:
+            if not (base / file).is_file():
+                raise FileNotFoundError(
+                    f"{base / file}: missing from torchvision's {name} files; restore it, or delete {base} "
+                    "and set data.download: true where the network allows"
+                )
+            if not check_integrity(str(base / file), md5):
+                raise CorruptFileError(
+                    f"{base / file}: fails its checksum (damaged, or not torchvision's {name} file); restore "
+                    f"it, or delete {base} and set data.download: true where the network allows"
+                )
     ds = cls(str(path), train=split == "train", download=download)
     return (
         torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
@@ -460,8 +546,14 @@ class FolderImages(Dataset):
         std: per-channel standard deviations on the 0–1 scale, used with ``mean``.
         crop_pct: the share of the resized image's side that the centre crop keeps.
 
+    Items are decoded when read; an image that does not decode raises
+    :class:`~hebbopt.files.CorruptFileError` naming it (:func:`load_dataset` checks every image of a
+    streamed split first).
+
     Raises:
-        ValueError: ``folder`` has no class folders, or a class folder holds no image (named).
+        ValueError: ``folder`` has no class folders, or a class folder holds no image (named), or
+            ``mean`` and ``std`` are not three positive values.
+        FloatingPointError: ``mean`` or ``std`` is not finite.
     """
 
     def __init__(self, folder: pathlib.Path, img_size: int, mean=None, std=None, crop_pct: float = 0.875):
@@ -474,7 +566,7 @@ class FolderImages(Dataset):
             transforms.ConvertImageDtype(torch.float32),
         ]
         if mean is not None:
-            steps.append(transforms.Normalize(mean, std))
+            steps.append(transforms.Normalize(*_statistics(mean, std, 3, f"{folder}: normalisation")))
         _class_folders(pathlib.Path(folder))  # the same checks and messages as in memory
         self.folder = datasets.ImageFolder(
             str(folder), transform=transforms.Compose(steps), loader=_open_rgb, is_valid_file=_is_image_file
@@ -489,31 +581,83 @@ class FolderImages(Dataset):
         return x, torch.tensor(y)
 
 
-def _streamed(name, path, img_size, cache) -> ImageSplits:
+def _streamed(name, path, img_size, cache, progress) -> ImageSplits:
+    train_dir = path / "train"
     test_dir = path / "test" if (path / "test").is_dir() else path / "val"
-    # the training files themselves (names, sizes, mtimes) are in the key: an edited folder gets
-    # new statistics, not a stale cache
-    files = _fingerprint(path / "train")
-    key = hashlib.sha1(f"{path.resolve()}|{img_size}|{files}".encode()).hexdigest()[:12]
-    stats_file = _cache_dir(cache) / f"{name}-stats-{key}.json"
-    if stats_file.exists():
+    _same_classes(path, _class_folders(train_dir), _class_folders(test_dir))
+    # the files themselves (names, sizes, mtimes) key the caches: an edited folder is checked again
+    # and gets new statistics, not a stale verdict
+    prints = {folder: _fingerprint(folder) for folder in (train_dir, test_dir)}
+    for folder, files in prints.items():
+        _check_images(name, folder, files, cache, progress)
+    mean, std = _streamed_statistics(name, path, img_size, prints[train_dir], cache, progress)
+    train = FolderImages(train_dir, img_size, mean, std)
+    test = FolderImages(test_dir, img_size, mean, std)
+    return ImageSplits(name, train, test, train.folder.classes, 3, img_size, mean, std)
+
+
+def _check_images(name, folder: pathlib.Path, files: str, cache, progress) -> None:
+    """Every image a streamed split will read decodes, else the first that does not is named;
+    the verdict is cached for these very files."""
+    from torchvision.datasets.folder import make_dataset
+
+    identity = f"checked-v1|{folder.resolve()}|{files}"
+    verdict = _cache_dir(cache) / f"{name}-checked-{hashlib.sha1(identity.encode()).hexdigest()[:12]}.json"
+    try:
+        if json.loads(verdict.read_text()).get("identity") == identity:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass  # no verdict, or a damaged one: check again
+    classes = _class_folders(folder)
+    paths = [
+        p for p, _ in make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, None, _is_image_file)
+    ]
+    bad = []
+    # PIL decodes without the GIL: threads check several files at once
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        checks = pool.map(_decode_error, paths)
+        desc = f"checking {folder.name} images (once)"
+        for error in tqdm(checks, total=len(paths), desc=desc, unit="img", leave=False, disable=not progress):
+            if error is not None:
+                bad.append(error)
+    if bad:
+        more = f" ({len(bad) - 1} more unreadable images under {folder})" if len(bad) > 1 else ""
+        raise CorruptFileError(f"{bad[0]}{more}")
+    atomic_write_bytes(verdict, json.dumps({"identity": identity, "images": len(paths)}).encode())
+
+
+def _statistics_digest(identity: str, mean, std) -> str:
+    return hashlib.sha256(json.dumps([identity, list(mean), list(std)]).encode()).hexdigest()
+
+
+def _streamed_statistics(name, path, img_size, files, cache, progress):
+    """The training split's statistics, from up to 2000 training images drawn with a fixed seed;
+    cached with a checksum that ties them to the folder's files, so an edited cache is refused."""
+    identity = f"stats-v2|{path.resolve()}|{img_size}|{files}"
+    file = _cache_dir(cache) / f"{name}-stats-{hashlib.sha1(identity.encode()).hexdigest()[:12]}.json"
+    advice = "delete it and they are computed again"
+    if file.exists():
         try:
-            stats = json.loads(stats_file.read_text())
-            stats = {"mean": [float(v) for v in stats["mean"]], "std": [float(v) for v in stats["std"]]}
+            blob = json.loads(file.read_text())
+            mean, std = [float(v) for v in blob["mean"]], [float(v) for v in blob["std"]]
+            expected = blob["sha256"]
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptFileError(
-                f"{stats_file}: unreadable statistics cache ({type(e).__name__}: {e}); delete it and they "
-                "are computed again"
+                f"{file}: unreadable statistics cache ({type(e).__name__}: {e}); {advice}"
             ) from None
-    else:  # statistics of up to 2000 training images drawn with a fixed seed
-        raw = FolderImages(path / "train", img_size)
-        pick = torch.randperm(len(raw), generator=torch.Generator().manual_seed(0))[:2000]
-        x = torch.stack([raw[int(i)][0] for i in pick]).double()
-        stats = {"mean": x.mean(dim=(0, 2, 3)).tolist(), "std": x.std(dim=(0, 2, 3)).tolist()}
-        atomic_write_bytes(stats_file, json.dumps(stats).encode())
-    train = FolderImages(path / "train", img_size, stats["mean"], stats["std"])
-    test = FolderImages(test_dir, img_size, stats["mean"], stats["std"])
-    _same_classes(path, train.folder.classes, test.folder.classes)
-    return ImageSplits(
-        name, train, test, train.folder.classes, 3, img_size, tuple(stats["mean"]), tuple(stats["std"])
-    )
+        if _statistics_digest(identity, mean, std) != expected:
+            raise CorruptFileError(
+                f"{file}: statistics cache fails its checksum (edited or damaged); {advice}"
+            )
+        try:
+            return _statistics(mean, std, 3, str(file))
+        except (FloatingPointError, ValueError) as e:
+            raise CorruptFileError(f"{e}; {advice}") from None
+    raw = FolderImages(path / "train", img_size)
+    pick = torch.randperm(len(raw), generator=torch.Generator().manual_seed(0))[:2000]
+    desc = f"statistics of {path.name}/train"
+    sample = [raw[int(i)][0] for i in tqdm(pick, desc=desc, unit="img", leave=False, disable=not progress)]
+    mean, std = _statistics(*_channel_statistics(torch.stack(sample)), 3, f"{path / 'train'}: statistics")
+    blob = {"mean": mean, "std": std, "sha256": _statistics_digest(identity, mean, std)}
+    atomic_write_bytes(file, json.dumps(blob).encode())
+    return mean, std

@@ -36,8 +36,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
 def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
     """The configured dataset (``cfg.data``).
 
-    The main process loads first, decoding and caching the images; the other processes then read
-    the cache.
+    The main process loads first, decoding and caching the images (and, for a streamed folder,
+    checking that every image of both splits decodes, before any training), with progress bars when
+    ``run.progress``; the other processes then read the caches.
 
     Args:
         cfg: the configuration.
@@ -48,8 +49,10 @@ def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
 
     Raises:
         ConfigError: the data cannot be used as configured (e.g. train and test classes differ, an
-            empty class folder), named.
-        CorruptFileError: a cache file is damaged.
+            empty class folder, images of different sizes), named.
+        CorruptFileError: an image that does not decode, or a damaged or edited cache file (named).
+        FileNotFoundError: a torchvision CIFAR file is missing (named).
+        FloatingPointError: the training split's statistics are not finite.
     """
     kwargs = dict(
         img_size=cfg.data.img_size,
@@ -60,7 +63,10 @@ def load_splits(cfg: Config, accelerator: Accelerator) -> ImageSplits:
     )
     with accelerator.main_process_first():
         try:
-            return load_dataset(cfg.data.name, cfg.data.root, verbose=accelerator.is_main_process, **kwargs)
+            main = accelerator.is_main_process
+            return load_dataset(
+                cfg.data.name, cfg.data.root, verbose=main, progress=main and cfg.run.progress, **kwargs
+            )
         except CorruptFileError:
             raise
         except ValueError as e:  # missing or mismatched class folders, images of different sizes
