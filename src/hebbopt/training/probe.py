@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from hebbopt.data.seeds import derive_seed
 
@@ -58,6 +59,8 @@ def extract_features(
     channels_last: bool = False,
     workers: int = 0,
     flip: bool = False,
+    progress: bool = False,
+    desc: str = "features",
 ) -> torch.Tensor:
     """The frozen backbone's features of ``images``: float32, one flattened row per image.
 
@@ -87,6 +90,8 @@ def extract_features(
         channels_last: batches in channels-last memory format (as the model was trained).
         workers: DataLoader workers, for datasets other than ``TensorImages``.
         flip: the features of the images mirrored left to right (for the probe's augmentation).
+        progress: show a progress bar (one step per batch); callers pass it on the main process only.
+        desc: what the progress bar and the errors call these features.
 
     Returns:
         A float32 ``len(indices)×D`` tensor on the CPU.
@@ -94,6 +99,9 @@ def extract_features(
     Raises:
         ValueError: ``batch_size`` < 1, ``std`` without ``mean`` (or the other way round), or no
             images to take.
+        FloatingPointError: ``mean`` or ``std`` is not finite, or a batch's features are not (the
+            backbone's weights or the data's statistics are NaN or infinite): a probe on them would
+            train on NaN.
     """
     from hebbopt.data import TensorImages
 
@@ -101,6 +109,10 @@ def extract_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if (mean is None) != (std is None):
         raise ValueError("give mean and std together (or neither)")
+    if mean is not None and not torch.isfinite(torch.tensor([*mean, *std], dtype=torch.float64)).all():
+        raise FloatingPointError(
+            f"{desc}: the normalisation is not finite (mean {list(mean)}, std {list(std)})"
+        )
     n_all = len(images)
     index = torch.arange(n_all) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     if len(index) == 0:
@@ -133,8 +145,9 @@ def extract_features(
     model.eval()
     out: torch.Tensor | None = None
     done = 0
+    steps = math.ceil(len(index) / batch_size)
     try:
-        for x in batches:
+        for x in tqdm(batches, total=steps, desc=desc, unit="batch", leave=False, disable=not progress):
             x = x.to(device, non_blocking=True)
             if scale is not None:
                 x = (x - scale[0]) / scale[1]
@@ -143,6 +156,12 @@ def extract_features(
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             f = _features(model, x, pre_logits).cpu()
+            if not torch.isfinite(f).all():
+                raise FloatingPointError(
+                    f"{desc}: the features of images {done}..{done + len(f) - 1} (of {len(index)}) hold "
+                    "non-finite values (NaN or inf): the backbone's weights or the data's statistics are not "
+                    "finite"
+                )
             if out is None:  # one buffer, filled in place: no list of batches to concatenate
                 out = torch.empty(len(index), f.shape[1], dtype=torch.float32)
             out[done : done + len(f)] = f
@@ -180,6 +199,20 @@ def _check_queries(train_x, train_y, test_x, test_y) -> None:
     _check_pair(test_x, test_y, "test")
     if len(train_x) == 0:
         raise ValueError("no training features")
+    _check_finite(train_x, "train")
+    _check_finite(test_x, "test")
+
+
+def _check_finite(x: torch.Tensor, name: str, chunk: int = 4096) -> None:
+    """Refuse NaN or infinite features (a chunk of rows at a time: no N×D mask is made)."""
+    for start in range(0, len(x), chunk):
+        finite = torch.isfinite(x[start : start + chunk]).all(dim=1)
+        if not finite.all():
+            row = start + int((~finite).nonzero()[0])
+            raise FloatingPointError(
+                f"{name}: the features hold non-finite values (NaN or inf), first in row {row}: the "
+                "backbone's weights or the data's statistics are not finite"
+            )
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
@@ -287,6 +320,7 @@ def linear_probe(
     normalize: str = "none",
     flipped_x: torch.Tensor | None = None,
     return_head: bool = False,
+    progress: bool = False,
 ) -> dict:
     """SoftHebb's linear probe: Dropout(``dropout``) → Linear on frozen features, then test accuracy.
 
@@ -322,6 +356,7 @@ def linear_probe(
         device: where the classifier trains (default: ``train_x``'s device).
         flipped_x: features of the mirrored training images, shaped like ``train_x``, or None.
         return_head: also return the kept weight and bias.
+        progress: show a progress bar (one step per epoch); callers pass it on the main process only.
 
     Returns:
         ``{"test": {"top1", "top5", "images"}, "val": {...} (with ``val``), "best_epoch",
@@ -333,6 +368,9 @@ def linear_probe(
         ValueError: features and labels that do not match, no training features, ``flipped_x``
             shaped unlike ``train_x``, or a setting out of range (``epochs`` < 0, ``batch_size``
             < 1, ``lr`` ≤ 0, ``dropout`` outside [0, 1)).
+        FloatingPointError: features that are not finite (named: train, val, test or flipped), or a
+            training loss or weights that become non-finite (e.g. a learning rate far too large):
+            nothing trained on NaN is returned as a result.
     """
     _check_pair(train_x, train_y, "train")
     _check_pair(test_x, test_y, "test")
@@ -344,6 +382,10 @@ def linear_probe(
         raise ValueError(
             f"flipped_x must be shaped like train_x {tuple(train_x.shape)}, got {tuple(flipped_x.shape)}"
         )
+    named = {"train": train_x, "test": test_x, "val": None if val is None else val[0], "flipped": flipped_x}
+    for name, features in named.items():
+        if features is not None:
+            _check_finite(features, f"linear probe: {name}")
     if epochs < 0 or batch_size < 1 or not lr > 0 or not 0 <= dropout < 1:
         raise ValueError(
             f"need epochs >= 0, batch_size >= 1, lr > 0, dropout in [0, 1); got {epochs}, {batch_size}, "
@@ -363,7 +405,7 @@ def linear_probe(
     history: list[dict] = []
     best = {"top1": -1.0, "epoch": epochs, "state": None}
     labels = train_y.long()
-    for epoch in range(epochs):
+    for epoch in tqdm(range(epochs), desc="linear probe", unit="epoch", leave=False, disable=not progress):
         order = torch.randperm(n, generator=g)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for start in range(0, n, batch_size):
@@ -383,6 +425,11 @@ def linear_probe(
             opt.step()
             total += loss.detach().double() * len(idx)
         entry = {"epoch": epoch + 1, "loss": total.item() / n, "lr": opt.param_groups[0]["lr"]}
+        if not math.isfinite(entry["loss"]):
+            raise FloatingPointError(
+                f"linear probe: the training loss is {entry['loss']} at epoch {epoch + 1}: lower the "
+                f"learning rate (probe.lr {lr:g})"
+            )
         sched.step()
         if val is not None:
             on_val = _accuracy(weight.detach(), bias.detach(), val[0], val[1], device, prep)
@@ -392,6 +439,10 @@ def linear_probe(
                         "state": (weight.detach().clone(), bias.detach().clone())}  # fmt: skip
         history.append(entry)
     w, b = best["state"] if best["state"] is not None else (weight.detach(), bias.detach())
+    if not (torch.isfinite(w).all() and torch.isfinite(b).all()):  # the last step's update overflowed
+        raise FloatingPointError(
+            f"linear probe: the classifier's weights are not finite: lower probe.lr ({lr:g})"
+        )
     result: dict = {
         "test": _accuracy(w, b, test_x, test_y, device, prep),
         "best_epoch": best["epoch"],
@@ -470,6 +521,7 @@ def knn(
 
     Raises:
         ValueError: features and labels that do not match, no training features, or a k < 1.
+        FloatingPointError: features that are not finite (train or test, named).
     """
     _check_queries(train_x, train_y, test_x, test_y)
     ks = [k] if isinstance(k, int) else [int(v) for v in k]
@@ -555,6 +607,7 @@ def retrieval(
 
     Raises:
         ValueError: features and labels that do not match, no training features, or a k < 1.
+        FloatingPointError: features that are not finite (train or test, named).
     """
     _check_queries(train_x, train_y, test_x, test_y)
     ks = [int(v) for v in ks]
