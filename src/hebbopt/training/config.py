@@ -1,8 +1,10 @@
 """Recipe configuration: nested dataclasses, YAML files, ``--section.key value`` overrides.
 
 Everything is checked when the configuration is built, before any data is read or any weight
-trained: unknown sections or keys, wrong types, unknown datasets/methods, regimes outside
-(0, 100] and missing data folders raise :class:`ConfigError` with what to change.
+trained: unknown sections or keys (options are never abbreviated), keys a YAML mapping repeats,
+sections given a value that is not a mapping, wrong types, unknown datasets/methods, regimes
+outside (0, 100], empty sweep lists and missing data folders raise :class:`ConfigError`, one line
+that names the file or key and what to change.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import math
 import pathlib
 import re
+import sys
 import typing
 from typing import Any
 
@@ -368,10 +371,48 @@ _JSONARGPARSE_YAML = jsonargparse.get_loader("yaml")
 _MODE = "hebbopt_yaml"
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A YAML mapping that repeats a key (PyYAML silently keeps the last value)."""
+
+
+def _check_keys(text: str) -> None:
+    """Raise :class:`_DuplicateKey` naming the first repeated key (as ``section.key``) and its lines."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # a syntax error: the loader reports it
+    seen_nodes: set[int] = set()
+
+    def walk(node, path: str) -> None:
+        if id(node) in seen_nodes:  # an alias (possibly recursive): checked where it is anchored
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
+                where = f"{path}.{name}" if path else name
+                line = key.start_mark.line + 1
+                if name in lines and name != "<<":
+                    raise _DuplicateKey(
+                        f"duplicate key {where} (first at line {lines[name]}, again at line {line}): a key "
+                        "may appear once (YAML would keep the last silently); keep one"
+                    )
+                lines[name] = line
+                walk(value, where)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{path}[{i}]")
+
+    walk(root, "")
+
+
 def _yaml(stream: str) -> Any:
-    """jsonargparse's YAML loader, except that a flow mapping whose values are all null is read as
-    YAML reads it rather than kept as text: ``{width:0.5}`` (no space after the colon) is the key
-    ``width:0.5`` with no value, which the model check names."""
+    """jsonargparse's YAML loader, except that a mapping that repeats a key is refused
+    (:class:`_DuplicateKey`), and a flow mapping whose values are all null is read as YAML reads it
+    rather than kept as text: ``{width:0.5}`` (no space after the colon) is the key ``width:0.5``
+    with no value, which the model check names."""
+    _check_keys(stream)
     value = _JSONARGPARSE_YAML(stream)
     if isinstance(value, str) and value.lstrip().startswith("{"):
         try:
@@ -388,7 +429,8 @@ def make_parser(description: str | None = None) -> jsonargparse.ArgumentParser:
     """The command-line parser of a configuration: ``--config FILE``, then ``--section.key value``.
 
     A jsonargparse parser with one group per section of :class:`Config`; its ``--help`` lists every
-    key with its type and default. Parse with :func:`parse_args`; a recipe adds its own options
+    key with its type and default. Options are never abbreviated (``--run.se 3`` is an unknown key,
+    not ``--run.seed 3``). Parse with :func:`parse_args`; a recipe adds its own options
     (``--resume``, ``--backbone``) first.
 
     Args:
@@ -398,7 +440,7 @@ def make_parser(description: str | None = None) -> jsonargparse.ArgumentParser:
         A new parser that raises (rather than exits) on errors.
     """
     parser = jsonargparse.ArgumentParser(
-        description=description, parser_mode=_MODE, exit_on_error=False, default_env=False
+        description=description, parser_mode=_MODE, exit_on_error=False, default_env=False, allow_abbrev=False
     )
     parser.add_argument(
         "--config",
@@ -433,11 +475,61 @@ def parse_args(
         checked by :func:`validate`.
 
     Raises:
-        ConfigError: a missing or malformed file, an unknown section or key, a value of the wrong
-            type, or a value that :func:`validate` refuses; the message names the key.
+        ConfigError: a missing or malformed file, a file that repeats a key or gives a section a
+            value that is not a mapping, an unknown section or key (options are never abbreviated),
+            a value of the wrong type, or a value that :func:`validate` refuses; the message names
+            the file or the key.
     """
-    ns = _parsed(parser.parse_args, argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(words):
+        if word == "--config" and i + 1 < len(words):
+            _check_file(words[i + 1])
+        elif word.startswith("--config="):
+            _check_file(word.partition("=")[2])
+    ns = _parsed(parser.parse_args, words)
     return ns, _config(parser, ns)
+
+
+def _check_file(path: str) -> None:
+    """What jsonargparse's messages would not name the file for: YAML syntax, repeated keys, and
+    sections that are not mappings."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        return  # jsonargparse names it (it may also be inline YAML)
+    try:
+        text = file.read_text()
+        _check_keys(text)
+        raw = yaml.safe_load(text)
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path}: not valid YAML ({e.problem or e.context}{where}); fix it"
+        ) from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: cannot be read ({_one_line(str(e))})") from None
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path}: a config file maps sections to mappings of keys, got a {type(raw).__name__}"
+        )
+    for section, values in raw.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: {_not_a_mapping(section, values)}")
+
+
+def _not_a_mapping(section: Any, value: Any) -> str:
+    return (
+        f"section {section} must be a mapping of its keys (in a file '{section}:' then indented "
+        f"'key: value' lines; on the command line --{section}.key value), got {value!r}"
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _parsed(parse, arg):
@@ -449,8 +541,11 @@ def _parsed(parse, arg):
 
 def _config(parser: jsonargparse.ArgumentParser, ns: jsonargparse.Namespace) -> Config:
     for field in dataclasses.fields(Config):
-        if ns.get(field.name) is None:  # a null section in a file: all its defaults
+        value = ns.get(field.name)
+        if value is None:  # a null section in a file: all its defaults
             ns[field.name] = parser.get_defaults()[field.name]
+        elif not isinstance(value, jsonargparse.Namespace):  # jsonargparse would raise a TypeError
+            raise ConfigError(_not_a_mapping(field.name, value))
     init = parser.instantiate(ns)
     cfg = Config(**{f.name: init[f.name] for f in dataclasses.fields(Config)})
     validate(cfg)
@@ -467,21 +562,38 @@ def _unknown(key: str) -> ConfigError:
 
 def _config_error(message: str) -> ConfigError:
     """jsonargparse's error as a :class:`ConfigError` naming the key and what it takes."""
+    if m := re.search(r"duplicate key (\S+) (\(first at line.*)", message, re.S):
+        where = re.match(r'(?:Parser key "([^"]+)"|([\w.]+): Unable to load)', message)
+        prefix = next((g for g in where.groups() if g), None) if where else None
+        key = f"{prefix}.{m.group(1)}" if prefix and prefix != "config" else m.group(1)
+        return ConfigError(f"duplicate key {key} {_one_line(m.group(2))}")
     if m := re.match(r'Parser key "([^"]+)":\s*(.*)', message, re.S):
         key, detail = m.groups()
         section, _, name = key.partition(".")
+        if not name and section in {f.name for f in dataclasses.fields(Config)}:
+            got = re.search(r"Unable to load config [\'\"](.*?)[\'\"]\s*$", detail.splitlines()[0])
+            return ConfigError(_not_a_mapping(section, got.group(1) if got else _one_line(detail)))
         try:
             hint = str(_section_fields(section)[name].type)
         except (ConfigError, KeyError):
             return ConfigError(f"{'--config' if key == 'config' else key}: {detail.strip()}")
         allowed = hint.replace("typing.Any", "any YAML value").replace(" | ", " or ").replace("None", "null")
         got = re.search(r"(?:Given|Got) value: (.*)", detail)
+        try:
+            _check_keys(got.group(1) if got else "")
+        except _DuplicateKey as e:
+            return ConfigError(f"{key}: {e}")
         return ConfigError(f"{key} must be {allowed}, got {got.group(1).strip() if got else detail.strip()}")
     if m := re.match(r"unrecognized arguments: (.*)", message, re.S):
         word = m.group(1).split()[0]
         if not word.startswith("--"):
             return ConfigError(f"override {word!r}: use --section.key value, e.g. --finetune.epochs 5")
-        return _unknown(word[2:].partition("=")[0])
+        option = word.partition("=")[0]
+        if "." not in option:
+            return ConfigError(
+                f"unknown option {option}: options are spelled out in full (--help lists them)"
+            )
+        return _unknown(option[2:])
     if m := re.search(r"Group '([^']+)' does not accept option '([^']+)'", message):
         return _unknown(f"{m.group(1)}.{m.group(2)}")
     if m := re.search(r"Option '([^']+)' is not accepted", message):
@@ -530,7 +642,8 @@ def validate(cfg: Config) -> None:
 
     Raises:
         ConfigError: the first value that cannot run, e.g. an unknown method or dataset, a regime
-            outside (0, 100], a missing data folder, or a learning rate that is not > 0.
+            outside (0, 100], an empty ``sweep.methods``, ``sweep.regimes`` or ``sweep.seeds`` (a
+            sweep of nothing), a missing data folder, or a learning rate that is not > 0.
     """
     try:
         check_source(cfg.data.name, cfg.data.root, cfg.data.download)
@@ -546,6 +659,12 @@ def validate(cfg: Config) -> None:
         if method not in RULES or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(
                 f"sweep.pretrain_epochs maps Hebbian rules to epochs >= 0, got {method!r}: {epochs!r}"
+            )
+    for key, example in (("methods", "[hpca, none]"), ("regimes", "[1, 100]"), ("seeds", "[0]")):
+        if not getattr(cfg.sweep, key):
+            raise ConfigError(
+                f"sweep.{key} is empty: the sweep would run nothing; list at least one, e.g. "
+                f"--sweep.{key} '{example}'"
             )
     for seed in cfg.sweep.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
