@@ -2,7 +2,11 @@
 
 Small datasets (digits, synthetic, CIFAR, any ImageFolder tree with ``in_memory``) live in memory
 as uint8 tensors, decoded once and cached (``$HEBBOPT_CACHE`` or ``~/.cache/hebbopt``); large
-ImageFolder trees (ImageNet) are streamed from disk with a resize and centre crop.
+ImageFolder trees (ImageNet) are streamed from disk with a resize and centre crop, every image of
+both splits checked once first (so that a damaged test image fails before training, not after it).
+Caches carry a checksum tied to the files they came from: a damaged or edited cache is refused with
+its path. An image that does not decode, a damaged CIFAR file, a statistic that is not finite
+(``FloatingPointError``) or not positive: each error names the file or the split.
 
 | name | source | needs |
 |---|---|---|
@@ -348,7 +352,9 @@ def load_dataset(
 
 def _in_memory(name, train, test, classes, size) -> ImageSplits:
     images, labels = train[0], train[1]
-    mean, std = _statistics(*_channel_statistics(images / 255), images.shape[1], f"{name}: training split")
+    mean, std = _statistics(
+        *_channel_statistics(images.double() / 255), images.shape[1], f"{name}: training split"
+    )
     return ImageSplits(
         name=name,
         train=TensorImages(images, labels, mean, std),
@@ -613,13 +619,17 @@ def _check_images(name, folder: pathlib.Path, files: str, cache, progress) -> No
         p for p, _ in make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, None, _is_image_file)
     ]
     bad = []
-    # PIL decodes without the GIL: threads check several files at once
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        checks = pool.map(_decode_error, paths)
-        desc = f"checking {folder.name} images (once)"
-        for error in tqdm(checks, total=len(paths), desc=desc, unit="img", leave=False, disable=not progress):
-            if error is not None:
-                bad.append(error)
+    desc = f"checking {folder.name} images (once)"
+    # PIL decodes without the GIL: threads check several files at once; a block at a time, so that
+    # ImageNet's 1.3 M files are not all pending futures at once
+    with (
+        ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,
+        tqdm(total=len(paths), desc=desc, unit="img", leave=False, disable=not progress) as bar,
+    ):
+        for start in range(0, len(paths), 1024):
+            block = paths[start : start + 1024]
+            bad += [error for error in pool.map(_decode_error, block) if error is not None]
+            bar.update(len(block))
     if bad:
         more = f" ({len(bad) - 1} more unreadable images under {folder})" if len(bad) > 1 else ""
         raise CorruptFileError(f"{bad[0]}{more}")

@@ -12,7 +12,9 @@ pre-training produced without changing them:
 
 Everything here is pure: tensors in, numbers out; no run folders (the sweep,
 :func:`~hebbopt.training.semisup.semisup`, records and resumes them). Similarities are computed a
-block of queries at a time, so memory stays bounded by ``chunk_size`` × training images.
+block of queries at a time, so memory stays bounded by ``chunk_size`` × training images. Features,
+statistics or a training loss that are not finite raise ``FloatingPointError``: nothing computed on
+NaN comes back as a result.
 """
 
 from __future__ import annotations
