@@ -13,6 +13,7 @@ an existing model and explains any mismatch.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 
@@ -49,11 +50,29 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its ``__metadata__`` entries in key order.
+
+    safetensors writes them from a Rust ``HashMap``, whose order changes from one call to the next,
+    so the same tensors gave files that differ in bytes (and so in checksum) from run to run. The
+    header is rewritten with its other entries in place; the tensors' offsets are relative to the
+    end of the header, so the data is untouched."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if isinstance(header.get("__metadata__"), dict):
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the header is padded to 8 bytes, as safetensors pads it
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
     """Write ``model.state_dict()`` to ``path`` (``.safetensors``), atomically.
 
     The file appears complete or not at all: written to a temporary file beside it, then renamed.
-    Missing parent folders are created.
+    Missing parent folders are created. The same tensors always give the same bytes (the
+    metadata's entries are in key order), so two runs of one configuration and seed write
+    identical files.
 
     Args:
         model: the network (its whole ``state_dict``, classifier and buffers included).
@@ -70,7 +89,8 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> pathlib.Path:
         raise ValueError(f"{path}: use a .safetensors file name (timm loads safetensors by suffix)")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={"format": "pt", "sha256": weights_digest(state)}))
+    data = save(state, metadata={"format": "pt", "sha256": weights_digest(state)})
+    atomic_write_bytes(path, _sorted_metadata(data))
     return path
 
 

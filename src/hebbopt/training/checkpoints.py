@@ -10,6 +10,7 @@ import pathlib
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from hebbopt.files import CorruptFileError, atomic_write_bytes, sha256_file
 from hebbopt.training.config import ConfigError
@@ -130,14 +131,20 @@ def read_json(path: pathlib.Path) -> Any:
 
 
 def file_input(path: str | os.PathLike, what: str) -> dict:
-    """A file a run reads (e.g. the backbone), as the run records it: absolute path and sha256.
+    """A file a run reads (e.g. the backbone), as the run records it: absolute path and checksums.
+
+    A weights file written by :func:`~hebbopt.weights.save_weights` also records the digest of its
+    tensors (``weights``, from its metadata, verified when it is loaded): that, not its bytes, is
+    its identity (see :func:`same_input`), so the same weights written again, by another process or
+    another version, are the same input.
 
     Args:
         path: the file.
         what: its role, for the message (e.g. ``"--backbone"``).
 
     Returns:
-        ``{"path": absolute path, "sha256": digest of its bytes}``.
+        ``{"path": absolute path, "sha256": digest of its bytes}``, with ``"weights"`` (the
+        digest of its tensors) for a weights file that records it.
 
     Raises:
         ConfigError: there is no such file.
@@ -145,4 +152,31 @@ def file_input(path: str | os.PathLike, what: str) -> dict:
     file = pathlib.Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"{what} {path}: no such file")
-    return {"path": str(file.resolve()), "sha256": sha256_file(file)}
+    record = {"path": str(file.resolve()), "sha256": sha256_file(file)}
+    if file.suffix == ".safetensors":
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                digest = (f.metadata() or {}).get("sha256")
+        except (SafetensorError, OSError, RuntimeError, ValueError):
+            digest = None  # damaged: loading it names the file
+        if digest:
+            record["weights"] = digest
+    return record
+
+
+def same_input(before: dict | None, now: dict | None) -> bool:
+    """Whether two records of :func:`file_input` (or None: no file) are the same input.
+
+    Args:
+        before: the record a run started with.
+        now: the record of the file it is given now.
+
+    Returns:
+        True when both are None, or both record the same tensors (``weights``), or, for other files
+        (or records without ``weights``), the same bytes (``sha256``).
+    """
+    if before is None or now is None:
+        return before is None and now is None
+    if "weights" in before and "weights" in now:
+        return before["weights"] == now["weights"]
+    return before.get("sha256") == now.get("sha256")

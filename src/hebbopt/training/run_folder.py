@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers
-from hebbopt.training.checkpoints import read_json, save_checkpoint, write_json
+from hebbopt.training.checkpoints import read_json, same_input, save_checkpoint, write_json
 from hebbopt.training.config import Config, ConfigError, dump
 
 RUN_KINDS = ("pretrain", "finetune", "semisup")
@@ -99,7 +99,7 @@ class Run:
         changed = [
             f"{role}: {(before.get(role) or {}).get('path')} -> {(now.get(role) or {}).get('path')}"
             for role in sorted(set(before) | set(now))
-            if (before.get(role) or {}).get("sha256") != (now.get(role) or {}).get("sha256")
+            if not same_input(before.get(role), now.get(role))
         ]
         if changed:
             raise ConfigError(f"{self.dir}: cannot resume with different input files: {'; '.join(changed)}")
