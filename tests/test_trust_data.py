@@ -14,7 +14,7 @@ from test_probe import TINY, tiny
 from torch import nn
 
 from hebbopt.data import TensorImages, load_dataset
-from hebbopt.data.datasets import FolderImages
+from hebbopt.data.datasets import FolderImages, _images_digest
 from hebbopt.files import CorruptFileError
 from hebbopt.training import load, semisup
 from hebbopt.training.probe import extract_features, knn, linear_probe
@@ -169,6 +169,21 @@ def test_images_of_different_sizes_name_one(tmp_path):
     odd = tmp_path / "d" / "train" / "dog" / "2.png"
     Image.new("RGB", (7, 7)).save(odd)
     with pytest.raises(ValueError, match=rf"{re.escape(str(odd))}.*7×7.*data.img_size"):
+        load_dataset("cifar10", tmp_path / "d", cache=tmp_path / "c", verbose=False)
+
+
+@pytest.mark.parametrize(
+    "images", [torch.zeros(4, 3, 2, 2), torch.zeros(4, 2, 2, dtype=torch.uint8), "pixels"]
+)
+def test_a_cache_of_the_wrong_kind_is_named_even_with_a_matching_checksum(tmp_path, images):
+    write_tree(tmp_path / "d", "train", per_class=2)
+    write_tree(tmp_path / "d", "test", per_class=2, seed=1)
+    load_dataset("cifar10", tmp_path / "d", cache=tmp_path / "c", verbose=False)
+    (file,) = (tmp_path / "c").glob("*train*.pt")
+    labels, classes = torch.arange(4), ["cat", "dog"]
+    digest = _images_digest(images, labels, classes) if isinstance(images, torch.Tensor) else "0"
+    torch.save({"images": images, "labels": labels, "classes": classes, "sha256": digest}, file)
+    with pytest.raises(CorruptFileError, match=rf"{re.escape(str(file))}: .*delete it"):
         load_dataset("cifar10", tmp_path / "d", cache=tmp_path / "c", verbose=False)
 
 

@@ -445,12 +445,19 @@ def _read_cache(file: pathlib.Path):
     try:
         blob = torch.load(file, map_location="cpu", weights_only=True)
         images, labels, classes, expected = blob["images"], blob["labels"], blob["classes"], blob["sha256"]
+        if not (
+            isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+            and isinstance(labels, torch.Tensor) and labels.shape == (len(images),)
+            and not labels.dtype.is_floating_point and all(isinstance(c, str) for c in classes)
+        ):  # fmt: skip
+            raise TypeError("not uint8 N×C×H×W images with one integer label each and class names")
+        intact = _images_digest(images, labels, classes) == expected
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
         raise CorruptFileError(
             f"{file}: unreadable dataset cache ({type(e).__name__}: {first}); {advice}"
         ) from None
-    if _images_digest(images, labels, classes) != expected:
+    if not intact:
         raise CorruptFileError(f"{file}: dataset cache fails its checksum (damaged); {advice}")
     return images, labels, classes
 
