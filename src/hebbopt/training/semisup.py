@@ -145,6 +145,7 @@ def _lpft(
         epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, dropout=p.dropout, seed=cfg.run.seed,
         val=features.validation(), device=accelerator.device, normalize=p.normalize,
         flipped_x=features.flipped(labelled), return_head=True,
+        progress=accelerator.is_main_process and cfg.run.progress,
     )  # fmt: skip
     probe = {"test": r["test"], "best_epoch": r["best_epoch"], **({"val": r["val"]} if "val" in r else {})}
     return finetune(
