@@ -187,6 +187,25 @@ class DroppedHook:
         _unhook(module, self)
 
 
+def hooked_by(module: nn.Module) -> Any:
+    """The optimizer whose hook feeds on ``module``, or ``None``.
+
+    An optimizer that was closed, or garbage collected, no longer holds the module.
+
+    Args:
+        module: a layer.
+
+    Returns:
+        the live :class:`~hebbopt.HebbianOptimizer` hooked to it, or ``None``.
+    """
+    for hook in module._forward_hooks.values():
+        if isinstance(hook, CaptureHook):
+            optimizer = hook._optimizer()
+            if optimizer is not None and hook._layer() is not None:
+                return optimizer
+    return None
+
+
 def _unhook(module: nn.Module, hook: object) -> None:
     # nn.Module.__call__ iterates a snapshot of the hooks, so removing one while called is safe.
     for key, h in list(module._forward_hooks.items()):
@@ -212,12 +231,13 @@ def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) ->
         output: the output of the forward call.
 
     Raises:
-        ValueError: an invalid hyper-parameter, or a weight shape that changed between forward
-            passes with statistics pending.
+        ValueError: an invalid or unknown hyper-parameter, or a weight shape that changed between
+            forward passes with statistics pending.
     """
     module, rule = layer.module, optimizer.rule
     group = optimizer._group_of(layer.param)
     weight = module.weight.detach()
+    rule.check_keys(group)
     rule.check(group, (weight,))
     stat_kwargs, _ = rule.kernel_kwargs(group)
     x, output, geometry = _layer_inputs(module, x, output)

@@ -10,7 +10,9 @@ hyper-parameters.
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,7 +24,7 @@ from torch.optim import Optimizer
 from hebbopt import capture, compiling, distributed
 from hebbopt.rules import Rule, get_rule
 from hebbopt.rules.base import _real
-from hebbopt.selection import HEBBIAN_TYPES, check_layer, hebbian_layers, unsupported_layers
+from hebbopt.selection import HEBBIAN_TYPES, check_layer, find_classifier, hebbian_layers, unsupported_layers
 
 
 class HebbianOptimizer(Optimizer):
@@ -48,10 +50,20 @@ class HebbianOptimizer(Optimizer):
 
     Raises:
         TypeError: ``params`` is not a model, a Conv2d/Linear, modules or param groups (e.g.
-            ``model.parameters()``), holds a layer the rules cannot hook, or ``hyper`` names a
-            hyper-parameter the rule does not have.
+            ``model.parameters()``), or holds a layer the rules cannot hook.
         ValueError: ``compile`` is not ``True``, ``False`` or ``"auto"``, an unknown rule, an
-            invalid hyper-parameter, no layer to hook, or a layer given twice.
+            invalid hyper-parameter, no layer to hook, a layer given twice, or a layer that
+            another optimizer hooks and was not closed.
+        UnknownHyperParameterError: ``hyper`` or a param group names a hyper-parameter the rule
+            does not have (a ``ValueError`` and a ``TypeError``; the nearest valid name is
+            suggested).
+
+    Copies: ``copy.deepcopy((model, optimizer))`` (the model first, in the same call) and a
+    pickle of both (``torch.save({"model": model, "optimizer": optimizer}, f)``) give a copy
+    that hooks the copied model's layers; the originals are untouched. A deep copy of the
+    optimizer alone is refused (``TypeError``): it would hook copies of its layers that no model
+    uses. Unpickled alone, it hooks its own copies of the layers (:attr:`layers`). To resume
+    elsewhere, prefer :meth:`state_dict` / :meth:`load_state_dict`.
 
     Examples:
         >>> import torch, torch.nn as nn
@@ -88,7 +100,9 @@ class HebbianOptimizer(Optimizer):
         :meth:`state_dict` / :meth:`load_state_dict`, and counts this process's samples only."""
         self._layers: dict[nn.Parameter, _Layer] = {}
         self._skipped: dict[str, str] = {}
+        self._heads: list[str] = []  # describe()'s lines on the classifier of each model given
         self._warned: set[str] = set()
+        self._closed = False
         # Per weight: weight-shaped statistics already applied, free to be overwritten by the next
         # forward's (see hebbopt.rules.geometry.reusing); never in state or state_dict.
         self._spare: dict[nn.Parameter, list[torch.Tensor]] = {}
@@ -107,9 +121,11 @@ class HebbianOptimizer(Optimizer):
                 Conv2d/Linear, an iterable of them or a ``{name: module}`` dict.
 
         Raises:
-            TypeError: no ``"modules"`` key, a module that cannot be hooked, or a key that is
-                not a hyper-parameter of the rule.
-            ValueError: invalid hyper-parameters, or a layer already hooked by this optimizer.
+            TypeError: no ``"modules"`` key, or a module that cannot be hooked.
+            ValueError: invalid hyper-parameters, a key that is neither a hyper-parameter of the
+                rule nor torch's (:class:`~hebbopt.rules.base.UnknownHyperParameterError`, the
+                nearest valid name suggested), or a layer already hooked by this optimizer or by
+                another one that is not closed.
         """
         if not isinstance(param_group, dict) or "modules" not in param_group:
             raise TypeError(
@@ -119,17 +135,14 @@ class HebbianOptimizer(Optimizer):
         group = {k: v for k, v in param_group.items() if k != "modules"}
         if "params" in group:
             raise TypeError("give a param group 'modules', not 'params': the rules need the layers")
-        unknown = set(group) - {"lr", *self.rule.hyper}
-        if unknown:
-            raise TypeError(
-                f"param group keys {sorted(unknown)} are not hyper-parameters of rule "
-                f"{self.rule.name!r} (lr, {', '.join(self.rule.hyper) or 'no others'})"
-            )
-        named, skipped = _named_layers(param_group["modules"], start=len(self._layers))
+        self.rule.check_keys(group)
+        named, skipped, head = _named_layers(param_group["modules"], start=len(self._layers))
         for name, module in named.items():
             if module.weight in self._layers:
                 raise ValueError(f"layer {name!r} is already hooked by this optimizer")
+            _check_free(name, module)
         taken = set(self.layers) | set(self._skipped)
+        prefix = ""
         if taken & (set(named) | set(skipped)):
             prefix = f"group{len(self.param_groups)}."
             named = {prefix + n: m for n, m in named.items()}
@@ -142,8 +155,11 @@ class HebbianOptimizer(Optimizer):
         group["rule"] = self.rule.name
         super().add_param_group(group)
         self._skipped.update(skipped)
+        if head is not None:
+            self._heads.append(head.replace("{prefix}", prefix))
         for name, module in named.items():
-            self._layers[module.weight] = _Layer(name, module, self)
+            layer = self._layers[module.weight] = _Layer(name, module, module.weight)
+            layer.hook(self)
 
     # ------------------------------------------------------------------ layers
     @property
@@ -158,7 +174,11 @@ class HebbianOptimizer(Optimizer):
         return dict(self._skipped)
 
     def describe(self) -> str:
-        """A table of the hooked layers (name, type, weight shape, group), then the skipped ones.
+        """A table of the hooked layers (name, type, weight shape, group), then why the rest are not.
+
+        After the table: for each model given, its classifier (left out) and how it was found, or
+        why none was (see :func:`hebbopt.selection.find_classifier`); then the layers the rules
+        cannot hook (:attr:`skipped`).
 
         Returns:
             the table as text, one layer per line after a header.
@@ -170,6 +190,7 @@ class HebbianOptimizer(Optimizer):
             layer  type    weight   group
             0      Conv2d  8×3×3×3  0
             2      Linear  16×288   0
+            classifier 3: not hooked (the last layer with parameters of Sequential)
         """
         rows = [("layer", "type", "weight", "group")]
         for gi, group in enumerate(self.param_groups):
@@ -178,6 +199,7 @@ class HebbianOptimizer(Optimizer):
                 rows.append((layer.name, type(layer.module).__name__, "×".join(map(str, p.shape)), str(gi)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines += self._heads
         lines += [f"skipped {name}: {reason}" for name, reason in self._skipped.items()]
         return "\n".join(lines)
 
@@ -185,9 +207,14 @@ class HebbianOptimizer(Optimizer):
         return f"{type(self).__name__}(rule={self.rule.name!r},\n{self.describe()}\n)"
 
     def close(self) -> None:
-        """Remove every forward hook; the model is plain again. Pending statistics are kept."""
+        """Remove every forward hook; the model is plain again. Pending statistics are kept.
+
+        The layers are then free for another Hebbian optimizer (an optimizer that is garbage
+        collected frees them too).
+        """
         for layer in self._layers.values():
-            layer.handle.remove()
+            layer.unhook()
+        self._closed = True
         self._spare.clear()
 
     def __enter__(self) -> HebbianOptimizer:
@@ -222,8 +249,9 @@ class HebbianOptimizer(Optimizer):
         over all processes, so every process applies the update of the global batch; every
         process must call ``step()`` together. Without any captured forward pass since the last
         step, this is a no-op (but still takes part in that reduction; a warning says so once if
-        hooked layers were in eval mode). All updates are computed and checked before any weight
-        changes, so an error leaves every weight as it was.
+        hooked layers were in eval mode). Every layer is updated, then the statistics and the new
+        weights are checked together; if any is not finite, every weight is restored exactly (from
+        a copy kept for the step) before the error, so an error leaves every weight as it was.
 
         Args:
             closure: optional callable that runs forward passes (under ``torch.no_grad()``)
@@ -233,18 +261,20 @@ class HebbianOptimizer(Optimizer):
             the closure's return value, or ``None``.
 
         Raises:
-            ValueError: a group's ``lr`` or another hyper-parameter is invalid (e.g. edited by
-                hand), a layer's weight was replaced or changed shape since the forward pass
-                (statistics are kept), or the processes of a distributed run hold statistics of
-                different layers or shapes.
-            FloatingPointError: statistics are not finite (NaN/Inf activations); the statistics
-                of this step are discarded and no weight changes.
+            ValueError: a group's ``lr`` or another hyper-parameter is invalid or unknown (e.g.
+                edited by hand), a layer's weight was replaced or changed shape since the
+                forward pass (statistics are kept), or the processes of a distributed run hold
+                statistics of different layers or shapes.
+            FloatingPointError: statistics are not finite (NaN/Inf activations), or the new
+                weights ``W + lr·ΔW`` are not (e.g. an lr so large that they overflow); no weight
+                changes and the statistics of this step are discarded.
         """
         result = None
         if closure is not None:
             result = closure()  # under no_grad: Hebbian forwards need no autograd graph
         pending = []
         for group in self.param_groups:
+            self.rule.check_keys(group)
             _learning_rate(group["lr"])
             self.rule.check(group, tuple(group["params"]))
             for p in group["params"]:
@@ -259,36 +289,14 @@ class HebbianOptimizer(Optimizer):
         self._warn_missing(bool(pending))
         if not pending:
             return result
-        # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
-        # reduction per statistic instead of an element-wise isfinite pass, and one host sync.
-        # With finite statistics (and weights) the update is finite.
-        sums = [
-            sum(v.sum() for v in stats.values() if isinstance(v, torch.Tensor)) for _, _, stats in pending
-        ]
-        finite = torch.isfinite(torch.stack(sums)).tolist()
-        if not all(finite):
-            bad = [self._layers[p].name for (_, p, _), ok in zip(pending, finite, strict=True) if not ok]
-            for _, p, _ in pending:
-                del self.state[p]["stats"]
-            raise FloatingPointError(
-                f"non-finite Hebbian statistics for layer(s) {bad} (NaN/Inf in activations or "
-                "weights); no weight was changed and this step's statistics were discarded"
-            )
-        apply = self.rule.apply
-        if compiling.resolve(self.compile, pending[0][1].device):
-            apply = compiling.compiled(apply, dynamic=True)
-        for group, p, stats in pending:
-            _, apply_kwargs = self.rule.kernel_kwargs(group)
-            # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
-            dtype = torch.promote_types(p.dtype, torch.float32)
-            lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
-            weight = p.detach()
-            before = weight.clone() if self.diagnostics else None
-            apply(weight, stats, lr, **apply_kwargs)
+        before = self._apply(pending)
+        self._check_finite(pending, before)
+        for (_, p, stats), old in zip(pending, before, strict=True):
             state = self.state[p]
-            if before is not None:
+            if self.diagnostics:
+                weight = p.detach()
                 entry = {
-                    "update": (weight - before).abs().max() / before.abs().max().clamp_min(1e-30),
+                    "update": (weight - old).abs().max() / old.abs().max().clamp_min(1e-30),
                     "norm": weight.flatten(1).float().norm(dim=1).mean(),
                 }
                 if "won" in state:
@@ -298,6 +306,50 @@ class HebbianOptimizer(Optimizer):
             self._spare[p] = [v for k, v in stats.items() if k in self.rule.weight_shaped]
             state["step"] = state.get("step", 0) + 1
         return result
+
+    def _apply(self, pending: list) -> list[torch.Tensor]:
+        """``W ← W + lr·ΔW`` for every pending layer; returns the weights as they were."""
+        apply = self.rule.apply
+        if compiling.resolve(self.compile, pending[0][1].device):
+            apply = compiling.compiled(apply, dynamic=True)
+        before = []
+        for group, p, stats in pending:
+            _, apply_kwargs = self.rule.kernel_kwargs(group)
+            # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
+            dtype = torch.promote_types(p.dtype, torch.float32)
+            lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
+            weight = p.detach()
+            before.append(weight.clone())
+            apply(weight, stats, lr, **apply_kwargs)
+        return before
+
+    def _check_finite(self, pending: list, before: list[torch.Tensor]) -> None:
+        """Restore every weight and raise unless the statistics and new weights are all finite."""
+        # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
+        # reduction per statistic instead of an element-wise isfinite pass. The new weights are
+        # checked too: finite statistics with a huge lr still overflow W + lr·ΔW. One host sync.
+        sums = [sum(v.sum() for v in st.values() if isinstance(v, torch.Tensor)) for _, _, st in pending]
+        weights = [torch.isfinite(p).all() for _, p, _ in pending]
+        finite = torch.cat([torch.isfinite(torch.stack(sums)), torch.stack(weights)]).tolist()
+        if all(finite):
+            return
+        for (_, p, _), old in zip(pending, before, strict=True):
+            p.detach().copy_(old)
+        for _, p, _ in pending:
+            del self.state[p]["stats"]
+        names = [self._layers[p].name for _, p, _ in pending]
+        bad_stats = [n for n, ok in zip(names, finite[: len(names)], strict=True) if not ok]
+        if bad_stats:
+            raise FloatingPointError(
+                f"non-finite Hebbian statistics for layer(s) {bad_stats} (NaN/Inf in activations or "
+                "weights); no weight was changed and this step's statistics were discarded"
+            )
+        bad = [n for n, ok in zip(names, finite[len(names) :], strict=True) if not ok]
+        lrs = sorted({_learning_rate(g["lr"]) for g, _, _ in pending})
+        raise FloatingPointError(
+            f"the update W + lr·ΔW of layer(s) {bad} is not finite (lr {lrs} too large, or weights "
+            "already non-finite); no weight was changed and this step's statistics were discarded"
+        )
 
     def _check_current(self, layer: _Layer, stats: dict) -> None:
         if layer.module.weight is not layer.param:
@@ -322,20 +374,18 @@ class HebbianOptimizer(Optimizer):
             ]
             if never:
                 self._warned.add("never")
-                warnings.warn(
+                _warn(
                     f"hooked layer(s) {never} captured nothing while others did: their forward "
                     "never ran (e.g. a module called through F.linear, like "
-                    "nn.MultiheadAttention.out_proj); they are not trained",
-                    stacklevel=3,
+                    "nn.MultiheadAttention.out_proj); they are not trained"
                 )
         if not captured_any and "eval" not in self._warned:
             idle = [layer.name for layer in self._layers.values() if not layer.module.training]
             if idle:
                 self._warned.add("eval")
-                warnings.warn(
+                _warn(
                     f"step() with nothing captured: layer(s) {idle} are in eval mode, and hooks "
-                    "capture in training mode only; call model.train() before Hebbian forwards",
-                    stacklevel=3,
+                    "capture in training mode only; call model.train() before Hebbian forwards"
                 )
 
     # ------------------------------------------------------------------ state
@@ -350,7 +400,8 @@ class HebbianOptimizer(Optimizer):
             state_dict: from :meth:`state_dict` of an optimizer of the same rule and layers.
 
         Raises:
-            ValueError: the state is of another rule or another set of layers (both named).
+            ValueError: the state is of another rule or another set of layers (both named), or
+                a group holds a key that is not a hyper-parameter of the rule.
         """
         self._spare.clear()
         saved = state_dict["param_groups"]
@@ -367,6 +418,8 @@ class HebbianOptimizer(Optimizer):
                 f"this state_dict is of the layers {theirs} but this optimizer hooks {ours} "
                 "(by group); build the optimizer over the same layers"
             )
+        for group in saved:
+            self.rule.check_keys(group)
         stats, won = {}, {}
         for index, entry in state_dict["state"].items():
             if "stats" in entry:
@@ -385,14 +438,86 @@ class HebbianOptimizer(Optimizer):
             p = params[index]
             self.state[p]["won"] = saved_won.to(device=p.device, dtype=torch.bool, copy=True)
 
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
+        state["_layers"] = [
+            (layer.name, layer.module, layer.param, layer.captured) for layer in self._layers.values()
+        ]
+        state["_spare"] = {}  # buffers for reuse only
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        layers = state.pop("_layers", None)
+        super().__setstate__(state)
+        if layers is None:  # torch's load_state_dict() sets only "state" and "param_groups"
+            return
+        self._layers = {}
+        for name, module, param, captured in layers:
+            layer = self._layers[param] = _Layer(name, module, param)
+            layer.captured = captured
+            if not self._closed:
+                layer.hook(self)
+
+    def __deepcopy__(self, memo: dict) -> HebbianOptimizer:
+        # The copy hooks the copies of its layers, so they must be copied in the same call, first.
+        # Copied alone, it would hook layers of no model and silently train nothing.
+        missing = [layer.name for layer in self._layers.values() if id(layer.module) not in memo]
+        if missing:
+            raise TypeError(
+                f"copy.deepcopy of a {type(self).__name__} alone would hook copies of its layers that "
+                f"no model uses (not copied before it: {missing}); copy the model with it, model "
+                "first: copy.deepcopy((model, optimizer)), or build a new optimizer on the copied "
+                "model and load_state_dict(optimizer.state_dict())"
+            )
+        copied = memo[id(self)] = type(self).__new__(type(self))
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
+
+    def __copy__(self) -> HebbianOptimizer:
+        raise TypeError(
+            f"a shallow copy of a {type(self).__name__} would hook the same layers twice; use "
+            "copy.deepcopy((model, optimizer)), or a new optimizer and load_state_dict()"
+        )
+
 
 class _Layer:
-    """One hooked layer: its name, module, registered weight and forward hook."""
+    """One layer of the optimizer: its name, module, registered weight and forward hook."""
 
-    def __init__(self, name: str, module: nn.Module, optimizer: HebbianOptimizer) -> None:
-        self.name, self.module, self.param = name, module, module.weight
+    def __init__(self, name: str, module: nn.Module, param: nn.Parameter) -> None:
+        self.name, self.module, self.param = name, module, param
         self.captured = False
-        self.handle = module.register_forward_hook(capture.CaptureHook(optimizer, self), with_kwargs=True)
+        self.handle: Any = None
+
+    def hook(self, optimizer: HebbianOptimizer) -> None:
+        hook = capture.CaptureHook(optimizer, self)
+        self.handle = self.module.register_forward_hook(hook, with_kwargs=True)
+
+    def unhook(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def _check_free(name: str, module: nn.Module) -> None:
+    other = capture.hooked_by(module)
+    if other is not None:
+        raise ValueError(
+            f"layer {name!r} is already hooked by another {type(other).__name__} (rule "
+            f"{other.rule.name!r}); both would feed from its forward and update it: close() that "
+            "optimizer first, or train both sets of hyper-parameters as param groups of one optimizer"
+        )
+
+
+def _warn(message: str) -> None:
+    # step() runs inside torch's wrappers (no_grad, profiling hooks; accelerate's too), whose
+    # depth varies by version: attribute the warning to the first frame outside them and hebbopt.
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, stacklevel=level)
+
+
+_LIBRARIES = frozenset({"hebbopt", "torch", "accelerate"})
 
 
 def _learning_rate(lr: Any) -> float:
@@ -424,17 +549,19 @@ def _as_groups(params: Any) -> list[dict[str, Any]]:
     return [{"modules": items}]
 
 
-def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """``({name: layer} to hook, {name: reason} skipped)`` of a param group's ``"modules"``."""
+def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[str, str], str | None]:
+    """``({name: layer} to hook, {name: reason} skipped, describe()'s line on the classifier)`` of
+    a param group's ``"modules"``; the line has a ``{prefix}`` placeholder for its name."""
     if isinstance(modules, nn.Module):
-        skipped = {} if isinstance(modules, HEBBIAN_TYPES) else unsupported_layers(modules)
-        return hebbian_layers(modules), skipped
+        if isinstance(modules, HEBBIAN_TYPES):
+            return hebbian_layers(modules), {}, None
+        return hebbian_layers(modules), unsupported_layers(modules), _head_line(modules)
     if isinstance(modules, Mapping):  # {name: module}, e.g. from hebbian_layers(model, exclude=...)
         for name, m in modules.items():
             check_layer(name, m)
         if not modules:
             raise ValueError("a param group has no modules")
-        return dict(modules), {}
+        return dict(modules), {}, None
     if isinstance(modules, torch.Tensor) or not isinstance(modules, Iterable):
         raise TypeError(f"'modules' must be a model or an iterable of modules, got {type(modules).__name__}")
     named = {}
@@ -446,7 +573,15 @@ def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[
         raise ValueError("a param group has no modules")
     if len({id(m) for m in named.values()}) != len(named):
         raise ValueError("the same module appears twice in a param group")
-    return named, {}
+    return named, {}, None
+
+
+def _head_line(model: nn.Module) -> str:
+    head, how = find_classifier(model)
+    if head is None:
+        return f"{how}: every supported layer is hooked (exclude the head by name if there is one)"
+    name = next((n or "(the model)" for n, m in model.named_modules() if m is head), type(head).__name__)
+    return f"classifier {{prefix}}{name}: not hooked ({how})"
 
 
 class SoftWTAHebb(HebbianOptimizer):

@@ -87,21 +87,64 @@ def _reason(m: nn.Module, error: Exception) -> str:
 
 
 def classifier(model: nn.Module) -> nn.Module | None:
-    """The model's classifier: timm's ``get_classifier()``, else its last ``nn.Linear``.
+    """The model's classifier (its head), found as :func:`find_classifier` says.
 
     Args:
         model: the network.
 
     Returns:
-        the classifier module, or ``None`` (no ``nn.Linear``, or ``get_classifier()`` returned
-        something other than a module).
+        the classifier module, or ``None`` (no head found).
     """
+    return find_classifier(model)[0]
+
+
+def find_classifier(model: nn.Module) -> tuple[nn.Module | None, str]:
+    """The model's head and how it was found; only a head, never a Linear inside a block.
+
+    In this order: timm's ``model.get_classifier()``; the module named by
+    ``model.pretrained_cfg["classifier"]``; else the model's last child that has parameters if it
+    is an ``nn.Linear``, or, if that child is an ``nn.Sequential``, its own last such child, and so
+    on (``fc`` of a ResNet, the last Linear of VGG's ``classifier``, the last Linear of an
+    ``nn.Sequential``). A Linear inside any other module (a ``TransformerEncoderLayer``'s
+    ``linear2``, a custom block's last layer) is not a head: such a model has no classifier, and
+    every Conv2d/Linear of it is Hebbian unless excluded by name.
+
+    Args:
+        model: the network.
+
+    Returns:
+        ``(module or None, how it was found)``, e.g. ``(model.fc, "the last Linear child of ResNet")``.
+
+    Examples:
+        >>> import torch.nn as nn
+        >>> find_classifier(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)))[1]
+        'the last layer with parameters of Sequential'
+        >>> find_classifier(nn.Sequential(nn.Linear(8, 16), nn.TransformerEncoderLayer(16, 2)))
+        (None, 'no classifier: the last layer with parameters of Sequential is a TransformerEncoderLayer')
+    """
+    kind = type(model).__name__
     get = getattr(model, "get_classifier", None)
     if callable(get):
         head = get()
-        return head if isinstance(head, nn.Module) else None
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+        if isinstance(head, nn.Module):
+            return head, f"get_classifier() of {kind}"
+        return None, f"no classifier: get_classifier() of {kind} returned {type(head).__name__}"
+    cfg = getattr(model, "pretrained_cfg", None)
+    name = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if isinstance(name, str):
+        try:
+            return model.get_submodule(name), f"pretrained_cfg['classifier'] of {kind}"
+        except AttributeError:
+            pass
+    last = model
+    while isinstance(last, nn.Sequential) or last is model:
+        children = [m for m in last.children() if any(True for _ in m.parameters())]
+        if not children:
+            return None, f"no classifier: {kind} has no layer with parameters"
+        last = children[-1]
+        if isinstance(last, nn.Linear):
+            return last, f"the last layer with parameters of {kind}"
+    return None, f"no classifier: the last layer with parameters of {kind} is a {type(last).__name__}"
 
 
 def hebbian_layers(
@@ -109,9 +152,11 @@ def hebbian_layers(
 ) -> dict[str, nn.Module]:
     """The hidden ``nn.Conv2d``/``nn.Linear`` layers of ``model``, by qualified name.
 
-    By default the classifier is left out: the module timm's ``model.get_classifier()`` returns
-    (with all its submodules), or for other models the last ``nn.Linear`` in module order. A
-    model that is itself a Conv2d/Linear is returned as the single layer ``""``.
+    By default the classifier (the model's head, see :func:`find_classifier`) is left out with all
+    its submodules: what timm's ``model.get_classifier()`` returns, or for other models a trailing
+    ``nn.Linear`` (the last child with parameters, also through trailing ``nn.Sequential``
+    containers); a Linear inside a block (e.g. a ``TransformerEncoderLayer``) is never taken for
+    the head. A model that is itself a Conv2d/Linear is returned as the single layer ``""``.
 
     Args:
         model: the network.

@@ -34,14 +34,41 @@ temperature=...)``, ``group["temperature"]``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
+
+GROUP_KEYS = frozenset(
+    {
+        "params",
+        "lr",
+        "layers",
+        "rule",
+        "param_names",
+        "differentiable",
+        "initial_lr",
+        "max_lr",
+        "min_lr",
+        "swa_lr",
+    }
+)
+"""Param-group keys that are not a rule's hyper-parameters: torch's (``params``, ``lr``,
+``param_names``, ``differentiable``, and what its LR schedulers write: ``initial_lr``, ``max_lr``,
+``min_lr``, ``swa_lr``) and the optimizer's own (``layers``, ``rule``). Any other key is refused."""
+
+
+class UnknownHyperParameterError(TypeError, ValueError):
+    """A hyper-parameter or param-group key that the rule does not have (e.g. ``temprature``).
+
+    A ``ValueError`` (a bad setting) and, as Python raises for an unexpected keyword argument, a
+    ``TypeError``; the message names the nearest valid name.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +239,15 @@ class Rule:
             if not h.check.accepts(h.default):
                 raise ValueError(f"rule {self.name!r}: default {key}={h.default!r} fails its check")
 
+    def __deepcopy__(self, memo: dict) -> Rule:
+        return self  # immutable; a copied optimizer keeps the rule's identity (and compiled kernels)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A registered rule unpickles as the registry's object, not as a lookalike.
+        if _registered(self.name) is self:
+            return _registered, (self.name,)
+        return super().__reduce_ex__(protocol)
+
     @functools.cached_property
     def statistics_hyper(self) -> tuple[str, ...]:
         """The hyper-parameters ``statistics`` takes (its keyword-only parameters)."""
@@ -237,13 +273,14 @@ class Rule:
             ``{name: value}`` for every hyper-parameter.
 
         Raises:
-            TypeError: an override that is not a hyper-parameter of this rule.
+            UnknownHyperParameterError: an override that is not a hyper-parameter of this rule (a
+                ``TypeError`` and a ``ValueError``).
             ValueError: an override that fails its check.
         """
-        unknown = set(overrides) - set(self.hyper)
+        unknown = sorted(set(overrides) - set(self.hyper))
         if unknown:
-            raise TypeError(
-                f"rule {self.name!r} has no hyper-parameter {sorted(unknown)}; "
+            raise UnknownHyperParameterError(
+                f"rule {self.name!r} has no hyper-parameter {unknown}{_nearest(unknown, self.hyper)}; "
                 f"its hyper-parameters are {sorted(self.hyper)}"
             )
         values = {k: overrides.get(k, h.default) for k, h in self.hyper.items()}
@@ -273,6 +310,26 @@ class Rule:
                 if problem:
                     raise ValueError(f"{self.name}: {problem} (layer weight {tuple(w.shape)})")
 
+    def check_keys(self, group: Collection[str], others: Collection[str] = GROUP_KEYS) -> None:
+        """Refuse a param-group key that is neither a hyper-parameter of this rule nor in ``others``.
+
+        A misspelt key (``temprature``) would otherwise be kept and silently ignored.
+
+        Args:
+            group: the keys of a param group (or the group itself).
+            others: the keys allowed besides the hyper-parameters (default :data:`GROUP_KEYS`).
+
+        Raises:
+            UnknownHyperParameterError: naming the unknown keys and the nearest valid name.
+        """
+        unknown = sorted(k for k in group if k not in self.hyper and k not in others)
+        if unknown:
+            valid = ["lr", *self.hyper]
+            raise UnknownHyperParameterError(
+                f"param group keys {unknown} are not hyper-parameters of rule {self.name!r}"
+                f"{_nearest(unknown, valid)} (valid: {', '.join(valid)})"
+            )
+
     def kernel_kwargs(self, values: Mapping[str, Any]) -> tuple[dict, dict]:
         """``(statistics kwargs, apply_ kwargs)`` from checked values, converted for the kernels.
 
@@ -298,6 +355,19 @@ class Rule:
             self.apply_(weight, stats, lr, **hyper)
         else:
             weight.add_(self.update(stats, weight, **hyper) * lr)
+
+
+def _registered(name: str) -> Rule | None:
+    from hebbopt.rules import RULES  # hebbopt.rules imports this module
+
+    return RULES.get(name)
+
+
+def _nearest(unknown: list[str], valid: Collection[str]) -> str:
+    guesses = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, list(valid), n=1))}
+    if len(unknown) == 1 and guesses:
+        return f" (did you mean {guesses[unknown[0]]!r}?)"
+    return f" (did you mean {', '.join(f'{v!r} for {k!r}' for k, v in guesses.items())}?)" if guesses else ""
 
 
 def _keyword_only(fn: Callable) -> tuple[str, ...]:
