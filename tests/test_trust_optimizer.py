@@ -215,7 +215,7 @@ def test_a_linear_inside_a_transformer_block_is_not_the_classifier():
     classifier = nn.Sequential(*encoder, nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 3)))
     with hebbopt.HPCAHebb(classifier) as opt:
         assert list(opt.layers) == ["0", "1.linear1", "1.linear2"]
-        assert "classifier 2.1: not hooked" in opt.describe()
+        assert "classifier: 2.1 (the last layer with parameters of Sequential), not hooked" in opt.describe()
 
 
 def test_the_head_of_common_models_is_found():
@@ -236,7 +236,7 @@ def test_the_head_of_common_models_is_found():
     model = timm.create_model("hebb_alexnet_6l", num_classes=10)
     with hebbopt.HPCAHebb(model) as opt:
         assert "classifier" not in opt.layers
-        assert "classifier classifier: not hooked (get_classifier() of HebbAlexNet)" in opt.describe()
+        assert "classifier: classifier (get_classifier() of HebbAlexNet), not hooked" in opt.describe()
 
 
 def test_pretrained_cfg_names_the_classifier():

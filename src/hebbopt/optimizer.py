@@ -190,7 +190,7 @@ class HebbianOptimizer(Optimizer):
             layer  type    weight   group
             0      Conv2d  8×3×3×3  0
             2      Linear  16×288   0
-            classifier 3: not hooked (the last layer with parameters of Sequential)
+            classifier: 3 (the last layer with parameters of Sequential), not hooked
         """
         rows = [("layer", "type", "weight", "group")]
         for gi, group in enumerate(self.param_groups):
@@ -579,9 +579,9 @@ def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[
 def _head_line(model: nn.Module) -> str:
     head, how = find_classifier(model)
     if head is None:
-        return f"{how}: every supported layer is hooked (exclude the head by name if there is one)"
+        return f"{how}; every supported layer is hooked (exclude the head by name if there is one)"
     name = next((n or "(the model)" for n, m in model.named_modules() if m is head), type(head).__name__)
-    return f"classifier {{prefix}}{name}: not hooked ({how})"
+    return f"classifier: {{prefix}}{name} ({how}), not hooked"
 
 
 class SoftWTAHebb(HebbianOptimizer):
