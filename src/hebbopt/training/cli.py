@@ -13,11 +13,14 @@ The command line is parsed by :func:`~hebbopt.training.config.make_parser` (json
 ``--config FILE`` and ``--section.key value`` overrides, read as in
 :func:`~hebbopt.training.config.load`; ``--help`` lists every key with its type and default.
 
-A configuration that cannot run (an unknown key, a missing data folder, a run folder already
-taken, a model timm cannot build, unknown or null ``model.kwargs``, ``pretrain.include`` or
-``pretrain.exclude`` patterns that match no layer of the model, ``--resume`` of a folder that holds
-no run) ends the command with exit status 2 and the message, not a traceback, before any folder is
-made or data read. A damaged file (:class:`~hebbopt.files.CorruptFileError`), a non-finite loss
+A configuration that cannot run (an unknown or abbreviated key, a config file that repeats a key
+or gives a section a value that is not a mapping, an empty sweep list, a missing data folder, a run
+folder already taken, or in use by another run (``run.lock``, see
+:class:`~hebbopt.training.run_folder.Run`), a model timm cannot build, unknown or null
+``model.kwargs``, ``pretrain.include`` or ``pretrain.exclude`` patterns that match no layer of the
+model, ``--resume`` of a folder that holds no run) ends the command with exit status 2 and a
+one-line message, not a traceback, before any folder is made or data read. A damaged file
+(:class:`~hebbopt.files.CorruptFileError`, an edited ``metrics.json`` included), a non-finite loss
 or a failed write (a full disk) ends it with exit status 1 and a message naming the file or run.
 """
 
@@ -31,6 +34,7 @@ import torch
 
 from hebbopt.files import CorruptFileError
 from hebbopt.training.config import ConfigError, make_parser, parse_args
+from hebbopt.training.run_folder import release_locks
 
 
 def _fail(message: str) -> None:
@@ -68,7 +72,8 @@ def _parse(description: str, argv: list[str] | None, extra=None):
 
 def _clear_errors(main):
     """Configuration problems found while starting (run folder taken, model cannot be built) end
-    the command with the message, not a traceback. The process group of a multi-process run is
+    the command with the message, not a traceback. The run folders the command holds are released
+    (their ``run.lock`` deleted) however it ends. The process group of a multi-process run is
     torn down before the interpreter exits (gloo's threads otherwise can abort a rank at exit)."""
 
     @functools.wraps(main)
@@ -82,6 +87,7 @@ def _clear_errors(main):
             print(f"error: {e}", file=sys.stderr)
             return 1
         finally:
+            release_locks()  # the command's run folders, whether it ended well or not
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 

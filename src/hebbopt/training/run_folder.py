@@ -1,11 +1,17 @@
-"""The run folder: its configuration, identity, log, metrics and checkpoint; resume checks."""
+"""The run folder: its configuration, identity, lock, log, metrics and checkpoint; resume checks."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import pathlib
+import re
+import secrets
+import socket
 import time
+import weakref
 from typing import Any
 
 from accelerate import Accelerator
@@ -14,6 +20,11 @@ from tqdm.auto import tqdm
 from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers
 from hebbopt.training.checkpoints import read_json, same_input, save_checkpoint, write_json
 from hebbopt.training.config import Config, ConfigError, dump
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the lock names its process, without flock
+    fcntl = None  # type: ignore[assignment]
 
 RUN_KINDS = ("pretrain", "finetune", "semisup")
 """What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
@@ -29,15 +40,28 @@ those only, so sweeps that evaluate differently share one pre-training folder.""
 
 class Run:
     """A run folder: ``config.yaml`` (resolved), ``run.json`` (kind and input files with their
-    sha256), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
+    sha256), ``run.lock`` (while a run holds it), ``log.txt``, ``metrics.json``, ``checkpoint.pt``.
+
+    One run at a time: a run holds its folder from :meth:`start` to :meth:`finish` (or
+    :meth:`close`, or the end of its process, an error included) with ``run.lock``, which names its
+    process id and host. A folder held by a live process, or by a process on another host (whose
+    life cannot be checked), is refused; a lock whose process is gone (same host) is taken over,
+    with a message. Runs of one process follow each other, so a folder this process held before
+    (a run that failed) is taken over silently; a sweep's runs, each in a folder of its own under
+    the sweep's, hold their own folders.
 
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
     configuration is the one the run started with (``run.progress``, ``run.threads``,
     ``run.log_with`` and ``run.log_every`` may differ,
     and ``run.dir`` is the folder itself, however it is spelled; only the sections the kind of run
     reads count, :data:`READS`), that the folder holds a run of
-    the same kind, with the same input files (by checksum), and refuses a folder with run files
+    the same kind, with the same input files (by checksum; a weights file by its tensors, see
+    :func:`~hebbopt.training.checkpoints.same_input`), and refuses a folder with run files
     but no ``config.yaml``. Files are written by the main process only.
+
+    ``metrics.json`` carries a checksum (``sha256``) of its content and of the configuration the
+    folder records (``config.yaml``): :meth:`done` refuses final metrics that were edited, belong
+    to another run, or hold a value that is not finite or out of range (see :func:`check_metrics`).
 
     Args:
         cfg: the configuration; ``run.dir`` is the folder.
@@ -52,8 +76,10 @@ class Run:
         main: whether this is the main process (the one that writes files).
 
     Raises:
-        ConfigError: the folder holds a run and ``resume`` is false, or it holds a run of another
-            configuration, kind or input file, or run files without ``config.yaml``.
+        ConfigError: another live run holds the folder (named with its process id and host), the
+            folder holds a run and ``resume`` is false (a finished one is said to be complete, its
+            leftover checkpoint removed), or it holds a run of another configuration, kind or
+            input file, or run files without ``config.yaml``.
         CorruptFileError: ``config.yaml`` or ``run.json`` is damaged.
     """
 
@@ -62,26 +88,57 @@ class Run:
         inputs: dict | None = None,
     ) -> None:  # fmt: skip
         self.cfg, self.accelerator = cfg, accelerator
-        self.kind, self.inputs = kind, dict(inputs or {})
+        self.kind, self.inputs, self.resume = kind, dict(inputs or {}), resume
         self.dir = pathlib.Path(os.path.normpath(pathlib.Path(cfg.run.dir).expanduser()))
         self.checkpoint = self.dir / "checkpoint.pt"
+        self.main = accelerator.is_main_process
+        self._started = False
+        self._lock: _FolderLock | None = None
+        busy = _busy(self.dir / LOCK, self.dir) if self.main else None
+        if busy := self._agreed(busy):  # only the main process reads the lock: it tells the others
+            raise ConfigError(busy)
+        self._check_folder()
+
+    def _agreed(self, message: str | None) -> str | None:
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [message]
+            broadcast_object_list(box, from_process=0)
+            message = box[0]
+        return message
+
+    def _check_folder(self) -> None:
         config_file = self.dir / "config.yaml"
         if config_file.exists():
-            if not resume:
+            if not self.resume:
+                if self._finished_quietly():
+                    raise ConfigError(
+                        f"{self.dir} holds a finished run (it was already complete): pick another run.dir, "
+                        "or pass --resume to read its results"
+                    )
+                stale = _stale_note(self.dir / LOCK)
                 raise ConfigError(
-                    f"{self.dir} already holds a run: pass --resume to continue it, or pick another run.dir"
+                    f"{self.dir} already holds a run: pass --resume to continue it{stale}, "
+                    "or pick another run.dir"
                 )
-            _check_same(config_file, cfg, READS.get(kind))
+            _check_same(config_file, self.cfg, READS.get(self.kind))
             self._check_identity()
-        elif resume and any(
+        elif self.resume and any(
             (self.dir / n).exists() for n in ("checkpoint.pt", "metrics.json", "results.json")
         ):
             raise ConfigError(
                 f"{self.dir}: config.yaml is missing, so the configuration this run started with is unknown: "
                 "cannot resume it; restore config.yaml, or start a new run in another run.dir"
             )
-        self.main = accelerator.is_main_process
-        self._started = False
+
+    def _finished_quietly(self) -> bool:
+        """Whether the folder holds a finished run (its leftover checkpoint removed); a damaged
+        record counts as unfinished here, and is named when the run is resumed."""
+        try:
+            return self.done() is not None
+        except CorruptFileError:
+            return False
 
     def _check_identity(self) -> None:
         file = self.dir / "run.json"
@@ -105,15 +162,45 @@ class Run:
             raise ConfigError(f"{self.dir}: cannot resume with different input files: {'; '.join(changed)}")
 
     def start(self) -> None:
-        """Create the folder and record the resolved configuration (call once the data and model
-        are known to load, so a configuration that fails leaves no folder behind)."""
-        if self.main and not self._started:
+        """Create the folder, take its lock and record the resolved configuration (call once the
+        data and model are known to load, so a configuration that fails leaves no folder behind).
+
+        Raises:
+            ConfigError: another run took the folder since this one was set up (it is checked
+                again once the lock is held).
+        """
+        if self._started:
+            return
+        message = took_over = None
+        if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock, took_over = _FolderLock.acquire(self.dir / LOCK, self.dir, self.kind)
+                weakref.finalize(self, self._lock.release)  # also released when the run is dropped
+                self._check_folder()  # what another run may have written before the lock was ours
+            except ConfigError as e:
+                self.close()
+                message = str(e)
+            except BaseException:
+                self.close()
+                raise
+        if message := self._agreed(message):
+            raise ConfigError(message)
+        if self.main:
+            if took_over:
+                self.log(took_over)
             remove_leftovers(self.dir)  # *.tmp files of atomic writes that were killed
             atomic_write_bytes(self.dir / "config.yaml", dump(self.cfg).encode())
             write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs})
         self._started = True
         self.accelerator.wait_for_everyone()
+
+    def close(self) -> None:
+        """Release the folder (delete ``run.lock``); :meth:`finish` does, and so does the end of the
+        process. Safe to call more than once."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def log(self, message: str, *, echo: bool = True) -> None:
         """Print (if ``echo``) on the main process and append to ``log.txt``, time-stamped.
@@ -152,17 +239,35 @@ class Run:
         self.accelerator.wait_for_everyone()
 
     def metrics(self, obj: dict) -> None:
-        """Write ``metrics.json`` on the main process; every process waits.
+        """Write ``metrics.json`` on the main process, with its checksum (``sha256``: of the metrics
+        and the configuration the folder records, see :meth:`done`); every process waits.
 
         Args:
             obj: the metrics; ``"done": True`` marks a finished run (see :meth:`done`).
+
+        Raises:
+            FloatingPointError: ``obj`` marks the run done but holds a value that is not finite or
+                out of range (see :func:`check_metrics`): the run is not marked done.
         """
+        problem = check_metrics(obj) if obj.get("done") else None
+        if problem:
+            message = f"{self.dir}: the final metrics cannot be right ({problem}); the run is not marked done"
+            self.log(message)
+            raise FloatingPointError(message)
         if self.main:
-            write_json(self.dir / "metrics.json", obj)
+            write_json(self.dir / "metrics.json", {**obj, "sha256": self._seal(obj)})
         self.accelerator.wait_for_everyone()
 
+    def _seal(self, obj: dict) -> str:
+        """The checksum of ``obj`` and of the run's configuration as its folder records it (keys
+        added to Config since taking their defaults, so it survives an upgrade)."""
+        config = self.dir / "config.yaml"
+        recorded = _saved_config(config, self.cfg) if config.exists() else {}
+        return hashlib.sha256(_canonical(recorded) + b"\0" + _canonical(obj)).hexdigest()
+
     def finish(self, metrics: dict, message: str) -> None:
-        """End a run: write its final ``metrics``, delete ``checkpoint.pt``, log ``message``.
+        """End a run: write its final ``metrics``, delete ``checkpoint.pt``, log ``message``, release
+        the folder.
 
         Args:
             metrics: the final metrics, with ``"done": True`` (see :meth:`metrics`).
@@ -172,27 +277,279 @@ class Run:
         if self.main:
             self.checkpoint.unlink(missing_ok=True)
         self.log(message)
+        self.close()
 
     def done(self) -> dict | None:
-        """The final metrics of a finished run in this folder.
+        """The final metrics of a finished run in this folder, checked.
+
+        A run killed between writing its final metrics and deleting its checkpoint is complete:
+        the leftover ``checkpoint.pt`` is deleted here, and the log says so.
 
         Returns:
-            ``metrics.json`` if it says ``"done"``, else None.
+            ``metrics.json`` (without its checksum) if it says ``"done"``, else None.
 
         Raises:
-            CorruptFileError: ``metrics.json`` is damaged.
+            CorruptFileError: ``metrics.json`` is damaged, has no checksum or fails it (edited, or
+                copied from another run), or holds a value that is not finite or out of range; the
+                message names it.
         """
         file = self.dir / "metrics.json"
-        if file.exists():
-            metrics = read_json(file)
-            if not isinstance(metrics, dict):
-                raise CorruptFileError(f"{file}: not a metrics record; delete or restore it")
-            if metrics.get("done"):
-                return metrics
+        if not file.exists():
+            return None
+        metrics = read_json(file)
+        if not isinstance(metrics, dict):
+            raise CorruptFileError(f"{file}: not a metrics record; delete or restore it")
+        if not metrics.get("done"):
+            return None
+        advice = "delete it (and the run's checkpoint.pt) to run this run again, or restore it"
+        sealed = metrics.pop("sha256", None)
+        if problem := check_metrics(metrics):
+            raise CorruptFileError(f"{file}: {problem}: these cannot be a run's metrics; {advice}")
+        if sealed is None:
+            raise CorruptFileError(
+                f"{file}: no checksum, so these metrics cannot be tied to this run (edited, or written by "
+                f"an older hebbopt); {advice}"
+            )
+        if sealed != self._seal(metrics):
+            raise CorruptFileError(
+                f"{file}: checksum mismatch: the metrics were edited, or belong to another run (its "
+                f"config.yaml differs); {advice}"
+            )
+        if self.checkpoint.exists():
+            if self.main:
+                self.checkpoint.unlink(missing_ok=True)
+            self.log(
+                f"{self.dir}: the run was already complete (metrics.json); removed the checkpoint.pt its "
+                "end left behind"
+            )
+        return metrics
+
+
+LOCK = "run.lock"
+"""The lock file of a run folder held by a run: ``{"pid", "host", "kind", "since", "token"}``."""
+
+_HELD: dict[pathlib.Path, _FolderLock] = {}  # the folders this process holds, by lock file
+
+
+class _FolderLock:
+    """``run.lock``, held with ``flock`` (released by the system when the process dies, so a
+    dead holder is told from a live one even where process ids are not visible) and naming its
+    process and host (so a message can say who holds the folder)."""
+
+    def __init__(self, file: pathlib.Path, fd: int, token: str) -> None:
+        self.file, self.fd, self.token = file, fd, token
+
+    @classmethod
+    def acquire(cls, file: pathlib.Path, folder: pathlib.Path, kind: str) -> tuple[_FolderLock, str | None]:
+        """The lock of ``folder``, and the message to log if a dead run's lock was taken over.
+
+        Raises:
+            ConfigError: another live run holds it, or a run on another host.
+        """
+        earlier = _HELD.get(file)
+        if earlier is not None:  # a run of this process, now over (they follow each other)
+            earlier.release()
+        while True:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    holder = _holder(file) or {}
+                    raise ConfigError(_busy_message(folder, file, holder)) from None
+            try:  # the lock file may have been released (deleted) between open and flock
+                if os.fstat(fd).st_ino == os.stat(file).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        holder = _holder(file)
+        state = _state(holder, file, locked_by_us=True)
+        if state in ("live", "elsewhere"):
+            os.close(fd)
+            raise ConfigError(_busy_message(folder, file, holder or {}))
+        took_over = None
+        if state == "stale" and holder:
+            took_over = (
+                f"{folder}: the run that held it (pid {holder.get('pid')} on {holder.get('host')}, since "
+                f"{holder.get('since')}) is no longer running; taking it over"
+            )
+        token = secrets.token_hex(8)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "kind": kind,
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(record) + "\n").encode())
+        lock = cls(file, fd, token)
+        _HELD[file] = lock
+        return lock, took_over
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        holder = _holder(self.file)
+        if holder is not None and holder.get("token") == self.token:  # still ours: not taken over
+            self.file.unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+        if _HELD.get(self.file) is self:
+            del _HELD[self.file]
+
+
+def release_locks() -> None:
+    """Release every run folder this process holds (the command line calls it as a command ends,
+    an error included)."""
+    for lock in list(_HELD.values()):
+        lock.release()
+
+
+def _holder(file: pathlib.Path) -> dict | None:
+    try:
+        holder = json.loads(file.read_text())
+    except (OSError, ValueError):
         return None
+    return holder if isinstance(holder, dict) else None
 
 
-def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...] | None = None) -> None:
+def _alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _flocked(file: pathlib.Path) -> bool:
+    """Whether some open file holds ``file``'s flock (a live run; the system drops a dead one's)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's flock, and only it
+    return False
+
+
+def _state(holder: dict | None, file: pathlib.Path, *, locked_by_us: bool = False) -> str:
+    """``free`` (no lock), ``ours`` (this process), ``live`` (another live process on this host),
+    ``elsewhere`` (another host: its life cannot be checked) or ``stale`` (a process that is gone)."""
+    if holder is None:
+        if not file.exists():
+            return "free"
+        return "stale" if locked_by_us or not _flocked(file) else "live"
+    if holder.get("host") != socket.gethostname():
+        return "elsewhere"
+    if holder.get("pid") == os.getpid():
+        return "ours"
+    if _alive(holder.get("pid")) or (not locked_by_us and _flocked(file)):
+        return "live"
+    return "stale"
+
+
+def _busy(file: pathlib.Path, folder: pathlib.Path) -> str | None:
+    holder = _holder(file)
+    if _state(holder, file) in ("live", "elsewhere"):
+        return _busy_message(folder, file, holder or {})
+    return None
+
+
+def _busy_message(folder: pathlib.Path, file: pathlib.Path, holder: dict) -> str:
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}"
+    if holder.get("host") not in (None, socket.gethostname()):
+        return (
+            f"{folder} is held by a run on another host ({who}), which cannot be checked from here: "
+            f"wait for it to end, or pick another run.dir; if it has ended, delete {file}"
+        )
+    return (
+        f"{folder} is in use by another run ({who}): wait for it to end, or pick another run.dir "
+        f"(if that process is not a run, delete {file})"
+    )
+
+
+def _stale_note(file: pathlib.Path) -> str:
+    holder = _holder(file)
+    if holder is not None and _state(holder, file) == "stale":
+        return (
+            f" (its process, pid {holder.get('pid')}, is no longer running: --resume takes the folder over)"
+        )
+    return ""
+
+
+def _canonical(obj: Any) -> bytes:
+    # as JSON reads it back (tuples as lists, keys as strings), keys sorted: the same text before and after
+    return json.dumps(json.loads(json.dumps(obj)), sort_keys=True, separators=(",", ":")).encode()
+
+
+PERCENT_KEYS = ("top1", "top5", "map", "val_top1", "regime")
+"""Metrics in % (as :func:`check_metrics` checks them, at any depth), with ``p@<k>``."""
+
+COUNT_KEYS = ("labelled", "validation", "images", "queries", "queries_with_relevant", "features",
+              "best_epoch", "epoch", "stage", "k")  # fmt: skip
+"""Metrics that count something (integers >= 0, at any depth)."""
+
+
+def check_metrics(obj: Any, where: str = "") -> str | None:
+    """What is wrong with a run's metrics, if anything: a number that is not finite, a percentage
+    (:data:`PERCENT_KEYS`, ``p@<k>``) outside [0, 100], a count (:data:`COUNT_KEYS`) that is not an
+    integer >= 0, or ``seconds`` below 0.
+
+    Args:
+        obj: the metrics (nested dicts and lists).
+        where: the path of ``obj`` in the record, for the message.
+
+    Returns:
+        The first problem, naming the key (e.g. ``"test.top1 is 700.0, not a percentage in [0, 100]"``),
+        or None.
+
+    Examples:
+        >>> check_metrics({"test": {"top1": 700.0}})
+        'test.top1 is 700.0, not a percentage in [0, 100]'
+        >>> check_metrics({"test": {"top1": 70.0, "top5": 95.5}, "labelled": 18}) is None
+        True
+    """
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            path = f"{where}.{key}" if where else str(key)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and not math.isfinite(value):
+                return f"{path} is {value}, not a finite number"
+            if number and (key in PERCENT_KEYS or re.fullmatch(r"p@\d+", str(key))) and not 0 <= value <= 100:
+                return f"{path} is {value}, not a percentage in [0, 100]"
+            if (
+                key in COUNT_KEYS
+                and value is not None
+                and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+            ):
+                return f"{path} is {value!r}, not a count (an integer >= 0)"
+            if key == "seconds" and number and value < 0:
+                return f"{path} is {value}, not a duration"
+            if problem := check_metrics(value, path):
+                return problem
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{where}[{i}] is {value}, not a finite number"
+            if problem := check_metrics(value, f"{where}[{i}]"):
+                return problem
+    return None
+
+
+def _saved_config(config_file: pathlib.Path, cfg: Config) -> dict[str, dict[str, Any]]:
+    """The configuration a run folder records, every key of ``cfg``'s: a key added to Config after
+    the run started takes its default."""
     import yaml
 
     try:
@@ -201,20 +558,23 @@ def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...
         raise CorruptFileError(f"{config_file}: not valid YAML ({e}); restore it to resume the run") from None
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
         raise CorruptFileError(f"{config_file}: not a configuration; restore it to resume this run")
-    now, defaults = cfg.to_dict(), type(cfg)().to_dict()
+    defaults = type(cfg)().to_dict()
+    return {
+        section: {key: saved.get(section, {}).get(key, default) for key, default in values.items()}
+        for section, values in defaults.items()
+    }
+
+
+def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...] | None = None) -> None:
+    saved = _saved_config(config_file, cfg)
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
     free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")}
-
-    def before(section: str, key: str):  # a key added to Config after the run started: its default
-        values = saved.get(section, {})
-        return values[key] if key in values else defaults[section][key]
-
     diff = [
-        f"{section}.{key}: {before(section, key)!r} -> {value!r}"
-        for section, values in now.items()
+        f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
+        for section, values in cfg.to_dict().items()
         if sections is None or section in sections
         for key, value in values.items()
-        if (section, key) not in free and _norm(before(section, key), key) != _norm(value, key)
+        if (section, key) not in free and _norm(saved[section][key], key) != _norm(value, key)
     ]
     if diff:
         raise ConfigError(f"{config_file}: cannot resume with a different configuration: {'; '.join(diff)}")

@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
-from hebbopt.files import atomic_write_bytes
+from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config
@@ -35,7 +35,7 @@ from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
 from hebbopt.training.report import metric_name, plot, table
-from hebbopt.training.run_folder import Run
+from hebbopt.training.run_folder import Run, check_metrics
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights
@@ -284,9 +284,9 @@ def _probe(
         **{k: v for k, v in extra.items() if v is not None},
         "backbone": str(backbone) if backbone else None,
     }  # fmt: skip
-    run.metrics(metrics)
-    run.log(f"{protocol} {method} {cfg.finetune.regime:g}% ({len(labelled)} labelled, {train_x.shape[1]} "
-            f"features): test top-1 {test['top1']:.2f}, top-5 {test['top5']:.2f}")  # fmt: skip
+    sizes = f"{len(labelled)} labelled, {train_x.shape[1]} features"
+    what = f"{protocol} {method} {cfg.finetune.regime:g}% ({sizes})"
+    run.finish(metrics, f"{what}: test top-1 {test['top1']:.2f}, top-5 {test['top5']:.2f}")
     return metrics
 
 
@@ -304,6 +304,20 @@ def _write(
 
 def _earlier(root: pathlib.Path) -> list[dict]:
     """The results a resumed sweep wrote before (same config, so the same order): kept in the
-    summary files until re-read, so that ``results.json`` never shrinks."""
+    summary files until re-read, so that ``results.json`` never shrinks; checked as each run's
+    metrics are (finite, in range), so a damaged file is named rather than shown."""
     file = root / "results.json"
-    return list(read_json(file).get("results", [])) if file.exists() else []
+    if not file.exists():
+        return []
+    saved = read_json(file)
+    results = saved.get("results", []) if isinstance(saved, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise CorruptFileError(
+            f"{file}: not a sweep's results; delete it: the sweep writes it again from its runs"
+        )
+    for i, record in enumerate(results):
+        if problem := check_metrics(record):
+            raise CorruptFileError(
+                f"{file}: results[{i}]: {problem}; delete it: the sweep writes it again from its runs"
+            )
+    return list(results)
