@@ -148,6 +148,7 @@ def test_attention_out_proj_is_skipped_and_a_silent_layer_is_warned_about():
     opt = hebbopt.HPCAHebb(model)
     assert list(opt.layers) == ["inp"]
     assert "F.linear" in opt.skipped["mha.out_proj"]
+    opt.close()  # one Hebbian optimizer per layer
     forced = hebbopt.HPCAHebb([model.inp, model.mha.out_proj])  # named explicitly: hooked
     with torch.no_grad():
         model(torch.randn(2, 5, 8))
@@ -181,6 +182,7 @@ def test_state_of_another_rule_or_other_layers_is_refused():
     swta = hebbopt.SoftWTAHebb(model)
     with pytest.raises(ValueError, match=r"holds rule \['hpca'\] but this optimizer runs rule 'swta'"):
         swta.load_state_dict(state)
+    swta.close()
     fewer = hebbopt.HPCAHebb(hebbopt.hebbian_layers(model, exclude=["3"]))
     with pytest.raises(ValueError, match=r"layers \[\['0', '3'\]\] but this optimizer hooks \[\['0'\]\]"):
         fewer.load_state_dict(state)

@@ -63,7 +63,7 @@ class HebbianOptimizer(Optimizer):
     that hooks the copied model's layers; the originals are untouched. A deep copy of the
     optimizer alone is refused (``TypeError``): it would hook copies of its layers that no model
     uses. Unpickled alone, it hooks its own copies of the layers (:attr:`layers`). To resume
-    elsewhere, prefer :meth:`state_dict` / :meth:`load_state_dict`.
+    elsewhere, prefer ``state_dict()`` / :meth:`load_state_dict`.
 
     Examples:
         >>> import torch, torch.nn as nn
@@ -97,7 +97,7 @@ class HebbianOptimizer(Optimizer):
         with ``winners``, also ``"ever_won"``: the fraction of the layer's neurons that won at
         least one sample (image or position) of the forward passes captured with diagnostics on,
         since the optimizer was made; it is kept in ``state[weight]["won"]``, so it survives
-        :meth:`state_dict` / :meth:`load_state_dict`, and counts this process's samples only."""
+        ``state_dict()`` / :meth:`load_state_dict`, and counts this process's samples only."""
         self._layers: dict[nn.Parameter, _Layer] = {}
         self._skipped: dict[str, str] = {}
         self._heads: list[str] = []  # describe()'s lines on the classifier of each model given
@@ -390,14 +390,14 @@ class HebbianOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a :meth:`state_dict`: hyper-parameters, step counts, pending statistics, winners.
+        """Load a ``state_dict()``: hyper-parameters, step counts, pending statistics, winners.
 
         Pending statistics and the neurons that ever won keep the dtype they were saved with
         (``torch.optim`` would cast them to each weight's dtype, e.g. float32 sums of a bf16
         model to bf16, booleans to floats).
 
         Args:
-            state_dict: from :meth:`state_dict` of an optimizer of the same rule and layers.
+            state_dict: from ``state_dict()`` of an optimizer of the same rule and layers.
 
         Raises:
             ValueError: the state is of another rule or another set of layers (both named), or
