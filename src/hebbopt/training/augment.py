@@ -22,8 +22,9 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> 
         A new B×C×H×W tensor (same dtype, device and memory format as ``x``).
 
     Examples:
+        >>> from hebbopt.data.seeds import derive_seed
         >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-        >>> y = crop_flip(x, torch.Generator().manual_seed(0), padding=0)
+        >>> y = crop_flip(x, torch.Generator().manual_seed(derive_seed(0, "example")), padding=0)
         >>> y.equal(x) or y.equal(x.flip(3))
         True
     """
