@@ -115,5 +115,6 @@ def test_quickstart_shows_the_readme_commands_and_ci_runs_the_test_command():
     build = re.search(r"mkdocs build[^&]*", test_command).group(0).split()
     assert "--strict" in build, test_command
     assert not {"-q", "--quiet"} & set(build), "-q drops the warnings that --strict would count"
+    assert "ruff check ." in test_command and "ruff format --check ." in test_command, test_command
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci.splitlines(), ".ci/run does not run the README's test command"
