@@ -68,7 +68,8 @@ class Run:
         accelerator: the run's accelerator (which process is the main one, and barriers).
         resume: accept a folder that already holds a run of this configuration.
         kind: what the run is, one of :data:`RUN_KINDS`.
-        inputs: the files the run reads, ``{role: None or file_input(...)}`` (see :func:`file_input`).
+        inputs: the files the run reads, ``{role: None or file_input(...)}`` (see
+            :func:`~hebbopt.training.checkpoints.file_input`).
 
     Attributes:
         dir: the run folder.
