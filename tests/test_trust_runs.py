@@ -259,6 +259,28 @@ def test_a_sweep_refuses_an_edited_cell(tmp_path, change):
     assert semisup(cfg, resume=True)["results"][0]["test"]["top1"] == first
 
 
+def test_a_run_finished_before_checksums_is_range_checked_and_sealed_once(tmp_path):
+    cfg = tiny(tmp_path, *SWEEP)
+    first = semisup(cfg)["results"][0]["test"]["top1"]
+    folder = tmp_path / "run" / "knn" / "none-seed0-50pct"
+    record = json.loads((folder / "run.json").read_text())
+    assert record.pop("format") == run_folder_module.FORMAT
+    (folder / "run.json").write_text(json.dumps(record))  # as an older hebbopt wrote them
+    edit(folder / "metrics.json", lambda m: m.pop("sha256"))
+    legacy = (folder / "metrics.json").read_text()
+    assert semisup(cfg, resume=True)["results"][0]["test"]["top1"] == first
+    assert "sha256" in json.loads((folder / "metrics.json").read_text())  # sealed now
+    assert json.loads((folder / "run.json").read_text())["format"] == run_folder_module.FORMAT
+    edit(folder / "metrics.json", lambda m: m.pop("sha256"))  # sealed folders need their checksum
+    with pytest.raises(CorruptFileError, match="no checksum"):
+        semisup(cfg, resume=True)
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "metrics.json").write_text(legacy)
+    edit(folder / "metrics.json", lambda m: m["test"].update(top1=700.0))  # old, but impossible
+    with pytest.raises(CorruptFileError, match=str(folder / "metrics.json")):
+        semisup(cfg, resume=True)
+
+
 def test_a_cell_copied_from_another_run_or_an_edited_summary_is_refused(tmp_path):
     cfg = tiny(tmp_path, *SWEEP, "--sweep.regimes", "[50, 100]")
     semisup(cfg)

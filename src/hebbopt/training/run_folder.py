@@ -141,6 +141,19 @@ class Run:
         except CorruptFileError:
             return False
 
+    def _format(self) -> int:
+        """The run-folder format ``run.json`` records: 1 for folders from before ``format`` existed."""
+        file = self.dir / "run.json"
+        saved = read_json(file) if file.exists() else {}
+        value = saved.get("format", 1) if isinstance(saved, dict) else 1
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+    def _mark_format(self) -> None:
+        file = self.dir / "run.json"
+        saved = read_json(file) if file.exists() else {"kind": self.kind, "inputs": self.inputs}
+        if isinstance(saved, dict):
+            write_json(file, {**saved, "format": FORMAT})
+
     def _check_identity(self) -> None:
         file = self.dir / "run.json"
         if not file.exists():  # a folder written before run.json existed
@@ -192,7 +205,7 @@ class Run:
                 self.log(took_over)
             remove_leftovers(self.dir)  # *.tmp files of atomic writes that were killed
             atomic_write_bytes(self.dir / "config.yaml", dump(self.cfg).encode())
-            write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs})
+            write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs, "format": FORMAT})
         self._started = True
         self.accelerator.wait_for_everyone()
 
@@ -306,12 +319,16 @@ class Run:
         sealed = metrics.pop("sha256", None)
         if problem := check_metrics(metrics):
             raise CorruptFileError(f"{file}: {problem}: these cannot be a run's metrics; {advice}")
-        if sealed is None:
+        if sealed is None and self._format() >= FORMAT:
             raise CorruptFileError(
-                f"{file}: no checksum, so these metrics cannot be tied to this run (edited, or written by "
-                f"an older hebbopt); {advice}"
+                f"{file}: no checksum, so these metrics cannot be tied to this run (edited?); {advice}"
             )
-        if sealed != self._seal(metrics):
+        if sealed is None:  # a run finished before metrics were sealed: range-checked above, sealed now
+            if self.main:
+                write_json(file, {**metrics, "sha256": self._seal(metrics)})
+                self._mark_format()
+            self.log(f"{file}: written by an older hebbopt without a checksum: range-checked and sealed")
+        elif sealed != self._seal(metrics):
             raise CorruptFileError(
                 f"{file}: checksum mismatch: the metrics were edited, or belong to another run (its "
                 f"config.yaml differs); {advice}"
@@ -325,6 +342,11 @@ class Run:
             )
         return metrics
 
+
+FORMAT = 2
+"""The run-folder format ``run.json`` records. From 2 on, a finished ``metrics.json`` must carry its
+checksum; a folder of format 1 (no ``format`` key: written before checksums) is accepted once after
+its metrics pass the range checks, and sealed then."""
 
 LOCK = "run.lock"
 """The lock file of a run folder held by a run: ``{"pid", "host", "kind", "since", "token"}``."""

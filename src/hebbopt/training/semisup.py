@@ -113,6 +113,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     run.log("\n" + text, echo=False)
     tracker.log({"results": text}, 0)
     tracker.close()
+    run.close()  # the sweep's folder is free again
     return summary
 
 
