@@ -50,3 +50,20 @@ def test_softhebb_network_gets_the_paper_layer_settings(tmp_path):
     paper = SOFTHEBB_LAYER_HYPER["softhebb_3l"]
     assert got == [([n], h["lr"], h["temperature"], 0.0) for n, h in paper.items()]
     assert [round(g[2], 4) for g in got] == [1.0, round(1 / 0.65, 4), 4.0]
+
+
+def test_no_recipe_branches_on_a_rule_name():
+    """The recipes ask the registry (and hebbopt.models.layer_hyper), never compare a rule's name."""
+    import pathlib
+    import re
+
+    from hebbopt.rules import RULES
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    names = "|".join(map(re.escape, RULES))
+    compare = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    sources = [*(root / "src/hebbopt/training").glob("*.py"), *(root / "recipes").glob("*.py")]
+    found = [f"{p.name}: {line.strip()}" for p in sources for line in p.read_text().splitlines()
+             if compare.search(line)]  # fmt: skip
+    assert not found, found
+    assert compare.search('paper = p.layer_defaults and p.method == "softhebb"')  # what it catches

@@ -95,9 +95,9 @@ class PretrainConfig:
             the other, ``epochs`` each).
         rule_kwargs: hyper-parameters per rule, e.g. ``{swta: {temperature: 0.02}, krotov: {k: 3}}``
             (names as ``hebbopt.rules.RULES[rule].hyper``); a rule not listed takes its defaults.
-        layer_defaults: on the SoftHebb networks (``softhebb_*``) with ``method: softhebb``, give
-            each layer the paper's lr and temperature (:data:`hebbopt.models.softhebb.SOFTHEBB_LAYER_HYPER`)
-            as param groups; ``rule_kwargs`` still override the temperature.
+        layer_defaults: give each layer the settings a paper tuned for this rule on this model,
+            as param groups (:data:`hebbopt.models.LAYER_HYPER`: SoftHebb's lr and temperature on
+            the ``softhebb_*`` networks); ``rule_kwargs`` still override them.
         include: layer-name patterns to train (default: every hidden Conv2d/Linear; see
             :func:`~hebbopt.hebbian_layers`).
         exclude: layer-name patterns to leave untrained.

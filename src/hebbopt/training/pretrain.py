@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from hebbopt.data import ImageSplits
 from hebbopt.data.seeds import derive_seed
 from hebbopt.filters import save_filters
-from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER
+from hebbopt.models import layer_hyper
 from hebbopt.optimizer import HebbianOptimizer
 from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
@@ -37,8 +37,8 @@ def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
 
     Args:
         cfg: the configuration: ``pretrain.method`` (a rule of :data:`hebbopt.rules.RULES`), η,
-            ``pretrain.rule_kwargs[method]`` and, for the SoftHebb networks, the paper's per-layer
-            lr and temperature (``pretrain.layer_defaults``).
+            ``pretrain.rule_kwargs[method]`` and, with ``pretrain.layer_defaults``, the per-layer
+            settings a paper gives for this rule on this model (:func:`hebbopt.models.layer_hyper`).
         layers: ``{name: module}`` of the layers to train, as :func:`~hebbopt.hebbian_layers` gives.
 
     Returns:
@@ -52,8 +52,7 @@ def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
         raise ValueError(f"pretrain.method {p.method!r} is not a Hebbian rule ({', '.join(RULES)})")
     kwargs = dict(p.rule_kwargs.get(p.method, {}))
     groups = [{"modules": layers}]
-    paper = p.layer_defaults and p.method == "softhebb"
-    per_layer = SOFTHEBB_LAYER_HYPER.get(cfg.model.name) if paper else None
+    per_layer = layer_hyper(cfg.model.name, p.method) if p.layer_defaults else None
     if per_layer:
         groups = [
             {"modules": {n: m}, **{k: v for k, v in per_layer.get(n, {}).items() if k not in kwargs}}
