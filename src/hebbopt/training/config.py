@@ -85,9 +85,8 @@ class PretrainConfig:
     """Section ``pretrain``: unsupervised pre-training (:func:`~hebbopt.training.pretrain.pretrain`).
 
     Args:
-        method: a Hebbian rule of :data:`hebbopt.rules.RULES` (``hpca``, ``swta``, ``softhebb``,
-            ``krotov``, ``oja``), ``vae`` (the β-VAE baseline, set up by :class:`VAEConfig`) or
-            ``none``; see :data:`METHODS`.
+        method: a Hebbian rule of :data:`hebbopt.rules.RULES` (``--help`` lists them), ``vae``
+            (the β-VAE baseline, set up by :class:`VAEConfig`) or ``none``; see :data:`METHODS`.
         lr: the Hebbian learning rate η.
         epochs: Hebbian epochs (per layer when ``schedule`` is ``layerwise``).
         batch_size: images per batch, per process.
@@ -439,8 +438,15 @@ def make_parser(description: str | None = None) -> jsonargparse.ArgumentParser:
     Returns:
         A new parser that raises (rather than exits) on errors.
     """
+    methods = ", ".join(METHODS)  # from the registry, never a hand list
     parser = jsonargparse.ArgumentParser(
-        description=description, parser_mode=_MODE, exit_on_error=False, default_env=False, allow_abbrev=False
+        description=description,
+        parser_mode=_MODE,
+        exit_on_error=False,
+        default_env=False,
+        allow_abbrev=False,
+        epilog=f"pretrain.method and sweep.methods take: {methods} (the rules of hebbopt.rules.RULES, "
+        "the β-VAE baseline, no pre-training)",
     )
     parser.add_argument(
         "--config",
