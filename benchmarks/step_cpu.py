@@ -5,8 +5,10 @@ Each rule runs on its paper's network (:data:`NETS`): the FastHebb 6-layer net f
 and Oja; ``softhebb_3l`` for SoftHebb and Krotov–Hopfield. A step is one forward pass of a batch
 plus the weight update of every hidden layer:
 
-* ``reference``: the rule's literal per-sample form (``RULES[rule].reference``; slow on purpose).
-* ``unfold``: the FastHebb formulation (eq. 6, 8): unfold patches into X, then matmuls.
+* ``reference``: the rule's literal per-sample form (``RULES[rule].reference``, in the rule's file;
+  slow on purpose).
+* ``unfold``: the FastHebb formulation (eq. 6, 8): unfold patches into X, then matmuls
+  (``benchmarks/unfold.py``).
 * ``conv-transpose``: SoftHebb's own formulation (its demo.py): ỹ·x as a convolution of the
   batch-transposed input with the batch-transposed ỹ, inside the forward, then the normalised
   update with per-neuron rates.
@@ -41,9 +43,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from unfold import hpca_update_unfold, swta_update_unfold
 
 import hebbopt
-from hebbopt import reference
 from hebbopt.rules import RULES
 
 BATCH, SIZE, THREADS = 64, 32, 2
@@ -155,11 +157,14 @@ def make_step(rule: str | None, impl: str, net: nn.Module, x: torch.Tensor, y: t
 
         return step
     layers = hebbopt.hebbian_layers(net)
-    fn = {
-        ("swta", "unfold"): reference.swta_update_unfold,
-        ("hpca", "unfold"): reference.hpca_update_unfold,
-    }.get((rule, impl), RULES[rule].reference)
+    unfold = {("swta", "unfold"): swta_update_unfold, ("hpca", "unfold"): hpca_update_unfold}.get(
+        (rule, impl)
+    )
     hyper = RULES[rule].defaults()
+    # The per-sample reference, from a new layer's state each step (only the time is measured).
+    fn = unfold or (
+        lambda m, x, **h: RULES[rule].reference_step(m, x, RULES[rule].initial_state(m.weight), **h)[0]
+    )
     inputs: dict[str, torch.Tensor] = {}
     for name, m in layers.items():
         m.register_forward_hook(lambda mod, args, out, name=name: inputs.__setitem__(name, args[0]))

@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hebbopt import reference
+from hebbopt.rules import RULES
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+    """‖a − b‖ / ‖b‖; 0 when both are zero (equal), infinite when only ``b`` is."""
+    diff, norm = (a.double() - b.double()).norm().item(), b.double().norm().item()
+    if norm == 0:
+        return 0.0 if diff == 0 else float("inf")
+    return diff / norm
 
 
 def record_inputs(model: nn.Module, layers: dict[str, nn.Module], *batches: torch.Tensor):
@@ -39,9 +43,8 @@ def record_inputs(model: nn.Module, layers: dict[str, nn.Module], *batches: torc
 
 
 def reference_delta(rule: str, layer: nn.Module, x: torch.Tensor, **hyper) -> torch.Tensor:
-    if rule == "swta":
-        return reference.swta_update(layer, x, **hyper)
-    return reference.hpca_update(layer, x, **hyper)
+    """ΔW of a stateless rule's per-sample reference, with defaults for the hyper-parameters not given."""
+    return RULES[rule].reference(layer, x, **RULES[rule].defaults(**hyper))
 
 
 def geometry_net(dtype=torch.float64) -> nn.Sequential:

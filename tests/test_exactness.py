@@ -1,13 +1,15 @@
 """SWTA/HPCA specifics beyond the generic rule suite (tests/test_rules.py): float32, the HPCA
 prefix form, the unfold formulation, the fused apply_, channels-last."""
 
+import pathlib
+
 import pytest
 import torch
 from helpers import geometry_net, record_inputs, reference_delta, rel_err
 from torch import nn
 
 import hebbopt
-from hebbopt.rules import Conv2dGeometry, hpca
+from hebbopt.rules import Conv2dGeometry, hpca, swta
 
 CASES = [
     ("swta", {"temperature": 0.02, "similarity": "raised_cos2"}),
@@ -73,12 +75,17 @@ def test_prefix_form_chosen_when_batch_smaller_than_neurons():
 
 
 def test_unfold_formulation_equals_per_sample():
-    from hebbopt import reference
+    # The benchmark's "unfold" baseline (benchmarks/unfold.py) computes what the rules' references do.
+    import importlib.util
 
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "unfold.py"
+    spec = importlib.util.spec_from_file_location("unfold", path)
+    unfold = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unfold)
     conv = nn.Conv2d(3, 5, 3, stride=2, padding=1).double()
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
-    assert rel_err(reference.swta_update_unfold(conv, x), reference.swta_update(conv, x)) < 1e-12
-    assert rel_err(reference.hpca_update_unfold(conv, x), reference.hpca_update(conv, x)) < 1e-12
+    assert rel_err(unfold.swta_update_unfold(conv, x), swta.reference(conv, x)) < 1e-12
+    assert rel_err(unfold.hpca_update_unfold(conv, x), hpca.reference(conv, x)) < 1e-12
 
 
 @pytest.mark.parametrize(
@@ -103,8 +110,6 @@ def test_hpca_prefix_path_end_to_end(layer, x_shape, mns):
 
 @pytest.mark.parametrize("rule", ["swta", "hpca"])
 def test_fused_apply_equals_w_plus_lr_update(rule):
-    from hebbopt.rules import swta
-
     mod = swta if rule == "swta" else hpca
     conv = nn.Conv2d(3, 8, 3).double()
     x = torch.randn(4, 3, 7, 7, dtype=torch.float64)
@@ -128,8 +133,6 @@ def test_channels_last_model(rule, hyper):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["rows", "nchw", "channels_last"])
 def test_softmax_over_its_own_buffer_equals_torch_softmax(dtype, layout):
-    from hebbopt.rules import swta
-
     shape = (37, 19) if layout == "rows" else (3, 19, 5, 7)
     s = (torch.randn(shape, dtype=torch.float64) * 30).to(dtype)  # large: the maximum matters
     if layout == "channels_last":

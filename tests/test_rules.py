@@ -3,9 +3,12 @@ its own. A new rule is picked up by registering it.
 
 For each rule and each of its ``examples`` settings: exact against its literal per-sample reference
 in float64 (Linear with leading dimensions, Conv2d with stride, padding modes, dilation, 'same'),
-accumulation (k forwards == one big batch), compile parity, state_dict round trip, bad
-hyper-parameters (at construction and hand-edited), the named class (if any) and the docs.
-The 2-process sum is in test_distributed.py (one spawn for all rules).
+over consecutive steps with the rule's state carried by the reference alike, accumulation (k
+forwards == one big batch), compile parity with a real recompile count, a state_dict round trip
+after steps (bit-identical, dtypes kept), bad hyper-parameters (at construction and hand-edited),
+the named class (if any) and the docs. The 2-process sum is in test_distributed.py (one spawn for
+all rules). A rule's state goes through ``Rule.reference_step`` and ``optimizer.state``, the same
+calls for every rule (``{}`` for a stateless one).
 """
 
 import copy
@@ -28,9 +31,22 @@ CASES = [(name, ex) for name, rule in RULES.items() for ex in rule.examples]
 IDS = [f"{name}-{'-'.join(map(str, ex.values())) or 'defaults'}" for name, ex in CASES]
 
 
-def reference_step(rule, layer, x, hyper):
+def reference_step(rule, layer, x, hyper, state=None):
+    """``(ΔW, new state)`` of the rule's literal per-sample form; ``state`` defaults to a new layer's."""
     full = RULES[rule].defaults(**hyper)
-    return RULES[rule].reference(layer, x.double(), **full)
+    if state is None:
+        state = RULES[rule].initial_state(layer.weight.detach())
+    return RULES[rule].reference_step(layer, x.double(), state, **full)
+
+
+def rule_state(opt, layer):
+    return opt.state[layer.weight].get("rule_state", {})
+
+
+def assert_states_equal(got: dict, expected: dict, tol: float) -> None:
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key].dtype == value.dtype and rel_err(got[key], value) <= tol, key
 
 
 @pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
@@ -41,26 +57,36 @@ def test_exact_against_per_sample_reference_float64(rule, hyper):
     assert len(opt.layers) == 7
     inputs = record_inputs(net, opt.layers, x)
     before = {n: m.weight.detach().clone() for n, m in opt.layers.items()}
-    expected = {n: reference_step(rule, m, inputs[n], hyper) for n, m in opt.layers.items()}
+    expected = {
+        n: reference_step(rule, m, inputs[n], hyper, rule_state(opt, m)) for n, m in opt.layers.items()
+    }
     with torch.no_grad():
         net(x)
     opt.step()
     for name, m in opt.layers.items():
-        assert expected[name].abs().max() > 0, name  # the reference moves every layer
-        assert rel_err(m.weight.detach() - before[name], expected[name]) < 1e-10, name
+        delta, state = expected[name]
+        assert delta.abs().max() > 0, name  # the reference moves every layer
+        assert rel_err(m.weight.detach() - before[name], delta) < 1e-10, name
+        assert_states_equal(rule_state(opt, m), state, 1e-10)
 
 
-@pytest.mark.parametrize("rule", RULES)
-def test_consecutive_steps_stay_exact(rule):
+@pytest.mark.parametrize(("rule", "hyper"), [(name, rule.examples[-1]) for name, rule in RULES.items()])
+def test_consecutive_steps_stay_exact(rule, hyper):
     # From the second step on, a forward may write its statistics into the buffers the previous
-    # step applied (hebbopt.rules.geometry.reusing): every step must still be the reference's.
+    # step applied: every step must still be the reference's. The reference carries its own state
+    # from a new layer's, step to step, apart from the optimizer's.
     net = geometry_net(torch.float64)
-    opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0)
+    opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0, **hyper)
+    states = {n: RULES[rule].initial_state(m.weight.detach()) for n, m in opt.layers.items()}
     for _ in range(3):
         x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
         inputs = record_inputs(net, opt.layers, x)
-        expected = {n: reference_step(rule, m, inputs[n], {}) for n, m in opt.layers.items()}
+        expected = {}
+        for n, m in opt.layers.items():
+            expected[n], states[n] = reference_step(rule, m, inputs[n], hyper, states[n])
         assert_step_applies(net, opt, expected, x)
+        for n, m in opt.layers.items():
+            assert_states_equal(rule_state(opt, m), states[n], 1e-10)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -68,7 +94,7 @@ def test_linear_with_leading_dims_and_unbatched_conv(rule):
     lin = nn.Linear(10, 6).double()
     x = torch.randn(2, 3, 4, 10, dtype=torch.float64)
     opt = hebbopt.HebbianOptimizer(lin, rule, lr=1.0)
-    expected = reference_step(rule, lin, x, {})
+    expected, _ = reference_step(rule, lin, x, {})
     w0 = lin.weight.detach().clone()
     lin(x)
     opt.step()
@@ -77,7 +103,7 @@ def test_linear_with_leading_dims_and_unbatched_conv(rule):
     conv = nn.Conv2d(2, 3, 3, padding=1).double()
     x = torch.randn(2, 5, 5, dtype=torch.float64)  # unbatched C×H×W, called by keyword
     opt = hebbopt.HebbianOptimizer([conv], rule, lr=1.0)
-    expected = reference_step(rule, conv, x, {})
+    expected, _ = reference_step(rule, conv, x, {})
     w0 = conv.weight.detach().clone()
     conv(input=x)
     opt.step()
@@ -111,6 +137,13 @@ def test_micro_batches_equal_one_large_batch(rule, parts):
         assert rel_err(pb, pa) < 1e-12, name
         hooked = name in ("0.weight", "2.weight", "5.weight")
         assert hooked != torch.equal(pa, init[name]), name
+    for ma, mb in zip(opt_a.layers.values(), opt_b.layers.values(), strict=True):
+        assert_states_equal(rule_state(opt_b, mb), rule_state(opt_a, ma), 1e-12)
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled since ``counters.clear()``: a recompile adds one."""
+    return counters["stats"]["unique_graphs"]
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -121,36 +154,110 @@ def test_compiled_equals_eager_and_never_recompiles(rule):
     twin = copy.deepcopy(conv)
     compiled = hebbopt.HebbianOptimizer([conv], rule, lr=0.3, compile=True)
     eager = hebbopt.HebbianOptimizer([twin], rule, lr=0.3, compile=False)
-    for _ in range(3):
+    graphs = None
+    for step in range(4):
         x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
         conv(x)
         twin(x)
         compiled.step()
         eager.step()
-        graphs = counters["stats"]["unique_graphs"]
+        if step == 0:
+            graphs = compiled_graphs()  # the statistics and the update, compiled by the first step
+        compiled.param_groups[0]["lr"] = eager.param_groups[0]["lr"] = 0.3 / (step + 2)  # a scheduler
     assert graphs > 0, "nothing was compiled"
-    assert counters["stats"]["unique_graphs"] == graphs
+    assert compiled_graphs() == graphs, "a stable shape recompiled"
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert rel_err(conv.weight, twin.weight) < 1e-12
+    assert_states_equal(rule_state(compiled, conv), rule_state(eager, twin), 1e-12)
+
+
+def test_the_recompile_count_sees_a_forced_recompile():
+    # The count the test above relies on can fail: a new batch size is a new statistics graph
+    # (statistics compile per shape), and the count shows it.
+    counters.clear()
+    layer = nn.Linear(6, 4).double()
+    opt = hebbopt.HebbianOptimizer([layer], "oja", lr=0.1, compile=True)
+
+    def step(rows):
+        layer(torch.randn(rows, 6, dtype=torch.float64))
+        opt.step()
+
+    step(5)
+    graphs = compiled_graphs()
+    step(5)
+    assert compiled_graphs() == graphs
+    step(7)
+    assert compiled_graphs() > graphs, "a forced recompile went uncounted"
+
+
+def assert_same_state(opt_a, opt_b):
+    """The two optimizers' states are the same, bit for bit, dtype and device included."""
+    sa, sb = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for index in sa:
+        flat_a, flat_b = _flatten(sa[index]), _flatten(sb[index])
+        assert flat_a.keys() == flat_b.keys(), index
+        for key, va in flat_a.items():
+            vb = flat_b[key]
+            if isinstance(va, torch.Tensor):
+                assert (va.dtype, va.device) == (vb.dtype, vb.device) and torch.equal(va, vb), key
+            else:
+                assert va == vb, key
+
+
+def _flatten(entry: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_state_dict_round_trip_resumes_bit_identically(rule):
+def test_state_dict_round_trip_after_steps_resumes_bit_identically(rule):
     a = small_net()
     opt_a = hebbopt.HebbianOptimizer(a, rule, lr=0.2)
-    x1, x2 = torch.randn(4, 3, 10, 10, dtype=torch.float64), torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    batches = [torch.randn(4, 3, 10, 10, dtype=torch.float64) for _ in range(6)]
+    for x in batches[:3]:  # training under way: step counts and any rule state have moved
+        with torch.no_grad():
+            a(x)
+        opt_a.step()
     with torch.no_grad():
-        a(x1)  # pending statistics are part of the state
+        a(batches[3])  # pending statistics are part of the state
     b = copy.deepcopy(a)
     opt_b = hebbopt.HebbianOptimizer(b, rule, lr=0.9)
     opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
     assert opt_b.param_groups[0]["lr"] == 0.2
-    for m, opt in ((a, opt_a), (b, opt_b)):
-        with torch.no_grad():
-            m(x2)
-        opt.step()
+    assert_same_state(opt_a, opt_b)
+    for x in batches[4:]:
+        for m, opt in ((a, opt_a), (b, opt_b)):
+            with torch.no_grad():
+                m(x)
+            opt.step()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+    assert_same_state(opt_a, opt_b)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_state_keeps_its_dtype_through_a_round_trip_of_a_bfloat16_model(rule):
+    # torch.optim casts floating state to the weight's dtype on load; the statistics and any rule
+    # state (float32 for a bf16 layer) must come back as they were saved.
+    torch.manual_seed(torch.seed() % 2**31)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).to(torch.bfloat16)
+    opt = hebbopt.HebbianOptimizer(net, rule, lr=0.01)
+    for _ in range(2):
+        with torch.no_grad():
+            net(torch.randn(7, 6, dtype=torch.bfloat16))
+        opt.step()
+    with torch.no_grad():
+        net(torch.randn(7, 6, dtype=torch.bfloat16))
+    twin = copy.deepcopy(net)
+    loaded = hebbopt.HebbianOptimizer(twin, rule, lr=0.01)
+    loaded.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert_same_state(opt, loaded)
 
 
 @pytest.mark.parametrize("rule", [r for r in RULES if RULES[r].hyper])

@@ -1,8 +1,13 @@
-"""Forward hooks that turn a layer's activations into a rule's sufficient statistics.
+"""Forward hooks, and the pure functions that turn a layer's activations into a rule's statistics.
+
+Data flows one way: forward → :class:`CaptureHook` → the optimizer's receiver (the one interface:
+``receive(layer, x, output)``, a bound method the hook holds weakly) → :func:`batch_statistics` →
+:func:`accumulate` into the optimizer's state → ``step()``. This module knows nothing of the
+optimizer's insides.
 
 A hook runs right after the layer's forward, only in training mode (``module.training``), under
-``torch.no_grad()`` and with autocast off. It computes the statistics from the layer input ``x``
-and the pre-activation ``u = output − bias`` at once and keeps no reference to either. Half and
+``torch.no_grad()`` and with autocast off. The statistics are computed from the layer input ``x``
+and the pre-activation ``u = output − bias`` at once and no reference to either is kept. Half and
 bfloat16 activations are promoted to float32 first, so statistics are always float32 or wider.
 """
 
@@ -16,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hebbopt import compiling
-from hebbopt.rules.geometry import Conv2dGeometry, Geometry, reusing
+from hebbopt.rules.geometry import Conv2dGeometry, Geometry
 
 
 def conv_geometry(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, Conv2dGeometry]:
@@ -61,8 +65,9 @@ def batch_statistics(
     weight: torch.Tensor,
     geometry: Geometry,
     hyper: dict,
+    state: dict | None = None,
 ) -> dict:
-    """``statistics(x, u, W, geometry, **hyper)`` with ``u = output − bias`` in ≥ float32.
+    """``statistics(x, u, W, geometry[, state], **hyper)`` with ``u = output − bias`` in ≥ float32.
 
     Inputs, outputs and the weight are cast to a common dtype of at least float32 (float64 stays
     float64). A Linear layer's inputs of any shape ``(*, S)`` are flattened to rows.
@@ -76,15 +81,33 @@ def batch_statistics(
         geometry: ``None`` for Linear, else the convolution's
             :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
         hyper: keyword arguments of ``statistics`` (see :meth:`hebbopt.rules.Rule.kernel_kwargs`).
+        state: the layer's state for a rule that keeps one (passed after ``geometry``), else
+            ``None``.
 
     Returns:
         the rule's statistics of this batch.
     """
-    return statistics(*_rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
+    inputs = rule_inputs(x, output, bias, weight, geometry)
+    if state is None:
+        return statistics(*inputs, geometry, **hyper)
+    return statistics(*inputs, geometry, state, **hyper)
 
 
-def _rule_inputs(x, output, bias, weight, geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x, u, weight)`` as a rule takes them (see :func:`batch_statistics`)."""
+def rule_inputs(
+    x: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor, geometry: Geometry
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, u, weight)`` as a rule takes them (see :func:`batch_statistics`).
+
+    Args:
+        x: the layer input (batched, padded for a convolution as ``geometry`` expects).
+        output: the layer output (bias included).
+        bias: the layer bias, or ``None``.
+        weight: the layer weight (detached).
+        geometry: ``None`` for Linear, else the convolution's geometry.
+
+    Returns:
+        the three in one dtype of at least float32, Linear rows flattened, ``u = output − bias``.
+    """
     dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
     dtype = torch.promote_types(dtype, weight.dtype)
     x, output, weight = x.to(dtype), output.to(dtype), weight.to(dtype)
@@ -95,8 +118,20 @@ def _rule_inputs(x, output, bias, weight, geometry) -> tuple[torch.Tensor, torch
     return x, u, weight
 
 
-def _layer_inputs(module: nn.Module, x: torch.Tensor, output: torch.Tensor):
-    """``(x, output, geometry)``: batched, and padded for a convolution as the rule expects."""
+def layer_inputs(
+    module: nn.Module, x: torch.Tensor, output: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, Geometry]:
+    """``(x, output, geometry)``: batched, and padded for a convolution as the rule expects.
+
+    Args:
+        module: the hooked ``nn.Linear`` or ``nn.Conv2d``.
+        x: the input of its forward call.
+        output: the output of that call.
+
+    Returns:
+        the input and output (an unbatched C×H×W call gets a batch dimension) and the geometry
+        (``None`` for Linear).
+    """
     if isinstance(module, nn.Linear):
         return x, output, None
     if x.dim() == 3:  # unbatched C×H×W input
@@ -135,26 +170,33 @@ def accumulate(total: dict | None, stats: dict) -> dict:
 
 
 class CaptureHook:
-    """The forward hook of one layer: hands ``(input, output)`` to the optimizer that hooked it.
+    """The forward hook of one layer: hands ``(layer, input, output)`` to the receiver that hooked it.
 
-    It holds only weak references, so a dropped optimizer neither stays alive nor captures. A
-    deep copy or a pickle of a hooked model (``copy.deepcopy(model)``, ``torch.save(model)``) gets
-    a :class:`DroppedHook` in its place: the copy is a plain model and never feeds this optimizer.
+    It holds only weak references (the receiver is a bound method of the optimizer, held with
+    ``weakref.WeakMethod``), so a dropped optimizer neither stays alive nor captures. A deep copy
+    or a pickle of a hooked model (``copy.deepcopy(model)``, ``torch.save(model)``) gets a
+    :class:`DroppedHook` in its place: the copy is a plain model and never feeds this optimizer.
     Registered with ``with_kwargs=True``, so ``conv(input=x)`` is captured like ``conv(x)``.
 
     Args:
-        optimizer: the :class:`~hebbopt.HebbianOptimizer` whose state receives the statistics
-            (:func:`record`) when the module is in training mode.
-        layer: the optimizer's record of this layer (name, module, registered weight).
+        receive: ``receive(layer, x, output)``, a bound method: the optimizer's, which turns the
+            activations into statistics (:func:`batch_statistics`) and adds them to its state.
+        layer: what the receiver knows the layer by (passed back to it untouched).
     """
 
-    def __init__(self, optimizer: Any, layer: Any) -> None:
-        self._optimizer = weakref.ref(optimizer)
+    def __init__(self, receive: Callable[[Any, torch.Tensor, torch.Tensor], None], layer: Any) -> None:
+        self._receive = weakref.WeakMethod(receive)
         self._layer = weakref.ref(layer)
 
+    @property
+    def owner(self) -> Any:
+        """The live object whose method receives this layer's activations, or ``None``."""
+        receive, layer = self._receive(), self._layer()
+        return None if receive is None or layer is None else receive.__self__
+
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-        optimizer, layer = self._optimizer(), self._layer()
-        if optimizer is None or layer is None:
+        receive, layer = self._receive(), self._layer()
+        if receive is None or layer is None:
             _unhook(module, self)  # the optimizer is gone
             return
         if not module.training:
@@ -167,7 +209,7 @@ class CaptureHook:
             torch.no_grad(),
             torch.autocast(output.device.type, enabled=False),
         ):
-            record(optimizer, layer, x, output)
+            receive(layer, x, output)
 
     def __deepcopy__(self, memo: dict) -> DroppedHook:
         return DroppedHook()
@@ -199,10 +241,8 @@ def hooked_by(module: nn.Module) -> Any:
         the live :class:`~hebbopt.HebbianOptimizer` hooked to it, or ``None``.
     """
     for hook in module._forward_hooks.values():
-        if isinstance(hook, CaptureHook):
-            optimizer = hook._optimizer()
-            if optimizer is not None and hook._layer() is not None:
-                return optimizer
+        if isinstance(hook, CaptureHook) and hook.owner is not None:
+            return hook.owner
     return None
 
 
@@ -213,60 +253,3 @@ def _unhook(module: nn.Module, hook: object) -> None:
             del module._forward_hooks[key]
             module._forward_hooks_with_kwargs.pop(key, None)
             module._forward_hooks_always_called.pop(key, None)
-
-
-def record(optimizer: Any, layer: Any, x: torch.Tensor, output: torch.Tensor) -> None:
-    """Add one forward call's statistics into ``optimizer.state[weight]["stats"]``.
-
-    The group's hyper-parameters are checked again first (a value edited by hand fails here, not
-    deep in a kernel); the weight shape is recorded, so that ``step()`` can refuse statistics of a
-    layer that changed shape since. With ``optimizer.diagnostics`` on and a rule with
-    ``winners``, the neurons that win a sample are also marked in ``state[weight]["won"]`` (N
-    booleans, kept across steps); with diagnostics off, nothing of the kind is computed.
-
-    Args:
-        optimizer: the :class:`~hebbopt.HebbianOptimizer` (its rule, groups, state, ``compile``).
-        layer: its record of the layer: ``.name``, ``.module``, ``.param`` (registered weight).
-        x: the input of the forward call.
-        output: the output of the forward call.
-
-    Raises:
-        ValueError: an invalid or unknown hyper-parameter, or a weight shape that changed between
-            forward passes with statistics pending.
-    """
-    module, rule = layer.module, optimizer.rule
-    group = optimizer._group_of(layer.param)
-    weight = module.weight.detach()
-    rule.check_keys(group)
-    rule.check(group, (weight,))
-    stat_kwargs, _ = rule.kernel_kwargs(group)
-    x, output, geometry = _layer_inputs(module, x, output)
-    fn = batch_statistics
-    if compiling.resolve(optimizer.compile, x.device):
-        fn = compiling.compiled(fn)
-    bias = module.bias.detach() if module.bias is not None else None
-    state = optimizer.state[layer.param]
-    # The first forward after a step may overwrite the statistics that step applied.
-    spare = optimizer._spare.pop(layer.param, []) if "stats" not in state else []
-    with reusing(spare):
-        stats = fn(rule.statistics, x, output, bias, weight, geometry, stat_kwargs)
-    # Keyed by the registered weight: if the module's weight was replaced, step() says so.
-    if "stats" in state and state.get("shape") != tuple(weight.shape):
-        raise ValueError(
-            f"layer {layer.name!r} changed weight shape from {state['shape']} to "
-            f"{tuple(weight.shape)} between forward passes; step() or create a new optimizer"
-        )
-    state["shape"] = tuple(weight.shape)
-    state["stats"] = accumulate(state.get("stats"), stats)
-    if optimizer.diagnostics and rule.winners is not None:
-        # Eager even when the statistics are compiled: diagnostics only, and no extra graph.
-        hyper = {k: stat_kwargs[k] for k in rule.winners_hyper}
-        index = rule.winners(*_rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
-        state["won"] = _mark_winners(state.get("won"), index, weight.shape[0])
-    layer.captured = True
-
-
-def _mark_winners(won: torch.Tensor | None, index: torch.Tensor, n: int) -> torch.Tensor:
-    if won is None or won.shape[0] != n:  # the first marks, or a layer that changed shape
-        won = torch.zeros(n, dtype=torch.bool, device=index.device)
-    return won.to(index.device).index_fill_(0, index.reshape(-1), True)

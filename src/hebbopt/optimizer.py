@@ -24,6 +24,7 @@ from torch.optim import Optimizer
 from hebbopt import capture, compiling, distributed
 from hebbopt.rules import Rule, get_rule
 from hebbopt.rules.base import _real
+from hebbopt.rules.geometry import reusing
 from hebbopt.selection import HEBBIAN_TYPES, check_layer, find_classifier, hebbian_layers, unsupported_layers
 
 
@@ -159,7 +160,8 @@ class HebbianOptimizer(Optimizer):
             self._heads.append(head.replace("{prefix}", prefix))
         for name, module in named.items():
             layer = self._layers[module.weight] = _Layer(name, module, module.weight)
-            layer.hook(self)
+            self._init_rule_state(module.weight)
+            layer.hook(self._capture)
 
     # ------------------------------------------------------------------ layers
     @property
@@ -231,6 +233,51 @@ class HebbianOptimizer(Optimizer):
                 return group
         raise RuntimeError("a hooked weight belongs to no param group")
 
+    def _init_rule_state(self, param: nn.Parameter) -> None:
+        if self.rule.stateful and "rule_state" not in self.state[param]:
+            self.state[param]["rule_state"] = self.rule.initial_state(param.detach())
+
+    def _capture(self, layer: _Layer, x: torch.Tensor, output: torch.Tensor) -> None:
+        """Add one forward call's statistics into ``state[weight]["stats"]`` (the hooks call this).
+
+        The group's hyper-parameters are checked again first (a value edited by hand fails here, not
+        deep in a kernel); the weight shape is recorded, so that ``step()`` can refuse statistics of
+        a layer that changed shape since. With ``diagnostics`` on and a rule with ``winners``, the
+        neurons that win a sample are also marked in ``state[weight]["won"]``.
+        """
+        module, rule = layer.module, self.rule
+        group = self._group_of(layer.param)
+        weight = module.weight.detach()
+        rule.check_keys(group)
+        rule.check(group, (weight,))
+        stat_kwargs, _ = rule.kernel_kwargs(group)
+        x, output, geometry = capture.layer_inputs(module, x, output)
+        fn = capture.batch_statistics
+        if compiling.resolve(self.compile, x.device):
+            fn = compiling.compiled(fn)
+        bias = module.bias.detach() if module.bias is not None else None
+        state = self.state[layer.param]
+        # The first forward after a step may overwrite the statistics that step applied.
+        spare = self._spare.pop(layer.param, []) if "stats" not in state else []
+        with reusing(spare):
+            stats = fn(
+                rule.statistics, x, output, bias, weight, geometry, stat_kwargs, state.get("rule_state")
+            )
+        # Keyed by the registered weight: if the module's weight was replaced, step() says so.
+        if "stats" in state and state.get("shape") != tuple(weight.shape):
+            raise ValueError(
+                f"layer {layer.name!r} changed weight shape from {state['shape']} to "
+                f"{tuple(weight.shape)} between forward passes; step() or create a new optimizer"
+            )
+        state["shape"] = tuple(weight.shape)
+        state["stats"] = capture.accumulate(state.get("stats"), stats)
+        if self.diagnostics and rule.winners is not None:
+            # Eager even when the statistics are compiled: diagnostics only, and no extra graph.
+            hyper = {k: stat_kwargs[k] for k in rule.winners_hyper}
+            index = rule.winners(*capture.rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
+            state["won"] = _mark_winners(state.get("won"), index, weight.shape[0])
+        layer.captured = True
+
     # ------------------------------------------------------------------ step
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Does nothing: Hebbian updates never read ``.grad``, and gradients belong to backprop.
@@ -289,10 +336,12 @@ class HebbianOptimizer(Optimizer):
         self._warn_missing(bool(pending))
         if not pending:
             return result
-        before = self._apply(pending)
-        self._check_finite(pending, before)
-        for (_, p, stats), old in zip(pending, before, strict=True):
+        before, new_states = self._apply(pending)
+        self._check_finite(pending, before, new_states)
+        for (_, p, stats), old, new_state in zip(pending, before, new_states, strict=True):
             state = self.state[p]
+            if self.rule.stateful:
+                state["rule_state"] = new_state
             if self.diagnostics:
                 weight = p.detach()
                 entry = {
@@ -307,12 +356,12 @@ class HebbianOptimizer(Optimizer):
             state["step"] = state.get("step", 0) + 1
         return result
 
-    def _apply(self, pending: list) -> list[torch.Tensor]:
-        """``W ← W + lr·ΔW`` for every pending layer; returns the weights as they were."""
+    def _apply(self, pending: list) -> tuple[list[torch.Tensor], list[dict]]:
+        """``W ← W + lr·ΔW`` for every pending layer; the weights as they were, and the new states."""
         apply = self.rule.apply
         if compiling.resolve(self.compile, pending[0][1].device):
             apply = compiling.compiled(apply, dynamic=True)
-        before = []
+        before, states = [], []
         for group, p, stats in pending:
             _, apply_kwargs = self.rule.kernel_kwargs(group)
             # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
@@ -320,16 +369,22 @@ class HebbianOptimizer(Optimizer):
             lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
             weight = p.detach()
             before.append(weight.clone())
-            apply(weight, stats, lr, **apply_kwargs)
-        return before
+            # The state is replaced, not written over, only once the step is known to be finite.
+            states.append(apply(weight, stats, self.state[p].get("rule_state", {}), lr, **apply_kwargs))
+        return before, states
 
-    def _check_finite(self, pending: list, before: list[torch.Tensor]) -> None:
-        """Restore every weight and raise unless the statistics and new weights are all finite."""
+    def _check_finite(self, pending: list, before: list[torch.Tensor], states: list[dict]) -> None:
+        """Restore every weight and raise unless the statistics, new weights and states are finite."""
         # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
         # reduction per statistic instead of an element-wise isfinite pass. The new weights are
         # checked too: finite statistics with a huge lr still overflow W + lr·ΔW. One host sync.
         sums = [sum(v.sum() for v in st.values() if isinstance(v, torch.Tensor)) for _, _, st in pending]
         weights = [torch.isfinite(p).all() for _, p, _ in pending]
+        if self.rule.stateful:  # a new state counts with its layer's weight
+            weights = [
+                torch.stack([ok, *(torch.isfinite(v).all() for v in st.values())]).all()
+                for ok, st in zip(weights, states, strict=True)
+            ]
         finite = torch.cat([torch.isfinite(torch.stack(sums)), torch.stack(weights)]).tolist()
         if all(finite):
             return
@@ -347,8 +402,9 @@ class HebbianOptimizer(Optimizer):
         bad = [n for n, ok in zip(names, finite[len(names) :], strict=True) if not ok]
         lrs = sorted({_learning_rate(g["lr"]) for g, _, _ in pending})
         raise FloatingPointError(
-            f"the update W + lr·ΔW of layer(s) {bad} is not finite (lr {lrs} too large, or weights "
-            "already non-finite); no weight was changed and this step's statistics were discarded"
+            f"the update W + lr·ΔW (or the rule's state) of layer(s) {bad} is not finite (lr {lrs} too "
+            "large, or weights already non-finite); no weight was changed and this step's statistics were "
+            "discarded"
         )
 
     def _check_current(self, layer: _Layer, stats: dict) -> None:
@@ -390,11 +446,12 @@ class HebbianOptimizer(Optimizer):
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()``: hyper-parameters, step counts, pending statistics, winners.
+        """Load a ``state_dict()``: hyper-parameters, step counts, pending statistics, winners, rule state.
 
-        Pending statistics and the neurons that ever won keep the dtype they were saved with
-        (``torch.optim`` would cast them to each weight's dtype, e.g. float32 sums of a bf16
-        model to bf16, booleans to floats).
+        Everything but the step count keeps the dtype it was saved with (``torch.optim`` would
+        cast every floating tensor to its weight's dtype, e.g. float32 sums of a bf16 model to
+        bf16, booleans to floats) and moves to its weight's device. A rule state missing from the
+        saved state (an older checkpoint) starts as the rule's ``init_state``.
 
         Args:
             state_dict: from ``state_dict()`` of an optimizer of the same rule and layers.
@@ -420,23 +477,18 @@ class HebbianOptimizer(Optimizer):
             )
         for group in saved:
             self.rule.check_keys(group)
-        stats, won = {}, {}
-        for index, entry in state_dict["state"].items():
-            if "stats" in entry:
-                stats[index] = entry["stats"]
-            if "won" in entry:
-                won[index] = entry["won"]
+        # torch casts what it does not know to the weight's dtype: keep every entry but the step
+        # count aside and put it back as saved.
+        kept = {
+            i: {k: v for k, v in entry.items() if k != "step"} for i, entry in state_dict["state"].items()
+        }
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
-        for index, saved_stats in stats.items():
+        for index, entries in kept.items():
             p = params[index]
-            self.state[p]["stats"] = {
-                k: v.to(device=p.device, copy=True) if isinstance(v, torch.Tensor) else v
-                for k, v in saved_stats.items()
-            }
-        for index, saved_won in won.items():
-            p = params[index]
-            self.state[p]["won"] = saved_won.to(device=p.device, dtype=torch.bool, copy=True)
+            self.state[p].update({k: _to_device(v, p.device) for k, v in entries.items()})
+        for p in params:
+            self._init_rule_state(p)
 
     # ------------------------------------------------------------------ copies
     def __getstate__(self) -> dict[str, Any]:
@@ -457,7 +509,7 @@ class HebbianOptimizer(Optimizer):
             layer = self._layers[param] = _Layer(name, module, param)
             layer.captured = captured
             if not self._closed:
-                layer.hook(self)
+                layer.hook(self._capture)
 
     def __deepcopy__(self, memo: dict) -> HebbianOptimizer:
         # The copy hooks the copies of its layers, so they must be copied in the same call, first.
@@ -489,8 +541,8 @@ class _Layer:
         self.captured = False
         self.handle: Any = None
 
-    def hook(self, optimizer: HebbianOptimizer) -> None:
-        hook = capture.CaptureHook(optimizer, self)
+    def hook(self, receive: Any) -> None:
+        hook = capture.CaptureHook(receive, self)
         self.handle = self.module.register_forward_hook(hook, with_kwargs=True)
 
     def unhook(self) -> None:
@@ -506,6 +558,21 @@ def _check_free(name: str, module: nn.Module) -> None:
             f"{other.rule.name!r}); both would feed from its forward and update it: close() that "
             "optimizer first, or train both sets of hyper-parameters as param groups of one optimizer"
         )
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """A saved state entry on ``device``, copied, dtype kept (dicts of tensors entry by entry)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, copy=True)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _mark_winners(won: torch.Tensor | None, index: torch.Tensor, n: int) -> torch.Tensor:
+    if won is None or won.shape[0] != n:  # the first marks, or a layer that changed shape
+        won = torch.zeros(n, dtype=torch.bool, device=index.device)
+    return won.to(index.device).index_fill_(0, index.reshape(-1), True)
 
 
 def _warn(message: str) -> None:

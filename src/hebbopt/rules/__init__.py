@@ -10,9 +10,9 @@ from hebbopt.rules.base import Check, Hyper, Rule
 from hebbopt.rules.geometry import Conv2dGeometry
 
 # isort: split
-from hebbopt.rules import hpca, krotov, oja, softhebb, swta
+from hebbopt.rules import bcm, hpca, krotov, oja, softhebb, swta
 
-RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (swta, hpca, softhebb, krotov, oja)}
+RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (swta, hpca, softhebb, krotov, oja, bcm)}
 """Every registered rule by name: ``HebbianOptimizer(model, rule=name)``, ``pretrain.method``."""
 
 
@@ -44,6 +44,7 @@ __all__ = [
     "Conv2dGeometry",
     "Hyper",
     "Rule",
+    "bcm",
     "get_rule",
     "hpca",
     "krotov",

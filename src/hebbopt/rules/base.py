@@ -5,7 +5,7 @@ the sums it returns; ``step()`` hands the summed (and, across processes, all-red
 ``apply_``. Because the statistics are sums, k forward passes before one step equal one batch k×
 larger, and N processes equal one process with an N× batch, for every rule.
 
-The contract of the two functions (checked for every registered rule by ``tests/test_rules.py``):
+The contract (checked for every registered rule by ``tests/test_rules.py``):
 
 * ``statistics(x, u, weight, geometry, *, <hyper>) -> {name: sum}``. ``x`` is the layer input,
   M×S for Linear (any leading dimensions already flattened) or B×C×H×W for Conv2d, already padded
@@ -19,12 +19,29 @@ The contract of the two functions (checked for every registered rule by ``tests/
   changes it). ``update(stats, weight, *, <hyper>) -> ΔW`` is the same step without ``lr`` and
   without the in-place fusion; a rule that gives only ``update`` gets ``W.add_(lr·ΔW)``.
 * ``reference(layer, x, *, <hyper>) -> ΔW``: the paper's per-sample rule, literally, on unfolded
-  patches, for an ``nn.Linear`` or ``nn.Conv2d`` and its input; the ground truth of the tests.
+  patches (:func:`~hebbopt.rules.geometry.patches`), for an ``nn.Linear`` or ``nn.Conv2d`` and its
+  input; the ground truth of the tests. It lives in the rule's own file, beside the fast form.
 * ``winners(x, u, weight, geometry, *, <hyper>) -> index``, only for a competitive rule: the
   neuron that wins each sample (the argmax over neurons of what the rule ranks), shaped like
   ``u`` without its neuron dimension (M, or B×H'×W'). It takes the same inputs as ``statistics``
   and some of its hyper-parameters. With ``diagnostics=True`` the optimizer records which neurons
   ever win (``last_update[name]["ever_won"]``); ``None`` (the default) for a rule without winners.
+
+A rule with state across steps (BCM's threshold θ) also gives ``init_state(weight) -> {name:
+tensor}``, the state of a new layer, and then takes that state as one more positional argument,
+the way ``torch.optim.sgd`` threads ``momentum_buffer_list`` through its functional kernel:
+
+* ``statistics(x, u, weight, geometry, state, *, <hyper>)``: the state as it was before this step
+  (it changes only in ``step()``, so sums over several forwards or processes still add);
+* ``apply_(weight, stats, state, lr, *, <hyper>) -> new state`` (required): updates the weight in
+  place and returns the new state, computed from the summed, all-reduced statistics, so every
+  process keeps the same state;
+* ``update(stats, weight, state, *, <hyper>) -> ΔW``;
+* ``reference(layer, x, state, *, <hyper>) -> (ΔW, new state)``.
+
+The optimizer owns the state (``optimizer.state[weight]["rule_state"]``): it saves and loads it
+with ``state_dict()`` (dtype and device kept), passes it in and stores what comes back, also in
+the compiled step. A stateless rule writes none of this.
 
 The keyword-only parameters of ``statistics`` and ``apply_``/``update`` are the rule's
 hyper-parameters; their names are the param-group keys (``HebbianOptimizer(model, rule=...,
@@ -198,11 +215,13 @@ class Rule:
         examples: hyper-parameter settings the rule suite tests (``{}`` = the defaults).
         winners: for a competitive rule, ``(x, u, weight, geometry, **hyper) -> index``: the
             winning neuron of each sample (see the module docstring); ``None`` otherwise.
+        init_state: for a rule with state across steps, ``(weight) -> {name: tensor}``, the
+            state of a new layer (see the module docstring); ``None`` for a stateless rule.
 
     Raises:
         ValueError: a hyper-parameter that no function takes, a keyword-only parameter without a
-            :class:`Hyper`, a ``winners`` parameter that ``statistics`` does not take, or a
-            default that fails its own check.
+            :class:`Hyper`, a ``winners`` parameter that ``statistics`` does not take, a default
+            that fails its own check, or a rule with ``init_state`` but no ``apply_``.
 
     Examples:
         >>> from hebbopt.rules import RULES
@@ -221,8 +240,11 @@ class Rule:
     check_layer: Callable[[dict, torch.Tensor], str | None] | None = None
     examples: tuple[dict, ...] = ({},)
     winners: Callable[..., torch.Tensor] | None = None
+    init_state: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
+        if self.init_state is not None and self.apply_ is None:
+            raise ValueError(f"rule {self.name!r}: a rule with init_state returns its new state from apply_")
         taken = set(self.statistics_hyper) | set(self.apply_hyper)
         if taken != set(self.hyper):
             raise ValueError(
@@ -342,19 +364,60 @@ class Rule:
         conv = {k: self.hyper[k].convert(values[k]) for k in self.hyper}
         return {k: conv[k] for k in self.statistics_hyper}, {k: conv[k] for k in self.apply_hyper}
 
-    def apply(self, weight: torch.Tensor, stats: dict, lr: torch.Tensor, **hyper: Any) -> None:
-        """``W ← W + lr·ΔW`` in place: the rule's fused ``apply_``, or ``W.add_(lr·update)``.
+    @property
+    def stateful(self) -> bool:
+        """Whether the rule keeps state across steps (it has ``init_state``)."""
+        return self.init_state is not None
+
+    def initial_state(self, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state of a new layer with this weight: ``init_state(weight)``, ``{}`` if stateless.
+
+        Args:
+            weight: the layer's (detached) weight.
+
+        Returns:
+            ``{name: tensor}``.
+        """
+        return {} if self.init_state is None else dict(self.init_state(weight))
+
+    def apply(self, weight: torch.Tensor, stats: dict, state: dict, lr: torch.Tensor, **hyper: Any) -> dict:
+        """``W ← W + lr·ΔW`` in place (the rule's ``apply_``, or ``W.add_(lr·update)``); the new state.
 
         Args:
             weight: the weight, updated in place.
             stats: the summed statistics.
+            state: the layer's state before this step (``{}`` for a stateless rule).
             lr: the learning rate as a 0-d tensor.
             **hyper: the ``apply_`` keyword arguments.
+
+        Returns:
+            the state after this step (``state`` itself for a stateless rule).
         """
+        if self.init_state is not None:
+            return self.apply_(weight, stats, state, lr, **hyper)
         if self.apply_ is not None:
             self.apply_(weight, stats, lr, **hyper)
         else:
             weight.add_(self.update(stats, weight, **hyper) * lr)
+        return state
+
+    def reference_step(
+        self, layer: Any, x: torch.Tensor, state: dict, **hyper: Any
+    ) -> tuple[torch.Tensor, dict]:
+        """The literal per-sample rule as ``(ΔW, new state)`` for any rule, stateful or not.
+
+        Args:
+            layer: an ``nn.Linear`` or ``nn.Conv2d``.
+            x: its input.
+            state: the layer's state before the step (``{}`` for a stateless rule).
+            **hyper: every hyper-parameter of the rule.
+
+        Returns:
+            ``(ΔW without η, state after the step)``.
+        """
+        if self.init_state is None:
+            return self.reference(layer, x, **hyper), state
+        return self.reference(layer, x, state, **hyper)
 
 
 def _registered(name: str) -> Rule | None:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class Conv2dGeometry(NamedTuple):
@@ -210,3 +211,32 @@ def as_rows(y: torch.Tensor) -> torch.Tensor:
     if y.dim() == 2:
         return y
     return y.movedim(1, -1).reshape(-1, y.shape[1])
+
+
+def patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Every input patch of ``layer`` as a row: X is B×S (S = C·kh·kw, the weight's order).
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+
+    Returns:
+        X, B×S with B = images × output positions, padded as the layer pads.
+    """
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, layer.in_features)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    kh, kw = layer.kernel_size
+    if isinstance(layer.padding, str):
+        pads = []
+        for k, d in ((kw, layer.dilation[1]), (kh, layer.dilation[0])):
+            total = 0 if layer.padding == "valid" else d * (k - 1)
+            pads += [total // 2, total - total // 2]
+    else:
+        ph, pw = layer.padding
+        pads = [pw, pw, ph, ph]
+    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+    x = F.pad(x, pads, mode=mode)
+    cols = F.unfold(x, (kh, kw), dilation=layer.dilation, padding=0, stride=layer.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])

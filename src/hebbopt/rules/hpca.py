@@ -24,10 +24,10 @@ computed with the weight seen by the forward pass) and the count ``B``.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from hebbopt import reference
 from hebbopt.rules.base import Hyper, Rule, one_of
-from hebbopt.rules.geometry import Geometry, as_rows, patch_sum
+from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, patches
 
 ACTIVATIONS = ("relu", "identity")
 """Accepted values of ``activation``."""
@@ -229,6 +229,47 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch
     weight.addcmul_(stats["hebb"], lr / stats["count"])
 
 
+def _chunks(m: int, per_row: int, budget: int = 2**25):
+    step = max(1, budget // max(per_row, 1))
+    return range(0, m, step), step
+
+
+def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") -> torch.Tensor:
+    """Per sample, literally: ΔW = (1/B) Σ_b y_bn (x_b − Σ_{n'≤n} y_bn' w_n') (eq. 2, 4).
+
+    One term per sample on unfolded patches, serialised over chunks of samples; slow on purpose.
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        activation: ``"relu"`` or ``"identity"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> from hebbopt.rules import hpca
+        >>> layer, x = nn.Linear(5, 3, bias=False).double(), torch.randn(8, 5, dtype=torch.float64)
+        >>> w = layer.weight.detach()
+        >>> fast = hpca.update(hpca.statistics(x, x @ w.T, w, None), w)
+        >>> torch.allclose(fast, hpca.reference(layer, x), atol=1e-12)
+        True
+    """
+    w = layer.weight.detach().flatten(1)
+    xp = patches(layer, x.to(w.dtype))
+    y = xp @ w.T
+    if activation == "relu":
+        y = torch.relu(y)
+    delta = torch.zeros_like(w)
+    starts, step = _chunks(xp.shape[0], w.numel())
+    for b0 in starts:
+        yb, xb = y[b0 : b0 + step], xp[b0 : b0 + step]
+        recon = torch.cumsum(yb[:, :, None] * w[None], dim=1)  # Σ_{n'≤n} y_bn' w_n'
+        delta += (yb[:, :, None] * (xb[:, None, :] - recon)).sum(0)
+    return (delta / xp.shape[0]).reshape(layer.weight.shape)
+
+
 RULE = Rule(
     name="hpca",
     summary="Hebbian PCA, Sanger's rule (FastHebb eq. 2, 7, 8)",
@@ -236,7 +277,7 @@ RULE = Rule(
     statistics=statistics,
     update=update,
     apply_=apply_,
-    reference=reference.hpca_update,
+    reference=reference,
     weight_shaped=frozenset({"hebb"}),
     examples=({"activation": "relu"}, {"activation": "identity"}),
 )

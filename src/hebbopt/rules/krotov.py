@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hebbopt.rules.base import Hyper, Rule, integer, number
-from hebbopt.rules.geometry import Geometry, patch_sum, sample_dims, weight_view
+from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view
 
 
 def currents(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, p: float):
@@ -120,8 +120,6 @@ def reference(layer: torch.nn.Module, x: torch.Tensor, *, p: float, k: int, delt
     Returns:
         ΔW without η, shaped like the layer's weight.
     """
-    from hebbopt.reference import patches
-
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     wp = w.sign() * w.abs() ** (p - 1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from hebbopt.rules.base import Rule
-from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, sample_dims, weight_view
+from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, patches, sample_dims, weight_view
 
 
 def statistics(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> dict:
@@ -59,8 +59,6 @@ def reference(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     Returns:
         ΔW without η, shaped like the layer's weight.
     """
-    from hebbopt.reference import patches
-
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     delta = torch.zeros_like(w)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from hebbopt.rules.base import Hyper, Rule, number
-from hebbopt.rules.geometry import Geometry, patch_sum, sample_dims, weight_view
+from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view
 from hebbopt.rules.swta import softmax_neurons_
 
 
@@ -116,8 +116,6 @@ def reference(
     Returns:
         ΔW without η, shaped like the layer's weight.
     """
-    from hebbopt.reference import patches
-
     w = layer.weight.detach().flatten(1)
     xp = patches(layer, x.to(w.dtype))
     d = torch.zeros_like(w)

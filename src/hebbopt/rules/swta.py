@@ -23,10 +23,18 @@ Similarity ``s``:
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from hebbopt import reference
 from hebbopt.rules.base import Hyper, Rule, number, one_of
-from hebbopt.rules.geometry import Geometry, neuron_view, patch_sq_norms, patch_sum, sample_dims, weight_view
+from hebbopt.rules.geometry import (
+    Geometry,
+    neuron_view,
+    patch_sq_norms,
+    patch_sum,
+    patches,
+    sample_dims,
+    weight_view,
+)
 
 SIMILARITIES = ("raised_cos2", "dot")
 """Accepted values of ``similarity``."""
@@ -212,6 +220,53 @@ def _safe(z: torch.Tensor) -> torch.Tensor:
     return torch.where(z > 0, z, torch.ones_like(z))
 
 
+def _competition(xp: torch.Tensor, w: torch.Tensor, temperature: float, similarity: str):
+    u = xp @ w.T
+    if similarity == "dot":
+        s = u
+    else:
+        cos = u / (xp.norm(dim=1, keepdim=True).clamp_min(_EPS) * w.norm(dim=1).clamp_min(_EPS))
+        s = ((1 + cos) / 2) ** 2
+    return torch.softmax(s / temperature, dim=1)
+
+
+def _chunks(m: int, per_row: int, budget: int = 2**25):
+    step = max(1, budget // max(per_row, 1))
+    return range(0, m, step), step
+
+
+def reference(
+    layer: nn.Module, x: torch.Tensor, *, temperature: float = 0.02, similarity: str = "raised_cos2"
+) -> torch.Tensor:
+    """Per sample, literally: ΔW = Σ_b c_bn r_bn (x_b − w_n), c = r / Σ_b r (eq. 1, 4, 5).
+
+    One ΔW_b per sample on unfolded patches, then aggregated (eq. 4): O(B·N·S) memory,
+    serialised over chunks of samples so that large layers still fit. Slow on purpose: the ground
+    truth of the tests and the benchmarks' "before FastHebb" baseline.
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (groups=1; any padding mode).
+        x: the layer's input (any ``(*, S)`` for Linear; B×C×H×W or C×H×W for Conv2d).
+        temperature: softmax temperature T.
+        similarity: ``"raised_cos2"`` or ``"dot"``.
+
+    Returns:
+        ΔW without η, shaped like the layer's weight.
+    """
+    w = layer.weight.detach().flatten(1)
+    xp = patches(layer, x.to(w.dtype))
+    r = _competition(xp, w, temperature, similarity)
+    z = r.sum(0)
+    c = r / torch.where(z > 0, z, torch.ones_like(z))
+    delta = torch.zeros_like(w)
+    starts, step = _chunks(xp.shape[0], w.numel())
+    for b0 in starts:
+        rb, cb, xb = r[b0 : b0 + step], c[b0 : b0 + step], xp[b0 : b0 + step]
+        dw_b = rb[:, :, None] * (xb[:, None, :] - w[None])  # eq. 1, one ΔW per sample
+        delta += (cb[:, :, None] * dw_b).sum(0)  # eq. 4
+    return delta.reshape(layer.weight.shape)
+
+
 RULE = Rule(
     name="swta",
     summary="soft winner-takes-all (FastHebb eq. 1, 5, 6)",
@@ -222,7 +277,7 @@ RULE = Rule(
     statistics=statistics,
     update=update,
     apply_=apply_,
-    reference=reference.swta_update,
+    reference=reference,
     weight_shaped=frozenset({"r2x"}),
     winners=winners,
     examples=({"temperature": 0.02, "similarity": "raised_cos2"}, {"temperature": 0.7, "similarity": "dot"}),
