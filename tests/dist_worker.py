@@ -54,6 +54,9 @@ def worker(rank: int, world: int, init_file: str, rules: list[str], out: str, mi
             except ValueError as e:
                 pathlib.Path(out, f"error{rank}.txt").write_text(str(e))
                 return
+            # Every rank's rule state (e.g. BCM's θ): computed from the all-reduced sums, the same.
+            states = [s.get("rule_state", {}) for s in opt.state_dict()["state"].values()]
+            torch.save(states, pathlib.Path(out, f"rule-state-{rule}-{rank}.pt"))
             if rank == 0:
                 torch.save(net.state_dict(), pathlib.Path(out, f"weights-{rule}.pt"))
     finally:

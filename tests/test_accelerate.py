@@ -14,7 +14,7 @@ from helpers import rel_err
 HERE = pathlib.Path(__file__).parent
 
 
-@pytest.mark.parametrize("rule", ["swta", "hpca"])
+@pytest.mark.parametrize("rule", ["swta", "hpca", "bcm"])  # bcm: a rule with state
 def test_two_processes_with_accumulation_equal_one_large_batch(tmp_path, rule):
     out = tmp_path / "weights.pt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}

@@ -1,19 +1,25 @@
 """Hebbian rules as pure functions, and :data:`RULES`, the registry every other layer iterates.
 
-To add a rule, write ``rules/<name>.py`` with a :class:`~hebbopt.rules.base.Rule` named ``RULE``,
-import the module below and add it to the tuple (docs/adding-a-rule.md walks through Oja's rule).
+To add a rule, write ``rules/<name>.py`` with a :class:`~hebbopt.rules.base.Rule` named ``RULE``
+and add ``"<name>"`` to :data:`RULE_MODULES`: one file and one line (docs/adding-a-rule.md walks
+through Oja's rule, and a rule with state).
 """
+
+import importlib
 
 # Rule and Hyper are bound before the rule modules run, so that a rule file may import them from
 # here (``from hebbopt.rules import Rule``) without a circular import.
 from hebbopt.rules.base import Check, Hyper, Rule
 from hebbopt.rules.geometry import Conv2dGeometry
 
-# isort: split
-from hebbopt.rules import bcm, hpca, krotov, oja, softhebb, swta
+RULE_MODULES = ("swta", "hpca", "softhebb", "krotov", "oja", "bcm")
+"""The modules of ``hebbopt/rules/`` that define a ``RULE``, in registry order."""
 
-RULES: dict[str, Rule] = {m.RULE.name: m.RULE for m in (swta, hpca, softhebb, krotov, oja, bcm)}
-"""Every registered rule by name: ``HebbianOptimizer(model, rule=name)``, ``pretrain.method``."""
+RULES: dict[str, Rule] = {
+    rule.name: rule for rule in (importlib.import_module(f"{__name__}.{m}").RULE for m in RULE_MODULES)
+}
+"""Every registered rule by name: ``HebbianOptimizer(model, rule=name)``, ``pretrain.method``. Each
+module is imported here, so ``hebbopt.rules.<module>`` is there after ``import hebbopt.rules``."""
 
 
 def get_rule(rule: "str | Rule") -> Rule:
@@ -38,17 +44,4 @@ def get_rule(rule: "str | Rule") -> Rule:
     return RULES[rule]
 
 
-__all__ = [
-    "RULES",
-    "Check",
-    "Conv2dGeometry",
-    "Hyper",
-    "Rule",
-    "bcm",
-    "get_rule",
-    "hpca",
-    "krotov",
-    "oja",
-    "softhebb",
-    "swta",
-]
+__all__ = ["RULES", "RULE_MODULES", "Check", "Conv2dGeometry", "Hyper", "Rule", "get_rule"]

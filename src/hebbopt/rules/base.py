@@ -27,7 +27,7 @@ The contract (checked for every registered rule by ``tests/test_rules.py``):
   and some of its hyper-parameters. With ``diagnostics=True`` the optimizer records which neurons
   ever win (``last_update[name]["ever_won"]``); ``None`` (the default) for a rule without winners.
 
-A rule with state across steps (BCM's threshold θ) also gives ``init_state(weight) -> {name:
+A rule with state across steps (e.g. a sliding threshold θ) also gives ``init_state(weight) -> {name:
 tensor}``, the state of a new layer, and then takes that state as one more positional argument,
 the way ``torch.optim.sgd`` threads ``momentum_buffer_list`` through its functional kernel:
 
