@@ -66,6 +66,7 @@ def batch_statistics(
     geometry: Geometry,
     hyper: dict,
     state: dict | None = None,
+    out: list[torch.Tensor] | None = None,
 ) -> dict:
     """``statistics(x, u, W, geometry[, state], **hyper)`` with ``u = output − bias`` in ≥ float32.
 
@@ -83,11 +84,15 @@ def batch_statistics(
         hyper: keyword arguments of ``statistics`` (see :meth:`hebbopt.rules.Rule.kernel_kwargs`).
         state: the layer's state for a rule that keeps one (passed after ``geometry``), else
             ``None``.
+        out: spare tensors for a rule whose ``statistics`` takes ``out`` (passed as ``out=``),
+            else ``None`` (not passed).
 
     Returns:
         the rule's statistics of this batch.
     """
     inputs = rule_inputs(x, output, bias, weight, geometry)
+    if out is not None:
+        hyper = {**hyper, "out": out}
     if state is None:
         return statistics(*inputs, geometry, **hyper)
     return statistics(*inputs, geometry, state, **hyper)

@@ -24,7 +24,6 @@ from torch.optim import Optimizer
 from hebbopt import capture, compiling, distributed
 from hebbopt.rules import Rule, get_rule
 from hebbopt.rules.base import _real
-from hebbopt.rules.geometry import reusing
 from hebbopt.selection import HEBBIAN_TYPES, check_layer, find_classifier, hebbian_layers, unsupported_layers
 
 
@@ -105,7 +104,7 @@ class HebbianOptimizer(Optimizer):
         self._warned: set[str] = set()
         self._closed = False
         # Per weight: weight-shaped statistics already applied, free to be overwritten by the next
-        # forward's (see hebbopt.rules.geometry.reusing); never in state or state_dict.
+        # forward's (the ``out`` of hebbopt.rules.geometry.patch_sum); never in state or state_dict.
         self._spare: dict[nn.Parameter, list[torch.Tensor]] = {}
         _learning_rate(lr)
         super().__init__(_as_groups(params), {"lr": lr, **self.rule.defaults(**hyper)})
@@ -253,16 +252,18 @@ class HebbianOptimizer(Optimizer):
         stat_kwargs, _ = rule.kernel_kwargs(group)
         x, output, geometry = capture.layer_inputs(module, x, output)
         fn = capture.batch_statistics
-        if compiling.resolve(self.compile, x.device):
+        compiled = compiling.resolve(self.compile, x.device)
+        if compiled:
             fn = compiling.compiled(fn)
         bias = module.bias.detach() if module.bias is not None else None
         state = self.state[layer.param]
-        # The first forward after a step may overwrite the statistics that step applied.
-        spare = self._spare.pop(layer.param, []) if "stats" not in state else []
-        with reusing(spare):
-            stats = fn(
-                rule.statistics, x, output, bias, weight, geometry, stat_kwargs, state.get("rule_state")
-            )
+        # The first forward after a step may overwrite the statistics that step applied. Never
+        # under compile: inductor plans its own buffers, and a list argument would be a guard.
+        spare = None
+        if rule.takes_out and not compiled:
+            spare = self._spare.pop(layer.param, []) if "stats" not in state else []
+        rule_state = state.get("rule_state")
+        stats = fn(rule.statistics, x, output, bias, weight, geometry, stat_kwargs, rule_state, spare)
         # Keyed by the registered weight: if the module's weight was replaced, step() says so.
         if "stats" in state and state.get("shape") != tuple(weight.shape):
             raise ValueError(

@@ -43,7 +43,12 @@ The optimizer owns the state (``optimizer.state[weight]["rule_state"]``): it sav
 with ``state_dict()`` (dtype and device kept), passes it in and stores what comes back, also in
 the compiled step. A stateless rule writes none of this.
 
-The keyword-only parameters of ``statistics`` and ``apply_``/``update`` are the rule's
+``statistics`` may also take ``out=None``: a list of spare tensors (the statistics the last step
+applied) that it hands to :func:`~hebbopt.rules.geometry.patch_sum`, which may write a Linear
+layer's weight-shaped sum into one of them instead of a fresh tensor (on the CPU a fresh large
+tensor costs more in page faults than the product); without ``out`` every sum is fresh.
+
+The keyword-only parameters of ``statistics`` (but ``out``) and ``apply_``/``update`` are the rule's
 hyper-parameters; their names are the param-group keys (``HebbianOptimizer(model, rule=...,
 temperature=...)``, ``group["temperature"]``).
 """
@@ -281,6 +286,11 @@ class Rule:
         return _keyword_only(self.apply_ or self.update)
 
     @functools.cached_property
+    def takes_out(self) -> bool:
+        """Whether ``statistics`` takes ``out`` (spare buffers for weight-shaped results)."""
+        return "out" in inspect.signature(self.statistics).parameters
+
+    @functools.cached_property
     def winners_hyper(self) -> tuple[str, ...]:
         """The hyper-parameters ``winners`` takes (none without ``winners``)."""
         return _keyword_only(self.winners) if self.winners is not None else ()
@@ -435,4 +445,4 @@ def _nearest(unknown: list[str], valid: Collection[str]) -> str:
 
 def _keyword_only(fn: Callable) -> tuple[str, ...]:
     params = inspect.signature(fn).parameters.values()
-    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "out")

@@ -40,7 +40,13 @@ def init_state(weight: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def statistics(
-    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, state: dict
+    x: torch.Tensor,
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    state: dict,
+    *,
+    out: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor | int]:
     """``{"gx": Σ (u ⊙ (u − θ)) xᵀ (shaped like W), "u2": Σ u² (N), "count": N samples}``.
 
@@ -50,6 +56,8 @@ def statistics(
         weight: the layer weight W.
         geometry: ``None`` for Linear, else the convolution's geometry.
         state: ``{"theta": θ}``, the thresholds before this step.
+        out: spare tensors the weight-shaped sum may be written into (see
+            :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         the sums of this batch.
@@ -64,7 +72,7 @@ def statistics(
     g = u - neuron_view(state["theta"].to(u.dtype), u)
     g.mul_(u)
     return {
-        "gx": patch_sum(g, x, weight, geometry),
+        "gx": patch_sum(g, x, weight, geometry, out),
         "u2": u.square().sum(sample_dims(u)),
         "count": as_rows(u).shape[0],
     }

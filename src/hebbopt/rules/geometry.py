@@ -12,15 +12,13 @@ input is the patch ``x_b`` (S = C·kh·kw values) under the kernel there. The ru
 
 A Linear layer's ``Σ_b g_b x_bᵀ`` is a fresh N×S matrix per forward pass, which on the CPU costs
 more in page faults than in multiply-adds (a 4096×2304 product: 17 ms fresh, 8 ms into an existing
-buffer, 2 threads). :func:`reusing` lets :func:`patch_sum` write it into a buffer that is no longer
-needed (the optimizer hands over the statistics it has just applied); the rules stay pure.
+buffer, 2 threads). :func:`patch_sum` therefore takes ``out``, a list of spare tensors it may write
+into (the optimizer hands over the statistics it has just applied, as an explicit argument of the
+rule's ``statistics``); without it every result is fresh.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -53,7 +51,13 @@ Geometry = Conv2dGeometry | None
 """``None`` for a Linear layer (inputs M×S, pre-activations M×N)."""
 
 
-def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+def patch_sum(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    out: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``Σ_b g_b x_bᵀ`` summed over all samples and positions, shaped like ``weight``.
 
     Args:
@@ -61,6 +65,10 @@ def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: 
         x: layer input, M×S (Linear) or B×C×H×W (Conv2d, already padded if needed).
         weight: the layer weight (only its shape and dtype are used).
         geometry: ``None`` for Linear, else the convolution's :class:`Conv2dGeometry`.
+        out: spare tensors free to be overwritten (e.g. the statistics a step has just applied),
+            or ``None``. For a Linear layer the first one of the result's shape, dtype and device
+            is taken from the list and written into; ignored under autograd recording and
+            ``torch.compile`` (inductor plans its own buffers), and for a convolution.
 
     Returns:
         N×S (Linear) or N×C×kh×kw (Conv2d): a convolution's weight-gradient with ``g`` as the
@@ -75,10 +83,15 @@ def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: 
         >>> literal = torch.einsum("bnp,bsp->ns", g.flatten(2), unfolded).reshape(3, 2, 3, 3)
         >>> torch.allclose(patch_sum(g, x, conv.weight, geometry), literal, atol=1e-4)
         True
+        >>> spare = [torch.empty(3, 4)]
+        >>> g, x = torch.randn(10, 3), torch.randn(10, 4)
+        >>> result = patch_sum(g, x, spare[0], None, out=spare)
+        >>> spare == [] and torch.allclose(result, g.T @ x)  # written into the spare tensor
+        True
     """
     if geometry is None:
-        out = None if torch.compiler.is_compiling() else _spare(weight.shape, g, x)
-        return g.transpose(0, 1) @ x if out is None else torch.mm(g.transpose(0, 1), x, out=out)
+        buffer = None if out is None or torch.compiler.is_compiling() else _take(out, weight.shape, g, x)
+        return g.transpose(0, 1) @ x if buffer is None else torch.mm(g.transpose(0, 1), x, out=buffer)
     return torch.ops.aten.convolution_backward(
         g,
         x,
@@ -94,41 +107,9 @@ def patch_sum(g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: 
     )[1]
 
 
-_SPARE: contextvars.ContextVar[list[torch.Tensor] | None] = contextvars.ContextVar("spare", default=None)
-
-
-@contextlib.contextmanager
-def reusing(buffers: list[torch.Tensor]) -> Iterator[None]:
-    """Let :func:`patch_sum` write Linear results into ``buffers`` instead of fresh tensors.
-
-    Each buffer is used at most once, by a result of its shape, dtype and device; its old values
-    are overwritten. Only for tensors nothing else reads any more. Ignored under autograd
-    recording and ``torch.compile`` (inductor plans its own buffers).
-
-    Args:
-        buffers: tensors free to overwrite (e.g. the statistics a step has just applied).
-
-    Returns:
-        a context manager (``as`` binds nothing).
-
-    Examples:
-        >>> import torch
-        >>> spare = torch.empty(3, 4)
-        >>> g, x = torch.randn(10, 3), torch.randn(10, 4)
-        >>> with reusing([spare]):
-        ...     result = patch_sum(g, x, spare, None)
-        >>> result is spare and torch.allclose(result, g.T @ x)
-        True
-    """
-    token = _SPARE.set(list(buffers))
-    try:
-        yield
-    finally:
-        _SPARE.reset(token)
-
-
-def _spare(shape: torch.Size, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-    spare = _SPARE.get()
+def _take(
+    spare: list[torch.Tensor], shape: torch.Size, g: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor | None:
     if not spare or (torch.is_grad_enabled() and (g.requires_grad or x.requires_grad)):
         return None
     dtype = torch.promote_types(g.dtype, x.dtype)

@@ -163,6 +163,7 @@ def statistics(
     geometry: Geometry,
     *,
     activation: str = "relu",
+    out: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor | int]:
     """Sufficient statistics of one batch.
 
@@ -172,6 +173,8 @@ def statistics(
         weight: the layer weight W, N×S or N×C×kh×kw.
         geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
         activation: ``"relu"`` or ``"identity"``.
+        out: spare tensors the Gram form's ``YᵀX`` may be written into (see
+            :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         ``{"hebb": YᵀX − tril(YᵀY)W (shaped like W), "count": B}``.
@@ -191,7 +194,7 @@ def statistics(
     if not prefix_is_cheaper(m, n, w.shape[1]):
         # Gram form (B ≳ N, e.g. convolutions): YᵀX as a weight-gradient (no unfolding), and
         # tril(YᵀY)W from the N×N Gram matrix.
-        hebb = patch_sum(y, x, weight, geometry)
+        hebb = patch_sum(y, x, weight, geometry, out)
         hebb.sub_((torch.tril(gram(y)) @ w).reshape(weight.shape))
     elif geometry is None:
         # Linear, B < N: the rows of X are at hand, so the blocked form gives YᵀX too.

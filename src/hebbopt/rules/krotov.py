@@ -53,6 +53,7 @@ def statistics(
     p: float,
     k: int,
     delta: float,
+    out: list[torch.Tensor] | None = None,
 ) -> dict:
     """``{"gx": Σ g xᵀ (shaped like W), "gi": Σ g I (N)}`` of one batch.
 
@@ -64,6 +65,8 @@ def statistics(
         p: the Lebesgue exponent of the currents.
         k: the rank that is pushed away (2 ≤ k ≤ N).
         delta: the strength Δ ≥ 0 of the anti-Hebbian push.
+        out: spare tensors ``Σ g xᵀ`` may be written into (see
+            :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         the sums of this batch.
@@ -72,7 +75,7 @@ def statistics(
     ranked = i.topk(k, dim=1).indices
     g = torch.zeros_like(i)
     g.scatter_(1, ranked[:, :1], 1.0).scatter_(1, ranked[:, k - 1 : k], -delta)
-    return {"gx": patch_sum(g, x, weight, geometry), "gi": (g * i).sum(sample_dims(i))}
+    return {"gx": patch_sum(g, x, weight, geometry, out), "gi": (g * i).sum(sample_dims(i))}
 
 
 def winners(

@@ -20,7 +20,9 @@ from hebbopt.rules.base import Rule
 from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, patches, sample_dims, weight_view
 
 
-def statistics(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry) -> dict:
+def statistics(
+    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, *, out: list | None = None
+) -> dict:
     """``{"yx": Σ y xᵀ (shaped like W), "y2": Σ y² (N), "count": B}``.
 
     Args:
@@ -28,12 +30,14 @@ def statistics(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry:
         u: pre-activation ``w·x`` without bias, M×N or B×N×H'×W'.
         weight: the layer weight W.
         geometry: ``None`` for Linear, else the convolution's geometry.
+        out: spare tensors ``Σ y xᵀ`` may be written into (see
+            :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         the sums of this batch.
     """
     count = as_rows(u).shape[0]
-    return {"yx": patch_sum(u, x, weight, geometry), "y2": (u * u).sum(sample_dims(u)), "count": count}
+    return {"yx": patch_sum(u, x, weight, geometry, out), "y2": (u * u).sum(sample_dims(u)), "count": count}
 
 
 def update(stats: dict, weight: torch.Tensor) -> torch.Tensor:

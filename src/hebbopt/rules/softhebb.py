@@ -52,7 +52,13 @@ def signed_softmax(u: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def statistics(
-    x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, *, temperature: float
+    x: torch.Tensor,
+    u: torch.Tensor,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    *,
+    temperature: float,
+    out: list[torch.Tensor] | None = None,
 ):
     """``{"yx": Σ ỹ xᵀ (shaped like W), "yu": Σ ỹ u (N)}`` of one batch.
 
@@ -62,12 +68,14 @@ def statistics(
         weight: the layer weight W.
         geometry: ``None`` for Linear, else the convolution's geometry.
         temperature: softmax temperature T > 0 (the paper's ``1 / t_invert``).
+        out: spare tensors ``Σ ỹ xᵀ`` may be written into (see
+            :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         the sums of this batch.
     """
     yt = signed_softmax(u, temperature)
-    yx = patch_sum(yt, x, weight, geometry)
+    yx = patch_sum(yt, x, weight, geometry, out)
     return {"yx": yx, "yu": yt.mul_(u).sum(sample_dims(u))}  # ỹ is not needed after Σ ỹ xᵀ
 
 

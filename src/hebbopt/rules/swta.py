@@ -124,6 +124,7 @@ def statistics(
     *,
     temperature: float,
     similarity: str = "raised_cos2",
+    out: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sufficient statistics of one batch.
 
@@ -134,6 +135,7 @@ def statistics(
         geometry: ``None`` for Linear, else :class:`~hebbopt.rules.geometry.Conv2dGeometry`.
         temperature: softmax temperature ``T > 0``.
         similarity: ``"raised_cos2"`` or ``"dot"``.
+        out: spare tensors ``A`` may be written into (see :func:`~hebbopt.rules.geometry.patch_sum`).
 
     Returns:
         ``{"r2x": A (shape of W), "r2": q (N), "r": z (N)}``.
@@ -154,7 +156,7 @@ def statistics(
     dims = sample_dims(u)
     z = r.sum(dims)
     r2 = r.square_()
-    return {"r2x": patch_sum(r2, x, weight, geometry), "r2": r2.sum(dims), "r": z}
+    return {"r2x": patch_sum(r2, x, weight, geometry, out), "r2": r2.sum(dims), "r": z}
 
 
 def winners(
