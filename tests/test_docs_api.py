@@ -35,6 +35,8 @@ MODULES = [
     "hebbopt.rules.bcm",
     "hebbopt.rules.geometry",
     "hebbopt.capture",
+    "hebbopt.layers",
+    "hebbopt.checks",
     "hebbopt.selection",
     "hebbopt.compiling",
     "hebbopt.distributed",

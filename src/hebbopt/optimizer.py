@@ -1,8 +1,11 @@
 """``HebbianOptimizer``: bookkeeping around the pure rules in :mod:`hebbopt.rules`.
 
-Forward hooks (:class:`hebbopt.capture.CaptureHook`) add each hooked layer's statistics into
-``optimizer.state[weight]["stats"]``; :meth:`HebbianOptimizer.step` checks the sums of every layer,
-then applies ``W ← W + lr·ΔW`` to each (the rule's ``apply_``) and clears the sums. The rule is any
+Forward hooks (:class:`hebbopt.capture.CaptureHook`) hand each hooked layer's activations to the
+optimizer, which adds their statistics into ``optimizer.state[weight]["stats"]``;
+:meth:`HebbianOptimizer.step` applies ``W ← W + lr·ΔW`` to each layer (the rule's ``apply_``),
+stores any new rule state and clears the sums. This module is the bookkeeping (param groups,
+state, step); the checks are in :mod:`hebbopt.checks`, the layers and their report in
+:mod:`hebbopt.layers`. The rule is any
 entry of :data:`hebbopt.rules.RULES` (or a user's :class:`~hebbopt.rules.Rule`); the named classes
 (:class:`SoftWTAHebb`, :class:`HPCAHebb`, ...) only fix the rule and spell out its
 hyper-parameters.
@@ -11,20 +14,16 @@ hyper-parameters.
 from __future__ import annotations
 
 import copy
-import math
-import sys
-import warnings
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from hebbopt import capture, compiling, distributed
+from hebbopt import capture, checks, compiling, distributed
+from hebbopt.layers import HookedLayer, as_groups, named_layers, report
 from hebbopt.rules import Rule, get_rule
-from hebbopt.rules.base import _real
-from hebbopt.selection import HEBBIAN_TYPES, check_layer, find_classifier, hebbian_layers, unsupported_layers
+from hebbopt.selection import HEBBIAN_TYPES
 
 
 class HebbianOptimizer(Optimizer):
@@ -98,7 +97,7 @@ class HebbianOptimizer(Optimizer):
         least one sample (image or position) of the forward passes captured with diagnostics on,
         since the optimizer was made; it is kept in ``state[weight]["won"]``, so it survives
         ``state_dict()`` / :meth:`load_state_dict`, and counts this process's samples only."""
-        self._layers: dict[nn.Parameter, _Layer] = {}
+        self._layers: dict[nn.Parameter, HookedLayer] = {}
         self._skipped: dict[str, str] = {}
         self._heads: list[str] = []  # describe()'s lines on the classifier of each model given
         self._warned: set[str] = set()
@@ -106,8 +105,8 @@ class HebbianOptimizer(Optimizer):
         # Per weight: weight-shaped statistics already applied, free to be overwritten by the next
         # forward's (the ``out`` of hebbopt.rules.geometry.patch_sum); never in state or state_dict.
         self._spare: dict[nn.Parameter, list[torch.Tensor]] = {}
-        _learning_rate(lr)
-        super().__init__(_as_groups(params), {"lr": lr, **self.rule.defaults(**hyper)})
+        checks.learning_rate(lr)
+        super().__init__(as_groups(params), {"lr": lr, **self.rule.defaults(**hyper)})
 
     # ------------------------------------------------------------------ param groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -136,11 +135,11 @@ class HebbianOptimizer(Optimizer):
         if "params" in group:
             raise TypeError("give a param group 'modules', not 'params': the rules need the layers")
         self.rule.check_keys(group)
-        named, skipped, head = _named_layers(param_group["modules"], start=len(self._layers))
+        named, skipped, head = named_layers(param_group["modules"], start=len(self._layers))
         for name, module in named.items():
             if module.weight in self._layers:
                 raise ValueError(f"layer {name!r} is already hooked by this optimizer")
-            _check_free(name, module)
+            checks.check_free(name, module)
         taken = set(self.layers) | set(self._skipped)
         prefix = ""
         if taken & (set(named) | set(skipped)):
@@ -148,7 +147,7 @@ class HebbianOptimizer(Optimizer):
             named = {prefix + n: m for n, m in named.items()}
             skipped = {prefix + n: r for n, r in skipped.items()}
         full = {**self.defaults, **group}
-        _learning_rate(full["lr"])
+        checks.learning_rate(full["lr"])
         self.rule.check(full, tuple(m.weight for m in named.values()))
         group["params"] = [m.weight for m in named.values()]
         group["layers"] = list(named)
@@ -158,7 +157,7 @@ class HebbianOptimizer(Optimizer):
         if head is not None:
             self._heads.append(head.replace("{prefix}", prefix))
         for name, module in named.items():
-            layer = self._layers[module.weight] = _Layer(name, module, module.weight)
+            layer = self._layers[module.weight] = HookedLayer(name, module, module.weight)
             self._init_rule_state(module.weight)
             layer.hook(self._capture)
 
@@ -193,16 +192,8 @@ class HebbianOptimizer(Optimizer):
             2      Linear  16×288   0
             classifier: 3 (the last layer with parameters of Sequential), not hooked
         """
-        rows = [("layer", "type", "weight", "group")]
-        for gi, group in enumerate(self.param_groups):
-            for p in group["params"]:
-                layer = self._layers[p]
-                rows.append((layer.name, type(layer.module).__name__, "×".join(map(str, p.shape)), str(gi)))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        lines += self._heads
-        lines += [f"skipped {name}: {reason}" for name, reason in self._skipped.items()]
-        return "\n".join(lines)
+        groups = [[self._layers[p] for p in group["params"]] for group in self.param_groups]
+        return report(groups, self._heads, self._skipped)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rule={self.rule.name!r},\n{self.describe()}\n)"
@@ -236,7 +227,7 @@ class HebbianOptimizer(Optimizer):
         if self.rule.stateful and "rule_state" not in self.state[param]:
             self.state[param]["rule_state"] = self.rule.initial_state(param.detach())
 
-    def _capture(self, layer: _Layer, x: torch.Tensor, output: torch.Tensor) -> None:
+    def _capture(self, layer: HookedLayer, x: torch.Tensor, output: torch.Tensor) -> None:
         """Add one forward call's statistics into ``state[weight]["stats"]`` (the hooks call this).
 
         The group's hyper-parameters are checked again first (a value edited by hand fails here, not
@@ -323,12 +314,13 @@ class HebbianOptimizer(Optimizer):
         pending = []
         for group in self.param_groups:
             self.rule.check_keys(group)
-            _learning_rate(group["lr"])
+            checks.learning_rate(group["lr"])
             self.rule.check(group, tuple(group["params"]))
             for p in group["params"]:
                 stats = self.state[p].get("stats")
                 if stats is not None:
-                    self._check_current(self._layers[p], stats)
+                    layer = self._layers[p]
+                    checks.check_current(layer.name, layer.module, p, self.state[p].get("shape"))
                     pending.append((group, p, stats))
         if distributed.active():
             # Every rank reduces (even with nothing captured) so that no rank waits alone.
@@ -376,74 +368,27 @@ class HebbianOptimizer(Optimizer):
 
     def _check_finite(self, pending: list, before: list[torch.Tensor], states: list[dict]) -> None:
         """Restore every weight and raise unless the statistics, new weights and states are finite."""
-        # A sum is non-finite iff some element is (or, harmlessly, if ~1e38 values overflow): one
-        # reduction per statistic instead of an element-wise isfinite pass. The new weights are
-        # checked too: finite statistics with a huge lr still overflow W + lr·ΔW. One host sync.
-        sums = [sum(v.sum() for v in st.values() if isinstance(v, torch.Tensor)) for _, _, st in pending]
-        weights = [torch.isfinite(p).all() for _, p, _ in pending]
-        if self.rule.stateful:  # a new state counts with its layer's weight
-            weights = [
-                torch.stack([ok, *(torch.isfinite(v).all() for v in st.values())]).all()
-                for ok, st in zip(weights, states, strict=True)
-            ]
-        finite = torch.cat([torch.isfinite(torch.stack(sums)), torch.stack(weights)]).tolist()
-        if all(finite):
+        stats_ok, weights_ok = checks.finite([st for _, _, st in pending], [p for _, p, _ in pending], states)
+        if all(stats_ok) and all(weights_ok):
             return
         for (_, p, _), old in zip(pending, before, strict=True):
             p.detach().copy_(old)
         for _, p, _ in pending:
             del self.state[p]["stats"]
         names = [self._layers[p].name for _, p, _ in pending]
-        bad_stats = [n for n, ok in zip(names, finite[: len(names)], strict=True) if not ok]
-        if bad_stats:
-            raise FloatingPointError(
-                f"non-finite Hebbian statistics for layer(s) {bad_stats} (NaN/Inf in activations or "
-                "weights); no weight was changed and this step's statistics were discarded"
-            )
-        bad = [n for n, ok in zip(names, finite[len(names) :], strict=True) if not ok]
-        lrs = sorted({_learning_rate(g["lr"]) for g, _, _ in pending})
-        raise FloatingPointError(
-            f"the update W + lr·ΔW (or the rule's state) of layer(s) {bad} is not finite (lr {lrs} too "
-            "large, or weights already non-finite); no weight was changed and this step's statistics were "
-            "discarded"
-        )
-
-    def _check_current(self, layer: _Layer, stats: dict) -> None:
-        if layer.module.weight is not layer.param:
-            raise ValueError(
-                f"the weight of layer {layer.name!r} was replaced by another Parameter after this "
-                "optimizer was created; create the optimizer again for the new weights"
-            )
-        captured = self.state[layer.param].get("shape")
-        if captured is not None and tuple(captured) != tuple(layer.param.shape):
-            raise ValueError(
-                f"layer {layer.name!r} has weight shape {tuple(layer.param.shape)} but its "
-                f"statistics were captured for shape {tuple(captured)}; run the forward pass again "
-                "after changing a layer"
-            )
+        raise checks.non_finite_error(names, stats_ok, weights_ok, [float(g["lr"]) for g, _, _ in pending])
 
     def _warn_missing(self, captured_any: bool) -> None:
-        if captured_any and "never" not in self._warned:
-            never = [
-                layer.name
-                for layer in self._layers.values()
-                if not layer.captured and "stats" not in self.state[layer.param]
-            ]
-            if never:
-                self._warned.add("never")
-                _warn(
-                    f"hooked layer(s) {never} captured nothing while others did: their forward "
-                    "never ran (e.g. a module called through F.linear, like "
-                    "nn.MultiheadAttention.out_proj); they are not trained"
-                )
-        if not captured_any and "eval" not in self._warned:
-            idle = [layer.name for layer in self._layers.values() if not layer.module.training]
-            if idle:
-                self._warned.add("eval")
-                _warn(
-                    f"step() with nothing captured: layer(s) {idle} are in eval mode, and hooks "
-                    "capture in training mode only; call model.train() before Hebbian forwards"
-                )
+        layers = self._layers.values()
+        never, idle = [], []
+        if captured_any:
+            never = [la.name for la in layers if not la.captured and "stats" not in self.state[la.param]]
+        else:
+            idle = [la.name for la in layers if not la.module.training]
+        warning = checks.uncaptured_warning(captured_any, never, idle)
+        if warning is not None and warning[0] not in self._warned:
+            self._warned.add(warning[0])
+            checks.warn(warning[1])
 
     # ------------------------------------------------------------------ state
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -507,7 +452,7 @@ class HebbianOptimizer(Optimizer):
             return
         self._layers = {}
         for name, module, param, captured in layers:
-            layer = self._layers[param] = _Layer(name, module, param)
+            layer = self._layers[param] = HookedLayer(name, module, param)
             layer.captured = captured
             if not self._closed:
                 layer.hook(self._capture)
@@ -534,33 +479,6 @@ class HebbianOptimizer(Optimizer):
         )
 
 
-class _Layer:
-    """One layer of the optimizer: its name, module, registered weight and forward hook."""
-
-    def __init__(self, name: str, module: nn.Module, param: nn.Parameter) -> None:
-        self.name, self.module, self.param = name, module, param
-        self.captured = False
-        self.handle: Any = None
-
-    def hook(self, receive: Any) -> None:
-        hook = capture.CaptureHook(receive, self)
-        self.handle = self.module.register_forward_hook(hook, with_kwargs=True)
-
-    def unhook(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-
-
-def _check_free(name: str, module: nn.Module) -> None:
-    other = capture.hooked_by(module)
-    if other is not None:
-        raise ValueError(
-            f"layer {name!r} is already hooked by another {type(other).__name__} (rule "
-            f"{other.rule.name!r}); both would feed from its forward and update it: close() that "
-            "optimizer first, or train both sets of hyper-parameters as param groups of one optimizer"
-        )
-
-
 def _to_device(value: Any, device: torch.device) -> Any:
     """A saved state entry on ``device``, copied, dtype kept (dicts of tensors entry by entry)."""
     if isinstance(value, torch.Tensor):
@@ -574,82 +492,6 @@ def _mark_winners(won: torch.Tensor | None, index: torch.Tensor, n: int) -> torc
     if won is None or won.shape[0] != n:  # the first marks, or a layer that changed shape
         won = torch.zeros(n, dtype=torch.bool, device=index.device)
     return won.to(index.device).index_fill_(0, index.reshape(-1), True)
-
-
-def _warn(message: str) -> None:
-    # step() runs inside torch's wrappers (no_grad, profiling hooks; accelerate's too), whose
-    # depth varies by version: attribute the warning to the first frame outside them and hebbopt.
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in _LIBRARIES:
-        level, frame = level + 1, frame.f_back
-    warnings.warn(message, stacklevel=level)
-
-
-_LIBRARIES = frozenset({"hebbopt", "torch", "accelerate"})
-
-
-def _learning_rate(lr: Any) -> float:
-    value = _real(lr)
-    if value is None or not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"invalid learning rate {lr!r}: must be a finite number ≥ 0 (a float, or a 0-d tensor)"
-        )
-    return value
-
-
-def _as_groups(params: Any) -> list[dict[str, Any]]:
-    if isinstance(params, (nn.Module, Mapping)):
-        return [{"modules": params}]
-    if isinstance(params, torch.Tensor):
-        raise TypeError("Hebbian optimizers take a model or its layers, not tensors")
-    if not isinstance(params, Iterable):
-        raise TypeError(f"expected a model, modules or param-group dicts, got {type(params).__name__}")
-    items = list(params)
-    if not items:
-        raise ValueError("no modules given: pass a model, Conv2d/Linear modules or param groups")
-    if all(isinstance(g, dict) for g in items):
-        return items
-    if any(isinstance(g, torch.Tensor) for g in items):
-        raise TypeError(
-            "Hebbian optimizers take the model or its modules, not parameters: "
-            "use HPCAHebb(model), not HPCAHebb(model.parameters())"
-        )
-    return [{"modules": items}]
-
-
-def _named_layers(modules: Any, start: int) -> tuple[dict[str, nn.Module], dict[str, str], str | None]:
-    """``({name: layer} to hook, {name: reason} skipped, describe()'s line on the classifier)`` of
-    a param group's ``"modules"``; the line has a ``{prefix}`` placeholder for its name."""
-    if isinstance(modules, nn.Module):
-        if isinstance(modules, HEBBIAN_TYPES):
-            return hebbian_layers(modules), {}, None
-        return hebbian_layers(modules), unsupported_layers(modules), _head_line(modules)
-    if isinstance(modules, Mapping):  # {name: module}, e.g. from hebbian_layers(model, exclude=...)
-        for name, m in modules.items():
-            check_layer(name, m)
-        if not modules:
-            raise ValueError("a param group has no modules")
-        return dict(modules), {}, None
-    if isinstance(modules, torch.Tensor) or not isinstance(modules, Iterable):
-        raise TypeError(f"'modules' must be a model or an iterable of modules, got {type(modules).__name__}")
-    named = {}
-    for i, m in enumerate(modules):
-        name = f"layer{start + i}"
-        check_layer(name, m)
-        named[name] = m
-    if not named:
-        raise ValueError("a param group has no modules")
-    if len({id(m) for m in named.values()}) != len(named):
-        raise ValueError("the same module appears twice in a param group")
-    return named, {}, None
-
-
-def _head_line(model: nn.Module) -> str:
-    head, how = find_classifier(model)
-    if head is None:
-        return f"{how}; every supported layer is hooked (exclude the head by name if there is one)"
-    name = next((n or "(the model)" for n, m in model.named_modules() if m is head), type(head).__name__)
-    return f"classifier: {{prefix}}{name} ({how}), not hooked"
 
 
 class SoftWTAHebb(HebbianOptimizer):

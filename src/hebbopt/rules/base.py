@@ -108,8 +108,20 @@ class Check:
     invalid: tuple = ()
 
 
-def _real(value: Any) -> float | None:
-    """``value`` as a float if it is a real number (Python, NumPy or 0-d tensor), else None."""
+def real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (Python, NumPy or 0-d tensor), else None.
+
+    Args:
+        value: anything a user may pass as a number.
+
+    Returns:
+        the float, or ``None`` for a bool, a string, a complex or boolean tensor, a tensor with
+        more than one element, or anything else.
+
+    Examples:
+        >>> real(0.5), real(True), real("1")
+        (0.5, None, None)
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, torch.Tensor):
@@ -137,7 +149,7 @@ def number(low: float, *, strict: bool) -> Check:
     """
 
     def accepts(value: Any) -> bool:
-        v = _real(value)
+        v = real(value)
         return v is not None and math.isfinite(v) and (v > low if strict else v >= low)
 
     below = low - 1 if strict else low - 0.5
@@ -197,7 +209,7 @@ class Hyper:
             a Python float for a float-default hyper-parameter, the value itself otherwise.
         """
         if isinstance(self.default, float):
-            return float(_real(value))
+            return float(real(value))
         return int(value) if isinstance(self.default, int) and not isinstance(self.default, bool) else value
 
 
