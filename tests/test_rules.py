@@ -70,7 +70,7 @@ def test_exact_against_per_sample_reference_float64(rule, hyper):
         assert_states_equal(rule_state(opt, m), state, 1e-10)
 
 
-@pytest.mark.parametrize(("rule", "hyper"), [(name, rule.examples[-1]) for name, rule in RULES.items()])
+@pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
 def test_consecutive_steps_stay_exact(rule, hyper):
     # From the second step on, a forward may write its statistics into the buffers the previous
     # step applied: every step must still be the reference's. The reference carries its own state

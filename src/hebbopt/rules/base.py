@@ -222,11 +222,13 @@ class Rule:
         summary: one line: what the rule is, with its paper.
         hyper: ``{name: Hyper}``; the names are keyword-only parameters of ``statistics`` and/or
             ``apply_``/``update``.
-        statistics: ``(x, u, weight, geometry, **hyper) -> {name: sum}``.
-        update: ``(stats, weight, **hyper) -> ΔW`` (without the learning rate).
-        reference: ``(layer, x, **hyper) -> ΔW``, the literal per-sample rule.
+        statistics: ``(x, u, weight, geometry[, state], **hyper) -> {name: sum}``.
+        update: ``(stats, weight[, state], **hyper) -> ΔW`` (without the learning rate).
+        reference: ``(layer, x, **hyper) -> ΔW``, the literal per-sample rule; with state,
+            ``(layer, x, state, **hyper) -> (ΔW, new state)``.
         weight_shaped: the names of the statistics that have the weight's shape.
         apply_: ``(weight, stats, lr, **hyper) -> None``, in place; default ``W += lr·update``.
+            With state, ``(weight, stats, state, lr, **hyper) -> new state`` (required).
         check_layer: optional ``(hyper, weight) -> str | None``: a problem of these
             hyper-parameters with this layer (e.g. ``k`` larger than its number of neurons).
         examples: hyper-parameter settings the rule suite tests (``{}`` = the defaults).
