@@ -316,3 +316,26 @@ def test_rule_is_documented(rule):
     assert f'rule="{rule}"' in rules_page or f"`{rule}`" in rules_page
     api = (ROOT / "docs" / "api" / "rules.md").read_text()
     assert f"::: {RULES[rule].statistics.__module__}" in api
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_a_non_finite_step_leaves_weights_and_state_as_they_were(rule):
+    net = small_net()
+    opt = hebbopt.HebbianOptimizer(net, rule, lr=0.2)
+    with torch.no_grad():
+        net(torch.randn(4, 3, 10, 10, dtype=torch.float64))
+    opt.step()  # any rule state has moved from its start
+    weights = copy.deepcopy(net.state_dict())
+    state = _flatten({str(i): s for i, s in copy.deepcopy(opt.state_dict()["state"]).items()})
+    x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    x[0, 0, 0, 0] = torch.nan
+    with torch.no_grad():
+        net(x)
+    with pytest.raises(FloatingPointError):
+        opt.step()
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    after = _flatten({str(i): s for i, s in opt.state_dict()["state"].items()})
+    assert after.keys() == state.keys()
+    for k, v in state.items():
+        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k

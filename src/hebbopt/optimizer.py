@@ -290,7 +290,10 @@ class HebbianOptimizer(Optimizer):
         step, this is a no-op (but still takes part in that reduction; a warning says so once if
         hooked layers were in eval mode). Every layer is updated, then the statistics and the new
         weights are checked together; if any is not finite, every weight is restored exactly (from
-        a copy kept for the step) before the error, so an error leaves every weight as it was.
+        a copy kept for the step) before the error, so an error leaves every weight as it was. For
+        a rule with state, the state its ``apply_`` returns (computed from the summed, all-reduced
+        statistics, so the same on every process) replaces ``state[weight]["rule_state"]`` once the
+        step is known to be finite.
 
         Args:
             closure: optional callable that runs forward passes (under ``torch.no_grad()``)
