@@ -29,13 +29,14 @@ def test_two_processes_with_accumulation_equal_one_large_batch(tmp_path, rule):
         assert rel_err(got[k], v) < 1e-5, k
 
 
-def test_save_state_load_state_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("rule", ["swta", "bcm"])  # bcm: its state goes through the checkpoint
+def test_save_state_load_state_resumes_bit_identically(tmp_path, rule):
     data = batches() * 2
 
     def run(steps, resume_from=None, save_at=None):
         acc = Accelerator(cpu=True, project_dir=str(tmp_path))
         net = model()
-        opt = optimizer("swta", net)
+        opt = optimizer(rule, net)
         net, opt = acc.prepare(net, opt)
         if resume_from:
             acc.load_state(resume_from)
