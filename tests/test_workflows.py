@@ -12,7 +12,7 @@ from helpers import record_inputs, rel_err
 from torch import nn
 
 import hebbopt
-from hebbopt.reference import patches
+from hebbopt.rules.geometry import patches
 from hebbopt.rules import RULES
 
 
