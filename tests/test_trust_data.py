@@ -102,9 +102,19 @@ def test_a_sweep_stops_on_non_finite_features_or_loss_and_marks_nothing_done(tmp
         )  # a backbone gone NaN, or NaN statistics
     else:
         args += ["--probe.lr", "1e37"]  # weights near float32's largest: logits overflow
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match=str(tmp_path / "run" / "linear" / "none-seed0-50pct")):
         semisup(tiny(tmp_path, *args))
     assert not list((tmp_path / "run").rglob("linear/**/metrics.json"))
+
+
+def test_lpft_stops_on_non_finite_features_naming_its_run(tmp_path, monkeypatch):
+    args = ["--sweep.methods", "[none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]",
+            "--sweep.protocols", "[lpft]", "--data.val_size", "8", "--probe.epochs", "3"]  # fmt: skip
+    real = sys.modules["hebbopt.training.probe"]._features
+    monkeypatch.setattr("hebbopt.training.probe._features", lambda *a: real(*a).mul(float("nan")))
+    with pytest.raises(FloatingPointError, match=str(tmp_path / "run" / "lpft" / "none-seed0-50pct")):
+        semisup(tiny(tmp_path, *args))
+    assert not list((tmp_path / "run").rglob("lpft/**/metrics.json"))
 
 
 # item 7: the statistics cache of streamed folders

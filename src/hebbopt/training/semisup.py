@@ -139,19 +139,28 @@ def _lpft(
     if finished:
         return finished
     labelled, _ = subsets(cfg, features.splits)
-    train_x, train_y = features.labelled(labelled)
+    try:
+        train_x, train_y = features.labelled(labelled)
+        r = _lpft_probe(cfg, features, labelled, train_x, train_y, accelerator)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"{cfg.run.dir}: lpft's probe: {e}; nothing is marked done") from None
+    probe = {"test": r["test"], "best_epoch": r["best_epoch"], **({"val": r["val"]} if "val" in r else {})}
+    return finetune(
+        cfg, backbone=backbone, method=method, resume=resume, accelerator=accelerator, splits=features.splits,
+        head=r["head"], protocol="lpft", extra={"probe": probe},
+    )  # fmt: skip
+
+
+def _lpft_probe(
+    cfg: Config, features: _Features, labelled, train_x, train_y, accelerator: Accelerator
+) -> dict:
     p = cfg.probe
-    r = linear_probe(
+    return linear_probe(
         train_x, train_y, features.test, features.test_y, num_classes=features.splits.num_classes,
         epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, dropout=p.dropout, seed=cfg.run.seed,
         val=features.validation(), device=accelerator.device, normalize=p.normalize,
         flipped_x=features.flipped(labelled), return_head=True,
         progress=accelerator.is_main_process and cfg.run.progress,
-    )  # fmt: skip
-    probe = {"test": r["test"], "best_epoch": r["best_epoch"], **({"val": r["val"]} if "val" in r else {})}
-    return finetune(
-        cfg, backbone=backbone, method=method, resume=resume, accelerator=accelerator, splits=features.splits,
-        head=r["head"], protocol="lpft", extra={"probe": probe},
     )  # fmt: skip
 
 
@@ -250,6 +259,18 @@ def _probe(
     if finished:
         return finished
     run.start()
+    try:
+        return _evaluate_frozen(cfg, protocol, method, backbone, features, accelerator, run)
+    except FloatingPointError as e:  # the probe names what is not finite; the run folder is ours to say
+        message = f"{run.dir}: {e}; the run is stopped, not marked done"
+        run.log(message)
+        run.close()
+        raise FloatingPointError(message) from None
+
+
+def _evaluate_frozen(
+    cfg: Config, protocol: str, method: str, backbone, features: _Features, accelerator: Accelerator, run: Run
+) -> dict:
     labelled, val = subsets(cfg, features.splits)
     train_x, train_y = features.labelled(labelled)
     validation = features.validation()
@@ -261,6 +282,7 @@ def _probe(
             train_x, train_y, test_x, test_y, num_classes=classes, epochs=p.epochs, batch_size=p.batch_size,
             lr=p.lr, dropout=p.dropout, seed=cfg.run.seed, val=validation, device=device,
             normalize=p.normalize, flipped_x=features.flipped(labelled),
+            progress=accelerator.is_main_process and cfg.run.progress,
         )  # fmt: skip
         test, extra = r["test"], {"val": r.get("val"), "best_epoch": r["best_epoch"], "history": r["history"]}
     else:
