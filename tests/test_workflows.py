@@ -12,8 +12,8 @@ from helpers import record_inputs, rel_err
 from torch import nn
 
 import hebbopt
-from hebbopt.rules.geometry import patches
 from hebbopt.rules import RULES
+from hebbopt.rules.geometry import patches
 
 
 def net():
