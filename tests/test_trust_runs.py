@@ -378,3 +378,11 @@ def test_an_empty_sweep_list_exits_2(tmp_path, monkeypatch, capsys, key):
     assert exit_code(semisup_main, argv) == 2
     assert f"sweep.{key}" in one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_finetune_that_fails_from_python_releases_its_folder(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "--finetune.epochs", "1")
+    monkeypatch.setattr(sys.modules["hebbopt.training.finetune"], "finetune_run", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        finetune(cfg)
+    assert not (tmp_path / "run" / run_folder_module.LOCK).exists()  # not held until the process ends

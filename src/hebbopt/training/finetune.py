@@ -115,6 +115,16 @@ def finetune(
     finished = run.done()
     if finished:
         return finished
+    try:
+        return _finetune(cfg, run, accelerator, splits, backbone, method, resume, head, protocol, extra)
+    finally:
+        run.close()  # the folder is free again, also when training fails
+
+
+def _finetune(
+    cfg: Config, run: Run, accelerator: Accelerator, splits: ImageSplits | None, backbone, method,
+    resume: bool, head, protocol: str, extra: dict | None,
+) -> dict:  # fmt: skip
     splits = splits or load_splits(cfg, accelerator)
     f = cfg.finetune
     labelled, val = subsets(cfg, splits)
