@@ -389,3 +389,14 @@ def test_a_finetune_that_fails_from_python_releases_its_folder(tmp_path, monkeyp
         assert not (tmp_path / "run" / run_folder_module.LOCK).exists()
     else:
         pytest.fail("finetune did not raise")
+
+
+def test_a_pretrain_that_fails_from_python_releases_its_folder(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, "--pretrain.method", "swta")
+    monkeypatch.setattr(sys.modules["hebbopt.training.pretrain"], "hebbian_optimizer", lambda *a: 1 / 0)
+    try:
+        pretrain(cfg)
+    except ZeroDivisionError:  # the traceback keeps the run's frame alive: only an explicit release frees it
+        assert not (tmp_path / "run" / run_folder_module.LOCK).exists()
+    else:
+        pytest.fail("pretrain did not raise")

@@ -123,6 +123,17 @@ def pretrain(
     if run.done():
         run.log(f"{run.dir}: finished earlier, nothing to do")
         return backbone
+    try:
+        return _pretrain(cfg, run, accelerator, splits, backbone, resume)
+    finally:
+        run.close()  # the folder is free again, also when training fails
+
+
+def _pretrain(
+    cfg: Config, run: Run, accelerator: Accelerator, splits: ImageSplits | None, backbone: pathlib.Path,
+    resume: bool,
+) -> pathlib.Path:  # fmt: skip
+    method = cfg.pretrain.method
     splits = splits or load_splits(cfg, accelerator)
     model = build_model(cfg, splits, seed=cfg.run.seed).to(accelerator.device)
     layers = hebbian_layers(model, include=cfg.pretrain.include, exclude=cfg.pretrain.exclude or ())
