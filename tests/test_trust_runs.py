@@ -380,23 +380,16 @@ def test_an_empty_sweep_list_exits_2(tmp_path, monkeypatch, capsys, key):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_finetune_that_fails_from_python_releases_its_folder(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, "--finetune.epochs", "1")
-    monkeypatch.setattr(sys.modules["hebbopt.training.finetune"], "finetune_run", lambda *a, **k: 1 / 0)
+@pytest.mark.parametrize(
+    ("job", "breaks", "args"),
+    [("finetune", "finetune_run", ("--finetune.epochs", "1")), ("pretrain", "hebbian_optimizer", ())],
+)
+def test_a_run_that_fails_from_python_releases_its_folder(tmp_path, monkeypatch, job, breaks, args):
+    cfg = tiny(tmp_path, "--pretrain.method", "swta", *args)
+    monkeypatch.setattr(sys.modules[f"hebbopt.training.{job}"], breaks, lambda *a, **k: 1 / 0)
     try:
-        finetune(cfg)
+        {"finetune": finetune, "pretrain": pretrain}[job](cfg)
     except ZeroDivisionError:  # the traceback keeps the run's frame alive: only an explicit release frees it
         assert not (tmp_path / "run" / run_folder_module.LOCK).exists()
     else:
-        pytest.fail("finetune did not raise")
-
-
-def test_a_pretrain_that_fails_from_python_releases_its_folder(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, "--pretrain.method", "swta")
-    monkeypatch.setattr(sys.modules["hebbopt.training.pretrain"], "hebbian_optimizer", lambda *a: 1 / 0)
-    try:
-        pretrain(cfg)
-    except ZeroDivisionError:  # the traceback keeps the run's frame alive: only an explicit release frees it
-        assert not (tmp_path / "run" / run_folder_module.LOCK).exists()
-    else:
-        pytest.fail("pretrain did not raise")
+        pytest.fail(f"{job} did not raise")
