@@ -93,6 +93,12 @@ def all_finite(t: torch.Tensor) -> torch.Tensor:
     two numbers, where ``isfinite(t).all()`` writes a bool tensor of ``t``'s size first (measured
     40 ms against 1 ms for a 4096×2304 float32 weight on 2 CPU cores: a fifth of a step).
 
+    Args:
+        t: any tensor (integer, bool and empty tensors are finite).
+
+    Returns:
+        A 0-d bool tensor on ``t``'s device.
+
     Examples:
         >>> all_finite(torch.tensor([1.0, float("nan")])).item(), all_finite(torch.ones(3)).item()
         (False, True)
