@@ -194,6 +194,27 @@ def as_rows(y: torch.Tensor) -> torch.Tensor:
     return y.movedim(1, -1).reshape(-1, y.shape[1])
 
 
+def sample_chunks(m: int, per_row: int, budget: int = 2**25) -> tuple[range, int]:
+    """How the per-sample references walk ``m`` samples whose terms take ``per_row`` elements each,
+    so that a chunk holds about ``budget`` elements: ``(chunk starts, chunk length)``.
+
+    Args:
+        m: the samples.
+        per_row: elements of one sample's term (e.g. the weight's size).
+        budget: elements per chunk.
+
+    Returns:
+        ``(range of chunk starts, chunk length)``.
+
+    Examples:
+        >>> starts, step = sample_chunks(10, 4, budget=12)
+        >>> list(starts), step
+        ([0, 3, 6, 9], 3)
+    """
+    step = max(1, budget // max(per_row, 1))
+    return range(0, m, step), step
+
+
 def patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Every input patch of ``layer`` as a row: X is B×S (S = C·kh·kw, the weight's order).
 

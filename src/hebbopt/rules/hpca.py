@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from hebbopt.rules.base import Hyper, Rule, one_of
-from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, patches
+from hebbopt.rules.geometry import Geometry, as_rows, patch_sum, patches, sample_chunks
 
 ACTIVATIONS = ("relu", "identity")
 """Accepted values of ``activation``."""
@@ -232,11 +232,6 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch
     weight.addcmul_(stats["hebb"], lr / stats["count"])
 
 
-def _chunks(m: int, per_row: int, budget: int = 2**25):
-    step = max(1, budget // max(per_row, 1))
-    return range(0, m, step), step
-
-
 def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") -> torch.Tensor:
     """Per sample, literally: ΔW = (1/B) Σ_b y_bn (x_b − Σ_{n'≤n} y_bn' w_n') (eq. 2, 4).
 
@@ -265,7 +260,7 @@ def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") ->
     if activation == "relu":
         y = torch.relu(y)
     delta = torch.zeros_like(w)
-    starts, step = _chunks(xp.shape[0], w.numel())
+    starts, step = sample_chunks(xp.shape[0], w.numel())
     for b0 in starts:
         yb, xb = y[b0 : b0 + step], xp[b0 : b0 + step]
         recon = torch.cumsum(yb[:, :, None] * w[None], dim=1)  # Σ_{n'≤n} y_bn' w_n'

@@ -32,6 +32,7 @@ from hebbopt.rules.geometry import (
     patch_sq_norms,
     patch_sum,
     patches,
+    sample_chunks,
     sample_dims,
     weight_view,
 )
@@ -232,11 +233,6 @@ def _competition(xp: torch.Tensor, w: torch.Tensor, temperature: float, similari
     return torch.softmax(s / temperature, dim=1)
 
 
-def _chunks(m: int, per_row: int, budget: int = 2**25):
-    step = max(1, budget // max(per_row, 1))
-    return range(0, m, step), step
-
-
 def reference(
     layer: nn.Module, x: torch.Tensor, *, temperature: float = 0.02, similarity: str = "raised_cos2"
 ) -> torch.Tensor:
@@ -261,7 +257,7 @@ def reference(
     z = r.sum(0)
     c = r / torch.where(z > 0, z, torch.ones_like(z))
     delta = torch.zeros_like(w)
-    starts, step = _chunks(xp.shape[0], w.numel())
+    starts, step = sample_chunks(xp.shape[0], w.numel())
     for b0 in starts:
         rb, cb, xb = r[b0 : b0 + step], c[b0 : b0 + step], xp[b0 : b0 + step]
         dw_b = rb[:, :, None] * (xb[:, None, :] - w[None])  # eq. 1, one ΔW per sample
