@@ -1,7 +1,7 @@
 """timm registrations of the FastHebb and SoftHebb networks (imported by ``import hebbopt``), and the
 per-layer Hebbian settings their papers give (:data:`LAYER_HYPER`)."""
 
-from hebbopt.models.alexnet import HebbAlexNet, hebb_alexnet_6l, hebb_alexnet_10l
+from hebbopt.models.alexnet import SOFTHEBB_BLOCK_HYPER, HebbAlexNet, hebb_alexnet_6l, hebb_alexnet_10l
 from hebbopt.models.softhebb import (
     SOFTHEBB_LAYER_HYPER,
     SoftHebbNet,
@@ -13,6 +13,7 @@ from hebbopt.models.softhebb import (
 
 LAYER_HYPER: dict[tuple[str, str], dict[str, dict]] = {
     **{(model, "softhebb"): hyper for model, hyper in SOFTHEBB_LAYER_HYPER.items()},
+    **{(model, "softhebb"): hyper for model, hyper in SOFTHEBB_BLOCK_HYPER.items()},
 }
 """The papers' per-layer hyper-parameters of a rule on a model: ``{(model, rule): {layer: {key: value}}}``.
 
@@ -42,6 +43,7 @@ def layer_hyper(model: str, rule: str) -> dict[str, dict] | None:
 
 __all__ = [
     "LAYER_HYPER",
+    "SOFTHEBB_BLOCK_HYPER",
     "SOFTHEBB_LAYER_HYPER",
     "HebbAlexNet",
     "SoftHebbNet",

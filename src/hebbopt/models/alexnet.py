@@ -5,6 +5,15 @@ works. Every hidden layer is conv (no bias) → ReLU → [max-pool] → BatchNor
 reference code; the last hidden layer is a Linear on the flattened map (the paper's conv on the
 whole map, the same function) → ReLU → BatchNorm1d; the classifier is dropout → Linear.
 
+``block="softhebb"`` builds the same geometry (layers, kernels, pools, widths, unpadded
+convolutions, the hidden Linear) from SoftHebb's block instead (Journé et al., ICLR 2023):
+BatchNorm(affine=False) → conv (no bias) → :class:`~hebbopt.models.softhebb.Triangle` → max-pool,
+and BatchNorm1d(affine=False) → Linear → Triangle for the hidden Linear layer, each starting from
+N(0, (25/√fan_in)²). The SoftHebb rule needs that block: fed by ReLU → BatchNorm layers it learns
+features worse than random ones (docs/benchmarks.md). Each layer's triangle power and the rule's
+per-layer temperature and learning rate (:data:`SOFTHEBB_BLOCK_HYPER`, used with
+``pretrain.layer_defaults``) follow SoftHebb's deepest CIFAR-size preset, layer by layer.
+
 | model     | hidden convolutions: out, k kernel, p pool        | input            | fc          |
 |-----------|---------------------------------------------------|------------------|-------------|
 | 6 layers  | 96k5p2 128k3 192k3p2 256k3                        | 32×32 (Fig. 2)   | 2304 → 4096 |
@@ -22,6 +31,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from hebbopt.models.features import take_indices
+from hebbopt.models.softhebb import SoftHebbBlock, Triangle, scale_l2
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -41,6 +51,46 @@ LAYERS = {
 }
 """Hidden convolutions of each network: ``(out channels, kernel, max-pool after the ReLU (0 = none))``."""
 
+BLOCKS = ("relu_bn", "softhebb")
+"""The hidden-layer blocks :class:`HebbAlexNet` builds (``block=``)."""
+
+
+def softhebb_block_settings(depth: int) -> list[tuple[float, float, float]]:
+    """``(triangle power, SoftHebb's t_invert, SoftHebb's lr)`` of each hidden layer with
+    ``block="softhebb"``, the hidden Linear layer last: the first layer as SoftHebb's first block
+    (0.7, 1, 0.08), the second as its second (1.4, 0.65, 0.005), the middle ones as the third block of
+    its 4-block preset (1.4, 0.45, 0.01) and the last two as its last block (1, 0.25, 0.01).
+
+    Args:
+        depth: the number of hidden layers (convolutions + 1).
+
+    Returns:
+        one triple per hidden layer.
+
+    Examples:
+        >>> softhebb_block_settings(5)[0], softhebb_block_settings(5)[-1]
+        ((0.7, 1.0, 0.08), (1.0, 0.25, 0.01))
+    """
+    first, second, middle, last = (0.7, 1.0, 0.08), (1.4, 0.65, 0.005), (1.4, 0.45, 0.01), (1.0, 0.25, 0.01)
+    return [first, second, *[middle] * max(0, depth - 4), last, last][:depth]
+
+
+SOFTHEBB_BLOCK_HYPER: dict[str, dict[str, dict[str, float]]] = {
+    f"hebb_alexnet_{name}": {
+        **{
+            f"features.{i}.conv": {"temperature": 1.0 / t_invert, "lr": lr}
+            for i, (_, t_invert, lr) in enumerate(softhebb_block_settings(len(layers) + 1)[:-1])
+        },
+        "pre_logits.2": {
+            "temperature": 1.0 / softhebb_block_settings(len(layers) + 1)[-1][1],
+            "lr": softhebb_block_settings(len(layers) + 1)[-1][2],
+        },
+    }
+    for name, layers in LAYERS.items()
+}
+"""The SoftHebb rule's per-layer ``temperature`` (1 / t_invert) and ``lr`` on the ``block="softhebb"``
+networks, by layer name (the ReLU → BatchNorm networks have other names, so these never apply to them)."""
+
 
 class HebbAlexNet(nn.Module):
     """An AlexNet-like network of the FastHebb papers, with timm's model interface.
@@ -53,10 +103,18 @@ class HebbAlexNet(nn.Module):
         fc_dim: width of the hidden Linear layer.
         width: multiplier of every hidden width (convolutions and the Linear layer).
         drop_rate: dropout before the classifier.
-        act_layer: activation after every hidden layer (a timm activation name).
+        act_layer: activation after every hidden layer (a timm activation name) with
+            ``block="relu_bn"``.
+        block: ``relu_bn`` (conv → act → [max-pool] → BatchNorm, the FastHebb papers') or
+            ``softhebb`` (BatchNorm(affine=False) → conv → Triangle → [max-pool], SoftHebb's; the
+            module docstring says more).
+        head_norm: ``none``, or ``l2``: the hidden Linear layer's output scaled to unit mean square
+            per image, z = √D · x / ‖x‖₂, before the dropout and classifier (what a linear probe
+            with ``normalize: l2`` sees).
 
     Raises:
-        ValueError: ``img_size`` too small for the layers (a feature map would shrink below 1×1).
+        ValueError: ``img_size`` too small for the layers (a feature map would shrink below 1×1),
+            an unknown ``block`` or ``head_norm``.
 
     Examples:
         >>> import torch
@@ -75,23 +133,37 @@ class HebbAlexNet(nn.Module):
         width: float = 1.0,
         drop_rate: float = 0.5,
         act_layer: str = "relu",
+        block: str = "relu_bn",
+        head_norm: str = "none",
     ) -> None:
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
+        if head_norm not in ("none", "l2"):
+            raise ValueError(f"head_norm must be 'none' or 'l2', got {head_norm!r}")
         self.num_classes = num_classes
         self.drop_rate = drop_rate
+        self.head_norm = head_norm
         act = get_act_layer(act_layer)
+        powers = [power for power, _, _ in softhebb_block_settings(len(layers) + 1)]
         modules: list[nn.Module] = []
         self.feature_info: list[dict[str, Any]] = []
         chans, size, reduction = in_chans, img_size, 1
-        for out, kernel, pool in layers:
+        for i, (out, kernel, pool) in enumerate(layers):
             out = max(1, round(out * width))
-            modules += [nn.Conv2d(chans, out, kernel, bias=False), act(inplace=True)]
             size -= kernel - 1
-            if pool:
-                modules.append(nn.MaxPool2d(pool))
-                size //= pool
-                reduction *= pool
-            modules.append(nn.BatchNorm2d(out))
+            if block == "softhebb":
+                pooling = f"max_{pool}_{pool}_0" if pool else "none"
+                modules.append(SoftHebbBlock(chans, out, kernel, powers[i], pooling, same=False))
+                size //= pool or 1
+                reduction *= pool or 1
+            else:
+                modules += [nn.Conv2d(chans, out, kernel, bias=False), act(inplace=True)]
+                if pool:
+                    modules.append(nn.MaxPool2d(pool))
+                    size //= pool
+                    reduction *= pool
+                modules.append(nn.BatchNorm2d(out))
             if size < 1:
                 raise ValueError(
                     f"img_size={img_size} is too small for these layers (a map shrinks to {size})"
@@ -105,12 +177,20 @@ class HebbAlexNet(nn.Module):
         self.num_features = chans
         self.map_size = size
         self.head_hidden_size = max(1, round(fc_dim * width))
-        self.pre_logits = nn.Sequential(
-            nn.Flatten(1),
-            nn.Linear(chans * size * size, self.head_hidden_size, bias=False),
-            act(inplace=True),
-            nn.BatchNorm1d(self.head_hidden_size),
-        )
+        flat = chans * size * size
+        if block == "softhebb":
+            fc = nn.Linear(flat, self.head_hidden_size, bias=False)
+            nn.init.normal_(fc.weight, 0.0, 25.0 / flat**0.5)
+            self.pre_logits = nn.Sequential(
+                nn.Flatten(1), nn.BatchNorm1d(flat, affine=False), fc, Triangle(powers[-1])
+            )
+        else:
+            self.pre_logits = nn.Sequential(
+                nn.Flatten(1),
+                nn.Linear(flat, self.head_hidden_size, bias=False),
+                act(inplace=True),
+                nn.BatchNorm1d(self.head_hidden_size),
+            )
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = self._classifier(num_classes)
 
@@ -156,12 +236,15 @@ class HebbAlexNet(nn.Module):
 
         Args:
             x: the output of :meth:`forward_features`.
-            pre_logits: return the hidden features (B×fc_dim) instead of the logits.
+            pre_logits: return the hidden features (B×fc_dim, scaled with ``head_norm="l2"``)
+                instead of the logits.
 
         Returns:
             B×num_classes logits, or B×fc_dim hidden features.
         """
         x = self.pre_logits(x)
+        if self.head_norm == "l2":
+            x = scale_l2(x)
         return x if pre_logits else self.classifier(self.head_drop(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

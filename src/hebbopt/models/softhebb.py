@@ -165,7 +165,25 @@ def _register_triangle() -> None:
 _register_triangle()
 
 
+def scale_l2(x: torch.Tensor) -> torch.Tensor:
+    """Each row of a B×D matrix scaled to unit mean square: z = √D · x / ‖x‖₂ (``head_norm="l2"``).
+
+    Args:
+        x: B×D features.
+
+    Returns:
+        the scaled features (a row of zeros stays zero).
+
+    Examples:
+        >>> scale_l2(torch.tensor([[3.0, 4.0]])).pow(2).mean().item()
+        1.0
+    """
+    return x * (x.shape[1] ** 0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
 def _pool(spec: str) -> tuple[nn.Module, int, int, int]:
+    if spec == "none":
+        return nn.Identity(), 1, 1, 0
     kind, kernel, stride, padding = spec.split("_")
     k, s, p = int(kernel), int(stride), int(padding)
     pool = nn.MaxPool2d(k, s, p) if kind == "max" else nn.AvgPool2d(k, s, p)
@@ -180,23 +198,29 @@ class SoftHebbBlock(nn.Module):
     Args:
         in_chs: input channels.
         out_chs: output channels (convolution filters).
-        kernel: odd kernel size; the padding is ``kernel // 2`` (the map keeps its size).
+        kernel: kernel size; with ``same`` padding it must be odd (padding ``kernel // 2``, the map
+            keeps its size).
         power: exponent of the :class:`Triangle` activation.
-        pool: ``"max_k_s_p"`` or ``"avg_k_s_p"``.
+        pool: ``"max_k_s_p"`` or ``"avg_k_s_p"``; ``"none"``: no pooling.
+        same: reflect-pad by ``kernel // 2`` (SoftHebb's networks); False: no padding, the map
+            shrinks by ``kernel − 1`` (the AlexNet-like networks' geometry).
 
     Raises:
-        ValueError: an even kernel, or a pool kind other than ``max``/``avg``.
+        ValueError: an even kernel with ``same`` padding, or a pool kind other than ``max``/``avg``/``none``.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, power: float, pool: str) -> None:
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel: int, power: float, pool: str, same: bool = True
+    ) -> None:
         super().__init__()
-        if kernel % 2 == 0:
+        if same and kernel % 2 == 0:
             raise ValueError(f"kernel must be odd for 'same' padding, got {kernel}")
-        if pool.split("_")[0] not in ("max", "avg"):
-            raise ValueError(f"pool must be 'max_k_s_p' or 'avg_k_s_p', got {pool!r}")
+        if pool != "none" and pool.split("_")[0] not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max_k_s_p', 'avg_k_s_p' or 'none', got {pool!r}")
         self.norm = nn.BatchNorm2d(in_chs, affine=False)
+        self.shrink = 0 if same else kernel - 1
         self.conv = nn.Conv2d(
-            in_chs, out_chs, kernel, padding=kernel // 2, padding_mode="reflect", bias=False
+            in_chs, out_chs, kernel, padding=kernel // 2 if same else 0, padding_mode="reflect", bias=False
         )
         nn.init.normal_(self.conv.weight, 0.0, 25.0 / math.sqrt(in_chs * kernel * kernel))
         self.act = Triangle(power)
@@ -209,8 +233,9 @@ class SoftHebbBlock(nn.Module):
             size: input height or width.
 
         Returns:
-            the pooled output height or width (the convolution keeps the size).
+            the pooled output height or width (a ``same`` convolution keeps the size).
         """
+        size -= self.shrink
         return (size + 2 * self.pool_padding - self.pool_kernel) // self.pool_stride + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -335,7 +360,7 @@ class SoftHebbNet(nn.Module):
         """
         x = torch.flatten(x, 1)
         if self.head_norm == "l2":
-            x = x * (x.shape[1] ** 0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            x = scale_l2(x)
         return x if pre_logits else self.head(self.head_drop(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
