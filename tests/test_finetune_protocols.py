@@ -100,10 +100,10 @@ def test_head_norm_is_refused_by_a_model_without_it(tmp_path):
     from hebbopt.training.models import build_model
 
     cfg = load(
-        None, ["--data.name", "synthetic", "--finetune.head_norm", "l2", "--model.kwargs", "{width: 0.25}"]
+        None, ["--data.name", "synthetic", "--finetune.head_norm", "l2", "--model.name", "resnet18"]
     )
     splits = load_dataset("synthetic", synthetic_size=8, img_size=32)
-    with pytest.raises(ConfigError, match=r"head_norm 'l2': model hebb_alexnet_6l has no head_norm"):
+    with pytest.raises(ConfigError, match=r"head_norm 'l2': model resnet18 has no head_norm"):
         build_model(cfg, splits, seed=0, head_norm="l2")
 
 
@@ -157,14 +157,17 @@ def test_sweep_runs_finetune_and_lpft_over_a_grid_and_keeps_the_best_on_validati
         if protocol == "lpft":
             torch.testing.assert_close(state["head.weight"], head[0], rtol=0, atol=0)
     for protocol in ("finetune", "lpft"):
-        tuned = read_weights(
-            tmp_path / "sweep" / protocol / "softhebb-seed0-40pct-set0" / "model.safetensors"
-        )
-        assert not torch.equal(tuned["blocks.2.conv.weight"], backbone["blocks.2.conv.weight"])
+        folder = tmp_path / "sweep" / protocol / "softhebb-seed0-40pct-set0"
+        tuned = read_weights(folder / "model.safetensors")
+        kept = json.loads((folder / "metrics.json").read_text())["best_epoch"]
+        # the kept weights moved, unless LP-FT kept its starting point (epoch 0: the probe's head)
+        moved = not torch.equal(tuned["blocks.2.conv.weight"], backbone["blocks.2.conv.weight"])
+        assert moved == (protocol == "finetune" or kept > 0), (protocol, kept)
     lpft = json.loads(
         (tmp_path / "sweep" / "lpft" / "softhebb-seed0-40pct-set1" / "metrics.json").read_text()
     )
-    assert lpft["protocol"] == "lpft" and "val" in lpft["probe"] and len(lpft["history"]) == 2
+    assert lpft["protocol"] == "lpft" and "val" in lpft["probe"] and len(lpft["history"]) == 3
+    assert lpft["history"][0]["epoch"] == 0  # the probe's head, scored before the second phase
     # the table keeps, per method and protocol, the setting with the best validation accuracy
     _, chosen = choose(records)
     table = (tmp_path / "sweep" / "table.md").read_text()

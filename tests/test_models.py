@@ -164,3 +164,36 @@ def test_take_indices_reads_indices_as_timm_does():
     for bad in (0, 4, [3], [-4], []):
         with pytest.raises(ValueError, match=r"range|no feature"):
             take_indices(3, bad)
+
+
+def test_hebb_alexnet_softhebb_block_keeps_the_geometry_and_names_its_settings():
+    relu = timm.create_model("hebb_alexnet_6l", num_classes=10)
+    soft = timm.create_model("hebb_alexnet_6l", num_classes=10, block="softhebb", head_norm="l2")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        relu.eval(), soft.eval()
+        assert [t.shape for t in soft.forward_intermediates(x, intermediates_only=True)] == [
+            t.shape for t in relu.forward_intermediates(x, intermediates_only=True)
+        ]
+        z = soft.forward_head(soft.forward_features(x), pre_logits=True)
+    assert z.shape == (3, 4096)
+    torch.testing.assert_close(z.square().mean(1), torch.ones(3))  # head_norm l2
+    hyper = hebbopt.models.layer_hyper("hebb_alexnet_6l", "softhebb")
+    assert list(hebbopt.hebbian_layers(soft)) == list(hyper)  # every hidden layer has its settings
+    assert not set(hebbopt.hebbian_layers(relu)) & set(hyper)  # and they never reach the ReLU blocks
+    powers = [m.power for m in soft.modules() if isinstance(m, hebbopt.models.Triangle)]
+    assert powers == [s[0] for s in hebbopt.models.alexnet.softhebb_block_settings(5)]
+    assert [h["lr"] for h in hyper.values()] == [s[2] for s in hebbopt.models.alexnet.softhebb_block_settings(5)]
+    for bad, message in [({"block": "resnet"}, "block must be one of"), ({"head_norm": "l1"}, "head_norm")]:
+        with pytest.raises(ValueError, match=message):
+            timm.create_model("hebb_alexnet_6l", **bad)
+
+
+def test_hebb_alexnet_softhebb_block_trains_by_softhebb_then_every_layer_by_backprop():
+    model = timm.create_model("hebb_alexnet_6l", num_classes=10, block="softhebb", width=0.25)
+    opt = _one_step_changes_only_selected(model, hebbopt.SoftHebb, torch.randn(6, 3, 32, 32))
+    assert list(opt.layers) == [f"features.{i}.conv" for i in range(4)] + ["pre_logits.2"]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -165,12 +165,16 @@ class FinetuneConfig:
             images (:func:`~hebbopt.training.augment.crop_flip`); the paper fine-tunes without.
         head_norm: what the classifier sees: ``none`` (the features as they are) or ``l2`` (each
             image's features scaled to unit mean square, as ``probe.normalize: l2``); a model
-            option, only for models that take it (the SoftHebb networks).
+            option, only for models that take it (the SoftHebb and AlexNet-like networks).
         val_every: evaluate on the validation split every this many epochs (and after the last);
             0: after the last epoch only. The kept model is the best evaluated epoch.
         lpft_lr: the ``lpft`` protocol's learning rate of its second phase (every layer, from the
             linear probe's head), usually well below ``lr``.
         lpft_epochs: the epochs of that second phase (at least 1).
+        steps: 0, or the optimizer steps to train for instead of ``epochs``, rounded up to whole
+            epochs (ceil(steps / batches per epoch)): the same budget of steps at every labelled
+            share, so that 1 % trains for many epochs and 100 % for few.
+        lpft_steps: 0, or the same for LP-FT's second phase instead of ``lpft_epochs``.
     """
 
     regime: float = 100.0
@@ -191,6 +195,8 @@ class FinetuneConfig:
     val_every: int = 1
     lpft_lr: float = 1e-4
     lpft_epochs: int = 10
+    steps: int = 0
+    lpft_steps: int = 0
 
 
 @dataclasses.dataclass
@@ -281,6 +287,9 @@ class RunConfig:
             ``swanlab``, ``trackio``, ``all``) or a list of names (see
             :mod:`hebbopt.training.tracking`); TensorBoard writes into ``dir``.
         log_every: per-step values (losses, Hebbian diagnostics) are logged every this many steps.
+        checkpoint_every: fine-tuning writes ``checkpoint.pt`` every this many epochs and after the
+            last (a resumed run repeats at most this many epochs, exactly: every epoch draws from
+            its own named random streams); raise it where an epoch is shorter than writing the file.
     """
 
     dir: str = "runs/default"
@@ -291,6 +300,7 @@ class RunConfig:
     progress: bool = True
     log_with: str | list | None = None
     log_every: int = 50
+    checkpoint_every: int = 1
 
 
 @dataclasses.dataclass
@@ -694,6 +704,7 @@ def validate(cfg: Config) -> None:
         "finetune.batch_size": cfg.finetune.batch_size,
         "finetune.lr": cfg.finetune.lr,
         "finetune.lr_halve_every": cfg.finetune.lr_halve_every,
+        "run.checkpoint_every": cfg.run.checkpoint_every,
     }
     for key, value in positive.items():
         if not value > 0:
@@ -706,6 +717,8 @@ def validate(cfg: Config) -> None:
         "finetune.lr_constant_epochs": cfg.finetune.lr_constant_epochs,
         "data.val_size": cfg.data.val_size,
         "run.threads": cfg.run.threads,
+        "finetune.steps": cfg.finetune.steps,
+        "finetune.lpft_steps": cfg.finetune.lpft_steps,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -741,7 +754,7 @@ def _check_finetune(cfg: Config) -> None:
                 f"sweep.protocols has lpft: probe.normalize ({cfg.probe.normalize!r}) must equal "
                 f"finetune.head_norm ({f.head_norm!r}): the probe's head must see what it sees in the model"
             )
-        if 4 * f.lpft_epochs < cfg.probe.epochs + f.lpft_epochs:
+        if f.lpft_steps == 0 and 4 * f.lpft_epochs < cfg.probe.epochs + f.lpft_epochs:
             raise ConfigError(
                 f"finetune.lpft_epochs ({f.lpft_epochs}) must be at least a quarter of lpft's epochs "
                 f"(probe.epochs {cfg.probe.epochs} + lpft_epochs): lpft trains every layer for real"

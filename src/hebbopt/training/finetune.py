@@ -6,12 +6,16 @@ decay 5e-2 (CIFAR-10); end to end; the model kept is the epoch with the best val
 (early stopping) when ``data.val_size`` > 0, else the last epoch. Section ``finetune`` also offers
 AdamW, a cosine schedule, random crops and flips and a scaled head (``head_norm``), and the second
 phase of LP-FT (Kumar et al., ICLR 2022): every layer trained from a linear probe's head
-(``head``), at ``finetune.lpft_lr`` for ``finetune.lpft_epochs``.
+(``head``), at ``finetune.lpft_lr`` for ``finetune.lpft_epochs``; that phase's starting point (the
+probe's head on the frozen backbone) is scored on validation as its epoch 0, so the kept model is
+never worse on validation than the probe. ``finetune.steps`` / ``lpft_steps`` give a budget of
+optimizer steps instead of epochs (the same at every labelled share).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import time
 
@@ -130,6 +134,10 @@ def _finetune(
     labelled, val = subsets(cfg, splits)
     model = start_model(cfg, splits, backbone, head)
     lr, epochs = (f.lpft_lr, f.lpft_epochs) if head is not None else (f.lr, f.epochs)
+    budget = f.lpft_steps if head is not None else f.steps
+    if budget:  # a budget of optimizer steps, in whole epochs
+        per_epoch = len(Batches(splits.train, labelled, f.batch_size, accelerator))
+        epochs = max(1, math.ceil(budget / max(1, per_epoch)))
     run.start()
     tracker = Tracker(cfg, accelerator)
     model.to(accelerator.device)
@@ -139,6 +147,12 @@ def _finetune(
     first_epoch, best, history, steps = 0, {"top1": -1.0, "epoch": 0, "state": None}, [], 0
     if state is not None:
         first_epoch, best, history = state["epoch"], state["best"], state["history"]
+    elif head is not None and len(val):
+        # LP-FT starts from the probe: that starting point is epoch 0, so the kept model is never
+        # worse on validation than the probe's head
+        start = {"epoch": 0, "val": evaluate(model, splits.train, val, accelerator, cfg)}
+        state0 = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
+        best, history = {"top1": start["val"]["top1"], "epoch": 0, "state": state0}, [start]
     label = method or _method_of(backbone)
     # dropout masks: one named stream per epoch, so a resumed run draws the same ones
     torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{first_epoch}"))
@@ -185,8 +199,10 @@ def _finetune(
         run.log(f"{protocol} {label} {f.regime:g}% epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}"
                 f"{val_text}, {seconds:.1f} s")  # fmt: skip
         torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{epoch + 1}"))
-        run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                  "epoch": epoch + 1, "best": best, "history": history})  # fmt: skip
+        if (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == epochs:
+            run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
+                      "history": history})  # fmt: skip
     if best["state"] is not None:
         plain.load_state_dict(best["state"])
     test = evaluate(model, splits.test, None, accelerator, cfg)

@@ -149,7 +149,7 @@ def build_model(
         if "head_norm" in kwargs and "head_norm" in str(e) and "head_norm" not in cfg.model.kwargs:
             raise ConfigError(
                 f"finetune.head_norm {head_norm!r}: model {cfg.model.name} has no head_norm option (the "
-                "SoftHebb networks have it); use none"
+                "SoftHebb and hebb_alexnet networks have it); use none"
             ) from None
         raise ConfigError(_model_error(cfg, e)) from None
     return model.to(memory_format=torch.channels_last) if cfg.model.channels_last else model
