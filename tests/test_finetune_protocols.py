@@ -99,9 +99,7 @@ def test_head_norm_is_refused_by_a_model_without_it(tmp_path):
     from hebbopt.data import load_dataset
     from hebbopt.training.models import build_model
 
-    cfg = load(
-        None, ["--data.name", "synthetic", "--finetune.head_norm", "l2", "--model.name", "resnet18"]
-    )
+    cfg = load(None, ["--data.name", "synthetic", "--finetune.head_norm", "l2", "--model.name", "resnet18"])
     splits = load_dataset("synthetic", synthetic_size=8, img_size=32)
     with pytest.raises(ConfigError, match=r"head_norm 'l2': model resnet18 has no head_norm"):
         build_model(cfg, splits, seed=0, head_norm="l2")

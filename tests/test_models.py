@@ -181,9 +181,10 @@ def test_hebb_alexnet_softhebb_block_keeps_the_geometry_and_names_its_settings()
     hyper = hebbopt.models.layer_hyper("hebb_alexnet_6l", "softhebb")
     assert list(hebbopt.hebbian_layers(soft)) == list(hyper)  # every hidden layer has its settings
     assert not set(hebbopt.hebbian_layers(relu)) & set(hyper)  # and they never reach the ReLU blocks
+    settings = hebbopt.models.alexnet.softhebb_block_settings(5)
     powers = [m.power for m in soft.modules() if isinstance(m, hebbopt.models.Triangle)]
-    assert powers == [s[0] for s in hebbopt.models.alexnet.softhebb_block_settings(5)]
-    assert [h["lr"] for h in hyper.values()] == [s[2] for s in hebbopt.models.alexnet.softhebb_block_settings(5)]
+    assert powers == [s[0] for s in settings]
+    assert [h["lr"] for h in hyper.values()] == [s[2] for s in settings]
     for bad, message in [({"block": "resnet"}, "block must be one of"), ({"head_norm": "l1"}, "head_norm")]:
         with pytest.raises(ValueError, match=message):
             timm.create_model("hebb_alexnet_6l", **bad)
