@@ -1,5 +1,6 @@
 """A grid of sweeps side by side (hebbopt.training.grid); run it as
-`python recipes/grid.py CONFIG [CONFIG ...] --out DIR --parallel N [--resume] [-- --section.key value ...]`.
+`python recipes/grid.py CONFIG [CONFIG ...] --out DIR --parallel N [--resume] [-- --section.key value ...]`
+(`--merge`: only merge the records the jobs have written, e.g. after an interrupted grid).
 
 Each configuration's sweep is split into one process per seed and start, `--parallel` at a time
 (one GPU: several processes keep it busy); the records are merged into `<out>/<config name>/`
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from hebbopt.training.config import ConfigError
-from hebbopt.training.grid import run_grid
+from hebbopt.training.grid import merge, plan, run_grid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1, help="jobs at a time")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per job (0: shared out)")
     parser.add_argument("--resume", action="store_true", help="continue every job")
+    parser.add_argument("--merge", action="store_true", help="only merge what the jobs have written")
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     try:
-        merged, failed = run_grid(
-            args.configs, args.out, parallel=args.parallel, threads=args.threads,
-            overrides=argv[split + 1 :], resume=args.resume,
-        )  # fmt: skip
+        if args.merge:
+            jobs = plan(args.configs, args.out, argv[split + 1 :])
+            merged = {name: merge(args.out, name, jobs) for name in dict.fromkeys(j.config for j in jobs)}
+            failed = []
+        else:
+            merged, failed = run_grid(
+                args.configs, args.out, parallel=args.parallel, threads=args.threads,
+                overrides=argv[split + 1 :], resume=args.resume,
+            )  # fmt: skip
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -54,6 +54,7 @@ MODULES = [
     "hebbopt.training.finetune",
     "hebbopt.training.vae",
     "hebbopt.training.semisup",
+    "hebbopt.training.grid",
     "hebbopt.training.probe",
     "hebbopt.training.report",
     "hebbopt.training.tracking",

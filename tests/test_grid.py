@@ -36,8 +36,9 @@ def test_grid_merges_to_what_one_sweep_writes(tmp_path):
     assert [_key(r) for r in got] == [_key(r) for r in want] and len(got) == 8
     for a, b in zip(got, want, strict=True):  # the same numbers, cell by cell (paths aside)
         assert a["test"] == b["test"] and a.get("val") == b.get("val"), _key(a)
-    assert json.loads((tmp_path / "grid" / "tiny_grid" / "results.json").read_text())["results"] == (
-        merged["tiny_grid"]["results"]
+    assert (
+        json.loads((tmp_path / "grid" / "tiny_grid" / "results.json").read_text())["results"]
+        == (merged["tiny_grid"]["results"])
     )
     ours = (tmp_path / "grid" / "tiny_grid" / "table.md").read_text()
     assert ours == (tmp_path / "whole" / "table.md").read_text()
@@ -57,6 +58,11 @@ def test_a_failing_job_leaves_the_others_to_finish(tmp_path):
     assert "FAILED tiny_grid hpca seed 0" in run.stdout and "done tiny_grid none seed 0" in run.stdout
     records = json.loads((tmp_path / "grid" / "tiny_grid" / "results.json").read_text())["results"]
     assert [(r["method"], r["protocol"]) for r in records] == [("none", "linear")]
+    (tmp_path / "grid" / "tiny_grid" / "results.json").unlink()  # --merge writes it again, running nothing
+    again = subprocess.run([*script[:3], "--out", str(tmp_path / "grid"), "--merge", "--", *TINY],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "grid" / "tiny_grid" / "results.json").read_text())["results"] == records
 
 
 def test_grid_plan_checks_every_configuration_first(tmp_path):

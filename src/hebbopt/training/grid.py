@@ -39,7 +39,7 @@ _COMMAND = "import sys; from hebbopt.training.cli import semisup_main; sys.exit(
 class Job:
     """One sweep of the grid: one configuration, one seed, one start.
 
-    Attributes:
+    Args:
         config: the configuration's name (its file's stem).
         method: the start (``sweep.methods``' entry).
         seed: the seed.
