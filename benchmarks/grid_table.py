@@ -1,0 +1,106 @@
+"""The tables of a grid's results: one table per backbone, and the gain of Hebbian pre-training.
+
+    python benchmarks/grid_table.py docs/results/cifar10_grid
+
+reads every ``*.results.json`` in the folder (the merged records ``recipes/grid.py`` writes, one
+file per command run), groups the records by ``model`` and writes ``table.md`` (and
+``accuracy_<model>.png``) there. Per backbone and labelled share, the summary compares:
+
+- the Hebbian start, tuned: of its fine-tuning protocols (``lpft``, ``finetune``) and their
+  settings, the one with the best mean validation top-1 over seeds;
+- the random start's best: of every protocol and setting it ran (the frozen probe, LP-FT, and
+  fine-tuning with the long budgets), the one with the best mean validation top-1;
+- the Hebbian start's frozen probe (``linear``), seed by seed against the tuned one.
+
+Nothing is chosen on the test split. Records are concatenated as they are: each carries its
+seed, start, protocol, setting and labelled share, and both commands ran the same committed
+configurations (the second restricted by command-line overrides, which the page names).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+import sys
+from collections import defaultdict
+
+from hebbopt.training.report import plot, table
+
+
+def _best_on_validation(records: list[dict], protocols: tuple[str, ...]) -> tuple[str, int, list[dict]] | None:
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in records:
+        if r["protocol"] in protocols:
+            groups[r["protocol"], int(r.get("setting", 0))].append(r)
+    if not groups:
+        return None
+    key = max(groups, key=lambda k: statistics.mean(r["val"]["top1"] for r in groups[k]))
+    return (*key, groups[key])
+
+
+def _mean_std(records: list[dict]) -> str:
+    values = [r["test"]["top1"] for r in records]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f} ({len(values)})"
+
+
+def summary(records: list[dict]) -> tuple[str, list[dict]]:
+    """The gain table of one backbone (markdown) and its rows (for JSON)."""
+    lines = [
+        "| labelled | Hebbian, frozen probe | Hebbian, tuned (chosen on validation) | tuned − probe, per seed "
+        "| random start's best (chosen on validation) | gain |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = []
+    for regime in sorted({float(r["regime"]) for r in records}):
+        at = [r for r in records if float(r["regime"]) == regime]
+        hebb = [r for r in at if r["method"] != "none"]
+        rand = [r for r in at if r["method"] == "none"]
+        probe = [r for r in hebb if r["protocol"] == "linear"]
+        tuned = _best_on_validation(hebb, ("lpft", "finetune"))
+        best = _best_on_validation(rand, ("linear", "lpft", "finetune"))
+        if tuned is None or best is None:
+            continue
+        t_mean = statistics.mean(r["test"]["top1"] for r in tuned[2])
+        b_mean = statistics.mean(r["test"]["top1"] for r in best[2])
+        by_seed = {r["seed"]: r["test"]["top1"] for r in probe}
+        diffs = [r["test"]["top1"] - by_seed[r["seed"]] for r in sorted(tuned[2], key=lambda r: r["seed"])]
+        lines.append(
+            f"| {regime:g} % | {_mean_std(probe)} | {_mean_std(tuned[2])} {tuned[0]} set {tuned[1]} | "
+            f"{', '.join(f'{d:+.2f}' for d in diffs)} | {_mean_std(best[2])} {best[0]} set {best[1]} | "
+            f"{t_mean - b_mean:+.2f} |"
+        )
+        rows.append({"regime": regime, "hebbian_tuned": [tuned[0], tuned[1], t_mean],
+                     "random_best": [best[0], best[1], b_mean], "gain": t_mean - b_mean,
+                     "tuned_minus_probe": diffs})  # fmt: skip
+    return "\n".join(lines) + "\n", rows
+
+
+def main(folder: str) -> int:
+    root = pathlib.Path(folder)
+    files = sorted(root.glob("*.results.json"))
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    dataset = metric = None
+    for f in files:
+        data = json.loads(f.read_text())
+        dataset, metric = data["dataset"], data["metric"]
+        for r in data["results"]:
+            by_model[r["model"]].append(r)
+    out, gains = [f"Records: {', '.join(f.name for f in files)}.\n"], {}
+    for model, records in by_model.items():
+        protocols = [p for p in ("linear", "lpft", "finetune") if any(r["protocol"] == p for r in records)]
+        text, rows = summary(records)
+        gains[model] = rows
+        out += [f"\n## {model}\n", table(records, metric, dataset=dataset, methods=["softhebb", "none"],
+                                         protocols=protocols), "\n", text]  # fmt: skip
+        plot(records, metric, root / f"accuracy_{model}.png", dataset=dataset, methods=["softhebb", "none"],
+             protocols=protocols)  # fmt: skip
+    (root / "table.md").write_text("".join(out))
+    (root / "gains.json").write_text(json.dumps(gains, indent=1) + "\n")
+    print("".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
