@@ -28,7 +28,9 @@ from collections import defaultdict
 from hebbopt.training.report import plot, table
 
 
-def _best_on_validation(records: list[dict], protocols: tuple[str, ...]) -> tuple[str, int, list[dict]] | None:
+def _best_on_validation(
+    records: list[dict], protocols: tuple[str, ...]
+) -> tuple[str, int, list[dict]] | None:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in records:
         if r["protocol"] in protocols:
@@ -48,8 +50,8 @@ def _mean_std(records: list[dict]) -> str:
 def summary(records: list[dict]) -> tuple[str, list[dict]]:
     """The gain table of one backbone (markdown) and its rows (for JSON)."""
     lines = [
-        "| labelled | Hebbian, frozen probe | Hebbian, tuned (chosen on validation) | tuned − probe, per seed "
-        "| random start's best (chosen on validation) | gain |",
+        "| labelled | Hebbian, frozen probe | Hebbian, tuned (chosen on validation) "
+        "| tuned − probe, per seed | random start's best (chosen on validation) | gain |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     rows = []
