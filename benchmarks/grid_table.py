@@ -33,7 +33,7 @@ def _best_on_validation(
 ) -> tuple[str, int, list[dict]] | None:
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in records:
-        if r["protocol"] in protocols:
+        if r["protocol"] in protocols and "diverged" not in r:
             groups[r["protocol"], int(r.get("setting", 0))].append(r)
     if not groups:
         return None
@@ -59,7 +59,7 @@ def summary(records: list[dict]) -> tuple[str, list[dict]]:
         at = [r for r in records if float(r["regime"]) == regime]
         hebb = [r for r in at if r["method"] != "none"]
         rand = [r for r in at if r["method"] == "none"]
-        probe = [r for r in hebb if r["protocol"] == "linear"]
+        probe = [r for r in hebb if r["protocol"] == "linear" and "diverged" not in r]
         tuned = _best_on_validation(hebb, ("lpft", "finetune"))
         best = _best_on_validation(rand, ("linear", "lpft", "finetune"))
         if tuned is None or best is None:

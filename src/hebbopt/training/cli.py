@@ -177,7 +177,8 @@ def semisup_main(argv: list[str] | None = None) -> int:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0, or 2 on a configuration error.
+        The exit status: 0; 1 when a cell diverged (the sweep ran every other cell); 2 on a
+        configuration error.
     """
     from hebbopt.training.report import table
     from hebbopt.training.semisup import semisup
@@ -187,4 +188,8 @@ def semisup_main(argv: list[str] | None = None) -> int:
     print(
         table(summary["results"], summary["metric"], dataset=cfg.data.name, methods=list(cfg.sweep.methods))
     )
+    diverged = [r for r in summary["results"] if "diverged" in r]
+    if diverged:
+        print(f"error: {len(diverged)} cell(s) diverged (listed under the table)", file=sys.stderr)
+        return 1
     return 0

@@ -218,6 +218,8 @@ class SweepConfig:
             is run for every seed, method and regime, and the table reports, per method, protocol
             and regime, the one with the best mean validation top-1 over the seeds (chosen on the
             validation split, never the test split). Empty: the configuration as it is.
+        retry_diverged: a resumed sweep runs again the cells that diverged (default: it keeps their
+            ``diverged`` records; may change on resume).
     """
 
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])
@@ -226,6 +228,7 @@ class SweepConfig:
     pretrain_epochs: dict = dataclasses.field(default_factory=dict)
     protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
     settings: list = dataclasses.field(default_factory=list)
+    retry_diverged: bool = False
 
 
 PROTOCOLS = ("finetune", "lpft", "linear", "knn")

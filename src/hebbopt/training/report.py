@@ -49,7 +49,8 @@ def choose(results: list[dict]) -> tuple[list[dict], dict]:
     mean validation top-1 over its seeds: chosen on the validation split, never the test split.
 
     Results without a ``setting`` are setting 0; a setting none of whose runs has a validation
-    accuracy ranks last; of equals, the first setting is kept.
+    accuracy, or one of whose runs diverged (a ``diverged`` record), ranks last and its runs are
+    never kept; of equals, the first setting is kept.
 
     Args:
         results: sweep results, each with ``regime``, ``method``, optionally ``protocol``,
@@ -67,17 +68,25 @@ def choose(results: list[dict]) -> tuple[list[dict], dict]:
         ([41.0], {(1.0, 'none', 'finetune'): 1})
     """
     groups: dict[tuple[float, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    diverged: set[tuple[float, str, str, int]] = set()
     for r in results:
-        vals = groups[float(r["regime"]), r["method"], _protocol_of(r)][int(r.get("setting", 0))]
-        if isinstance(r.get("val"), dict) and "top1" in r["val"]:
+        key, setting = (float(r["regime"]), r["method"], _protocol_of(r)), int(r.get("setting", 0))
+        vals = groups[key][setting]
+        if "diverged" in r:
+            diverged.add((*key, setting))
+        elif isinstance(r.get("val"), dict) and "top1" in r["val"]:
             vals.append(float(r["val"]["top1"]))
+
+    def rank(key, by, k):
+        return statistics.mean(by[k]) if by[k] and (*key, k) not in diverged else -math.inf
+
     chosen = {
-        key: max(sorted(by), key=lambda k, by=by: statistics.mean(by[k]) if by[k] else -math.inf)
-        for key, by in groups.items()
+        key: max(sorted(by), key=lambda k, key=key, by=by: rank(key, by, k)) for key, by in groups.items()
     }
     kept = [
         r for r in results
-        if int(r.get("setting", 0)) == chosen[float(r["regime"]), r["method"], _protocol_of(r)]
+        if "diverged" not in r and int(r.get("setting", 0)) == chosen[float(r["regime"]), r["method"],
+                                                                      _protocol_of(r)]
     ]  # fmt: skip
     return kept, chosen
 
@@ -88,7 +97,7 @@ def summarise(results: list[dict], metric: str) -> dict:
     Args:
         results: sweep results, each with ``regime``, ``method``, ``test`` (as
             :func:`~hebbopt.training.finetune.finetune` returns them) and ``protocol``
-            (``"finetune"`` when absent).
+            (``"finetune"`` when absent); ``diverged`` records are left out.
         metric: ``"top1"`` or ``"top5"``.
 
     Returns:
@@ -102,7 +111,8 @@ def summarise(results: list[dict], metric: str) -> dict:
     """
     groups: dict[tuple[float, str, str], list[float]] = defaultdict(list)
     for r in results:
-        groups[float(r["regime"]), r["method"], _protocol_of(r)].append(r["test"][metric])
+        if "diverged" not in r:
+            groups[float(r["regime"]), r["method"], _protocol_of(r)].append(r["test"][metric])
     return {
         key: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
         for key, v in groups.items()
@@ -143,6 +153,7 @@ def table(
         | 5 % | hpca | finetune | 51.00 ± 1.41 | 2 | 52.20 |
     """
     grid = any("setting" in r for r in results)
+    notes = _notes(results)
     results, chosen = choose(results)
     summary = summarise(results, metric)
     paper = dataset == "cifar10" and metric == "top1"
@@ -166,7 +177,31 @@ def table(
                     tuned = protocol in ("finetune", "lpft")
                     row += f" {chosen[regime, method, protocol]} |" if tuned else " – |"
                 lines.append(row)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + notes) + "\n"
+
+
+def _notes(results: list[dict]) -> list[str]:
+    """Lines under the table: each diverged cell, and whether the grid is incomplete (a regime,
+    start and protocol with fewer cells than settings × seeds)."""
+    notes = []
+    for r in results:
+        if "diverged" in r:
+            setting = f" setting {r['setting']}" if "setting" in r else ""
+            notes.append(
+                f"- diverged: {r['method']} {_protocol_of(r)}{setting}, {float(r['regime']):g} %, seed "
+                f"{r['seed']} (never chosen): {r['diverged']}"
+            )
+    seeds = {r.get("seed") for r in results}
+    cells: dict[tuple[float, str, str], set] = defaultdict(set)
+    settings: dict[tuple[float, str, str], set] = defaultdict(set)
+    for r in results:
+        key = (float(r["regime"]), r["method"], _protocol_of(r))
+        cells[key].add((r.get("setting", 0), r.get("seed")))
+        settings[key].add(r.get("setting", 0))
+    missing = sum(len(settings[k]) * len(seeds) - len(cells[k]) for k in cells)
+    if missing:
+        notes.append(f"- incomplete: {missing} cell(s) of the grid have no record; the table shows what ran")
+    return ["", *notes] if notes else []
 
 
 def plot(

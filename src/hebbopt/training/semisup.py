@@ -8,6 +8,10 @@ LP-FT: ``<dir>/lpft/...``), or frozen, with a linear probe or k-nearest neighbou
 ``sweep.settings``, every fine-tuning setting of the grid runs in its own folder (``...-set<i>``)
 and the table keeps, per method, protocol and regime, the setting with the best mean validation
 accuracy (:func:`~hebbopt.training.report.choose`): each start gets its own best settings.
+A cell whose training diverges (a non-finite loss, features or weights: ``FloatingPointError``) is
+a result, not the end of the sweep: its record says ``diverged`` (with the message), its folder
+keeps it (``diverged.json``), it is never chosen and the table lists it; the sweep goes on with
+the next cell. A resumed sweep keeps diverged cells unless ``sweep.retry_diverged``.
 The frozen protocols compute the backbone's features once per
 method and seed (the labelled images of every regime, the validation split and the test split)
 and reuse them for every regime and both protocols. After every run the sweep rewrites
@@ -94,19 +98,28 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                             f"-set{k}" if tuned and cfg.sweep.settings else ""
                         )
                         sub = _with(setting, pre, regime, root / protocol / name)
-                        if protocol == "finetune":
-                            m = finetune(sub, backbone=backbone, method=method, resume=resume,
-                                         accelerator=accelerator, splits=splits)  # fmt: skip
-                        elif protocol == "lpft":
-                            m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
-                        else:
-                            m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
+                        m = _diverged_before(sub) if resume else None
+                        if m is None:
+                            try:
+                                if protocol == "finetune":
+                                    m = finetune(sub, backbone=backbone, method=method, resume=resume,
+                                                 accelerator=accelerator, splits=splits)  # fmt: skip
+                                elif protocol == "lpft":
+                                    m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
+                                else:
+                                    m = _probe(sub, protocol, method, backbone, features, accelerator,
+                                               resume=resume)  # fmt: skip
+                            except FloatingPointError as e:  # a result, not the end of the sweep
+                                m = _diverged(sub, method, protocol, str(e), run)
                         tag = {"setting": k} if tuned and cfg.sweep.settings else {}
                         results.append({"model": cfg.model.name, **_record(m, protocol), **tag})
-                        tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                         _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
                         what = method if protocol == "finetune" else f"{method} {protocol}"
                         what += f" setting {k}" if tuned and cfg.sweep.settings else ""
+                        if "diverged" in m:
+                            run.log(f"seed {seed} {what} {regime:g}%: DIVERGED ({m['diverged']})")
+                            continue
+                        tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                         run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
     text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
@@ -115,6 +128,32 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     tracker.close()
     run.close()  # the sweep's folder is free again
     return summary
+
+
+DIVERGED = "diverged.json"
+"""The file a cell's folder holds when its training diverged: its record (``diverged``: the message)."""
+
+
+def _diverged(cfg: Config, method: str, protocol: str, message: str, run: Run) -> dict:
+    """The record of a cell whose training diverged (a non-finite loss, features or weights), kept
+    in its folder (:data:`DIVERGED`) so that a resumed sweep keeps it rather than retries it."""
+    record = {"done": False, "method": method, "protocol": protocol, "regime": cfg.finetune.regime,
+              "seed": cfg.run.seed, "diverged": message}  # fmt: skip
+    if run.main:
+        write_json(pathlib.Path(cfg.run.dir) / DIVERGED, record)
+    return record
+
+
+def _diverged_before(cfg: Config) -> dict | None:
+    """A resumed cell's earlier ``diverged`` record, None if it has none or ``sweep.retry_diverged``
+    (then the record is removed and the cell runs again, from its last checkpoint)."""
+    file = pathlib.Path(cfg.run.dir) / DIVERGED
+    if not file.exists():
+        return None
+    if cfg.sweep.retry_diverged:
+        file.unlink()
+        return None
+    return read_json(file)
 
 
 def _with(setting: Config, pre: Config, regime: float, folder: pathlib.Path) -> Config:

@@ -1,0 +1,66 @@
+"""A diverging cell is a result, not a crash: recorded, never chosen, listed under the table; the
+sweep goes on, ends with exit status 1, and a resume keeps the cell unless asked to retry it."""
+
+import json
+import sys
+
+from test_finetune_protocols import TINY
+
+from hebbopt.training import load, semisup
+from hebbopt.training.cli import semisup_main
+from hebbopt.training.report import choose
+
+GRID = [
+    "--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+    "--sweep.protocols", "[finetune]", "--sweep.settings",
+    "[{finetune: {lr: 1.0e-3}}, {finetune: {optimizer: sgd, lr: 1.0e+30}}, {finetune: {lr: 3.0e-3}}]",
+]  # fmt: skip
+
+
+def test_a_diverging_setting_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    calls = []
+    module = sys.modules["hebbopt.training.semisup"]
+    real = module.finetune
+
+    def spy(cfg, **kwargs):
+        calls.append(cfg.run.dir.rsplit("/", 1)[-1])
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(module, "finetune", spy)
+    args = [*TINY, *GRID, "--run.dir", str(tmp_path / "sweep")]
+    assert semisup_main(args) == 1  # every cell ran; one diverged
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set1", "none-seed0-40pct-set2"]
+    assert "1 cell(s) diverged" in capsys.readouterr().err
+    records = json.loads((tmp_path / "sweep" / "results.json").read_text())["results"]
+    assert [("diverged" in r, r["setting"]) for r in records] == [(False, 0), (True, 1), (False, 2)]
+    assert "loss is nan" in records[1]["diverged"] or "loss is inf" in records[1]["diverged"]
+    _, chosen = choose(records)
+    assert chosen[40.0, "none", "finetune"] != 1
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    assert "- diverged: none finetune setting 1, 40 %, seed 0 (never chosen)" in table
+    folder = tmp_path / "sweep" / "finetune" / "none-seed0-40pct-set1"
+    assert (folder / "diverged.json").exists() and not (folder / "metrics.json").exists()
+    # a resume keeps the diverged cell (and runs nothing again)
+    calls.clear()
+    cfg = load(None, args)
+    again = semisup(cfg, resume=True)["results"]
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set2"]  # finished: read back at once
+    assert [("diverged" in r) for r in again] == [False, True, False]
+    # unless asked: the cell runs again (and diverges again, from its last checkpoint)
+    calls.clear()
+    semisup(cfg.replace(sweep={"retry_diverged": True}), resume=True)
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set1", "none-seed0-40pct-set2"]
+    assert (folder / "diverged.json").exists()
+
+
+def test_a_table_of_an_incomplete_grid_says_so():
+    from hebbopt.training.report import table
+
+    def run(setting, seed):
+        return {"regime": 5, "method": "m", "protocol": "lpft", "setting": setting, "seed": seed,
+                "val": {"top1": 50.0}, "test": {"top1": 60.0}}  # fmt: skip
+
+    full = table([run(0, 0), run(0, 1), run(1, 0), run(1, 1)], "top1", dataset="d", methods=["m"])
+    assert "incomplete" not in full
+    part = table([run(0, 0), run(0, 1), run(1, 0)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 1 cell(s) of the grid have no record" in part
