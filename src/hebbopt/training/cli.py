@@ -72,7 +72,8 @@ def _parse(description: str, argv: list[str] | None, extra=None):
 
 def _clear_errors(main):
     """Configuration problems found while starting (run folder taken, model cannot be built) end
-    the command with the message, not a traceback. The run folders the command holds are released
+    the command with the message, not a traceback; Ctrl-C ends it with one line saying that
+    ``--resume`` continues it (exit status 130). The run folders the command holds are released
     (their ``run.lock`` deleted) however it ends. The process group of a multi-process run is
     torn down before the interpreter exits (gloo's threads otherwise can abort a rank at exit)."""
 
@@ -86,6 +87,12 @@ def _clear_errors(main):
         except (CorruptFileError, FloatingPointError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(
+                "interrupted: run the same command with --resume to continue from the last checkpoint",
+                file=sys.stderr,
+            )
+            return 130
         finally:
             release_locks()  # the command's run folders, whether it ended well or not
             if torch.distributed.is_available() and torch.distributed.is_initialized():

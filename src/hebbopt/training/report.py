@@ -181,8 +181,9 @@ def table(
 
 
 def _notes(results: list[dict]) -> list[str]:
-    """Lines under the table: each diverged cell, and whether the grid is incomplete (a regime,
-    start and protocol with fewer cells than settings × seeds)."""
+    """Lines under the table: each diverged cell, the precision the records were computed in, and
+    whether the grid is incomplete (a regime, start and protocol with fewer cells than settings ×
+    seeds)."""
     notes = []
     for r in results:
         if "diverged" in r:
@@ -198,6 +199,9 @@ def _notes(results: list[dict]) -> list[str]:
         key = (float(r["regime"]), r["method"], _protocol_of(r))
         cells[key].add((r.get("setting", 0), r.get("seed")))
         settings[key].add(r.get("setting", 0))
+    precisions = sorted({str(r["precision"]) for r in results if "precision" in r})
+    if precisions:
+        notes.append(f"- precision (run.mixed_precision): {', '.join(precisions)}")
     missing = sum(len(settings[k]) * len(seeds) - len(cells[k]) for k in cells)
     if missing:
         notes.append(f"- incomplete: {missing} cell(s) of the grid have no record; the table shows what ran")

@@ -205,7 +205,8 @@ class Run:
                 self.log(took_over)
             remove_leftovers(self.dir)  # *.tmp files of atomic writes that were killed
             atomic_write_bytes(self.dir / "config.yaml", dump(self.cfg).encode())
-            write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs, "format": FORMAT})
+            write_json(self.dir / "run.json", {"kind": self.kind, "inputs": self.inputs, "format": FORMAT,
+                                               "precision": self.cfg.run.mixed_precision})  # fmt: skip
         self._started = True
         self.accelerator.wait_for_everyone()
 

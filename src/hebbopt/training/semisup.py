@@ -112,7 +112,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                             except FloatingPointError as e:  # a result, not the end of the sweep
                                 m = _diverged(sub, method, protocol, str(e), run)
                         tag = {"setting": k} if tuned and cfg.sweep.settings else {}
-                        results.append({"model": cfg.model.name, **_record(m, protocol), **tag})
+                        record = {"model": cfg.model.name, **_record(m, protocol), **tag}
+                        results.append({**record, "precision": cfg.run.mixed_precision})
                         _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
                         what = method if protocol == "finetune" else f"{method} {protocol}"
                         what += f" setting {k}" if tuned and cfg.sweep.settings else ""

@@ -1,0 +1,45 @@
+"""What a record says of how it was computed (the precision), and how an interrupted command ends."""
+
+import json
+import sys
+
+from test_finetune_protocols import TINY
+
+from hebbopt.training import load, semisup
+from hebbopt.training.cli import semisup_main
+
+SWEEP = ["--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+         "--sweep.protocols", "[linear]"]  # fmt: skip
+
+
+def _reset_accelerate() -> None:  # the precision is process-wide state of accelerate
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_the_precision_is_part_of_every_record(tmp_path):
+    for precision in ("no", "bf16"):
+        _reset_accelerate()
+        root = tmp_path / precision
+        cfg = load(None, [*TINY, *SWEEP, "--run.dir", str(root), "--run.mixed_precision", precision])
+        (record,) = semisup(cfg)["results"]
+        assert record["precision"] == precision
+        assert json.loads((root / "results.json").read_text())["results"][0]["precision"] == precision
+        assert json.loads((root / "run.json").read_text())["precision"] == precision
+        assert json.loads((root / "linear" / "none-seed0-40pct" / "run.json").read_text())["precision"] == (
+            precision
+        )
+        assert f"- precision (run.mixed_precision): {precision}" in (root / "table.md").read_text()
+    _reset_accelerate()
+
+
+def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules["hebbopt.training.semisup"], "semisup", interrupted)
+    assert semisup_main([*TINY, *SWEEP, "--run.dir", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "Traceback" not in err[0]
