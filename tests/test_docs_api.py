@@ -55,6 +55,7 @@ MODULES = [
     "hebbopt.training.vae",
     "hebbopt.training.semisup",
     "hebbopt.training.grid",
+    "hebbopt.training.records",
     "hebbopt.training.probe",
     "hebbopt.training.report",
     "hebbopt.training.tracking",

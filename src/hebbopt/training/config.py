@@ -220,6 +220,9 @@ class SweepConfig:
             validation split, never the test split). Empty: the configuration as it is.
         retry_diverged: a resumed sweep runs again the cells that diverged (default: it keeps their
             ``diverged`` records; may change on resume).
+        records: a file that keeps every finished cell's record (e.g. ``docs/results/<name>/results.json``,
+            committed as cells finish); a sweep skips the cells it holds, also in an empty run folder
+            on another machine (:mod:`hebbopt.training.records`); may change on resume.
     """
 
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])
@@ -229,6 +232,7 @@ class SweepConfig:
     protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
     settings: list = dataclasses.field(default_factory=list)
     retry_diverged: bool = False
+    records: str | None = None
 
 
 PROTOCOLS = ("finetune", "lpft", "linear", "knn")

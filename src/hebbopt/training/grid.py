@@ -12,6 +12,9 @@ others run on, and the tables hold what finished. The tables are rewritten while
 ``merge_every`` seconds and after each job), from the records each job's sweep writes after every
 run, so an interrupted grid leaves its finished cells readable; ``resume`` continues every job.
 
+With ``sweep.records`` (:mod:`hebbopt.training.records`) each job keeps its own file beside it,
+``<stem>.<method>-seed<k>.json``.
+
 Layout: ``<out>/<config name>/<method>-seed<k>/`` (each job's sweep folder), its output in
 ``<method>-seed<k>.log`` beside it, and ``<out>/<config name>/results.json``, ``table.md``,
 ``accuracy.png``.
@@ -85,6 +88,12 @@ def plan(
                 folder = pathlib.Path(out) / name / f"{method}-seed{seed}"
                 args = ["--config", str(path), *overrides, "--sweep.seeds", f"[{seed}]",
                         "--sweep.methods", f"[{method}]", "--run.dir", str(folder)]  # fmt: skip
+                if cfg.sweep.records:  # one file per job: the jobs run at the same time
+                    file = pathlib.PurePath(cfg.sweep.records)
+                    args += [
+                        "--sweep.records",
+                        str(file.with_name(f"{file.stem}.{method}-seed{seed}{file.suffix}")),
+                    ]
                 jobs.append(Job(name, method, seed, folder, args))
     return sorted(jobs, key=lambda j: j.method == "none")  # stable: otherwise in the files' order
 

@@ -52,7 +52,7 @@ class Run:
 
     A folder that already holds a run is refused unless ``resume``; resuming checks that the
     configuration is the one the run started with (``run.progress``, ``run.threads``,
-    ``run.log_with``, ``run.log_every`` and ``sweep.retry_diverged`` may differ,
+    ``run.log_with``, ``run.log_every``, ``sweep.retry_diverged`` and ``sweep.records`` may differ,
     and ``run.dir`` is the folder itself, however it is spelled; only the sections the kind of run
     reads count, :data:`READS`), that the folder holds a run of
     the same kind, with the same input files (by checksum; a weights file by its tensors, see
@@ -593,7 +593,7 @@ def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...
     saved = _saved_config(config_file, cfg)
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
     free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")}
-    free.add(("sweep", "retry_diverged"))  # what a resume does with diverged cells, not what they compute
+    free |= {("sweep", "retry_diverged"), ("sweep", "records")}  # what a resume reuses, not what it computes
     diff = [
         f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
         for section, values in cfg.to_dict().items()

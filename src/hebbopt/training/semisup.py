@@ -38,6 +38,7 @@ from hebbopt.training.finetune import finetune, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
+from hebbopt.training.records import Records, backbone_digest
 from hebbopt.training.report import metric_name, plot, table
 from hebbopt.training.run_folder import Run, check_metrics
 from hebbopt.training.setup import load_splits, make_accelerator
@@ -77,8 +78,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     tracker = Tracker(cfg, accelerator)  # opens run.log_with's trackers, which every run below shares
     metric = metric_name(splits.num_classes)
     methods = list(cfg.sweep.methods)
-    protocols = list(cfg.sweep.protocols)
     results: list[dict] = []
+    records = Records(cfg.sweep.records, main=run.main, dataset=cfg.data.name, metric=metric)
     for seed in cfg.sweep.seeds:
         for method in methods:
             pre = cfg.replace(
@@ -88,42 +89,45 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 },
                 run={"seed": seed, "dir": str(root / "pretrain" / f"{method}-seed{seed}")},
             )
-            backbone = pretrain(pre, resume=resume, accelerator=accelerator, splits=splits)
+            cells = _cells(cfg, grid, pre, root)
+            held = records.all_held(
+                [(sub, protocol) for protocol, *_, sub in cells]
+            )  # then no pre-training either
+            backbone = None if held else pretrain(pre, resume=resume, accelerator=accelerator, splits=splits)
+            digest = None if held else backbone_digest(backbone)
             features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
-            for protocol in protocols:
-                for regime in cfg.sweep.regimes:
-                    tuned = protocol in ("finetune", "lpft")
-                    for k, setting in enumerate(grid if tuned else [cfg]):
-                        name = f"{method}-seed{seed}-{regime:g}pct" + (
-                            f"-set{k}" if tuned and cfg.sweep.settings else ""
-                        )
-                        sub = _with(setting, pre, regime, root / protocol / name)
-                        m = _diverged_before(sub) if resume else None
-                        if m is None:
-                            try:
-                                if protocol == "finetune":
-                                    m = finetune(sub, backbone=backbone, method=method, resume=resume,
-                                                 accelerator=accelerator, splits=splits)  # fmt: skip
-                                elif protocol == "lpft":
-                                    m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
-                                else:
-                                    m = _probe(sub, protocol, method, backbone, features, accelerator,
-                                               resume=resume)  # fmt: skip
-                            except FloatingPointError as e:  # a result, not the end of the sweep
-                                m = _diverged(sub, method, protocol, str(e), run)
-                        tag = {"setting": k} if tuned and cfg.sweep.settings else {}
-                        record = {"model": cfg.model.name, **_record(m, protocol), **tag}
-                        results.append({**record, "precision": cfg.run.mixed_precision})
-                        _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
-                        what = method if protocol == "finetune" else f"{method} {protocol}"
-                        what += f" setting {k}" if tuned and cfg.sweep.settings else ""
-                        if "diverged" in m:
-                            run.log(f"seed {seed} {what} {regime:g}%: DIVERGED ({m['diverged']})")
-                            continue
-                        tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
-                        run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
+            for protocol, regime, k, _, sub in cells:
+                tuned = protocol in ("finetune", "lpft")
+                tag = {"setting": k} if tuned and cfg.sweep.settings else {}
+                record = records.find(sub, protocol, digest, any_backbone=held)
+                m = record or (_diverged_before(sub) if resume else None)
+                if m is None:
+                    try:
+                        if protocol == "finetune":
+                            m = finetune(sub, backbone=backbone, method=method, resume=resume,
+                                         accelerator=accelerator, splits=splits)  # fmt: skip
+                        elif protocol == "lpft":
+                            m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
+                        else:
+                            m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
+                    except FloatingPointError as e:  # a result, not the end of the sweep
+                        m = _diverged(sub, method, protocol, str(e), run)
+                if record is None:
+                    record = {"model": cfg.model.name, **_record(m, protocol), **tag}
+                    record = records.add(
+                        sub, protocol, {**record, "precision": cfg.run.mixed_precision}, digest
+                    )
+                results.append(record)
+                _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
+                what = method if protocol == "finetune" else f"{method} {protocol}"
+                what += f" setting {k}" if tuned and cfg.sweep.settings else ""
+                if "diverged" in m:
+                    run.log(f"seed {seed} {what} {regime:g}%: DIVERGED ({m['diverged']})")
+                    continue
+                tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
+                run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
     summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
-    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
+    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=list(cfg.sweep.protocols))
     run.log("\n" + text, echo=False)
     tracker.log({"results": text}, 0)
     tracker.close()
@@ -155,6 +159,21 @@ def _diverged_before(cfg: Config) -> dict | None:
         file.unlink()
         return None
     return read_json(file)
+
+
+def _cells(cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path) -> list[tuple]:
+    """The cells of one method and seed, in the sweep's order: ``(protocol, regime, setting index,
+    folder name, configuration)``."""
+    cells = []
+    for protocol in cfg.sweep.protocols:
+        for regime in cfg.sweep.regimes:
+            tuned = protocol in ("finetune", "lpft")
+            for k, setting in enumerate(grid if tuned else [cfg]):
+                name = f"{pre.pretrain.method}-seed{pre.run.seed}-{regime:g}pct" + (
+                    f"-set{k}" if tuned and cfg.sweep.settings else ""
+                )
+                cells.append((protocol, regime, k, name, _with(setting, pre, regime, root / protocol / name)))
+    return cells
 
 
 def _with(setting: Config, pre: Config, regime: float, folder: pathlib.Path) -> Config:

@@ -1,0 +1,137 @@
+"""Committed records: every finished cell of a sweep also kept in a file of its own
+(``sweep.records``, e.g. ``docs/results/<name>/results.json`` in a git checkout), so that the sweep
+resumed on another machine, into an empty folder, skips the cells the file holds.
+
+A record is reused only for the very cell it was computed for: it carries ``cell``, a digest of
+everything the cell's result depends on (its protocol, the ``data``, ``model``, ``pretrain``, ``finetune`` and
+``probe`` sections, the seed and the precision, as written in the configuration, so that paths
+given as ``$HEBBOPT_DATA/...`` match across machines), and ``backbone_sha256``, the digest of the
+pre-trained weights it evaluated (None for a random start). Before a Hebbian backbone exists the
+records of one method and seed are reused only if the file holds every one of its cells, all with
+one backbone: then the pre-training is skipped too. Otherwise the backbone is pre-trained (or read
+back from its folder), and only records of that same backbone are reused, so a cell is never mixed
+with another pre-training; the others run again and replace theirs. At most the cell that was
+running when a machine went away is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+from hebbopt.files import CorruptFileError
+from hebbopt.training.checkpoints import file_input, read_json, write_json
+from hebbopt.training.config import Config
+from hebbopt.training.run_folder import check_metrics
+
+UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "checkpoint_every")
+"""Keys of section ``run`` that do not change a result (where it runs, how it reports)."""
+
+
+def cell_digest(cfg: Config, protocol: str) -> str:
+    """The digest of everything a cell's result depends on (module docstring).
+
+    Args:
+        cfg: the cell's configuration (as the sweep hands it to the run).
+        protocol: how the cell evaluates (``sweep.protocols``' entry).
+
+    Returns:
+        A sha256 hex digest.
+    """
+    d = cfg.to_dict()
+    what: dict = {
+        "protocol": protocol,
+        **{s: d[s] for s in ("data", "model", "pretrain", "finetune", "probe")},
+    }
+    what["run"] = {k: v for k, v in d["run"].items() if k not in UNREAD_RUN_KEYS}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def backbone_digest(backbone: str | pathlib.Path | None) -> str | None:
+    """The identity of a backbone's weights (the digest of its tensors), None for a random start."""
+    if backbone is None:
+        return None
+    record = file_input(backbone, "backbone")
+    return record.get("weights", record["sha256"])
+
+
+class Records:
+    """The committed records of a sweep (``sweep.records``), read once, written after every cell.
+
+    Args:
+        path: the file (created with its folder when the first cell finishes); None: no records.
+        main: whether this process writes (the main process of a multi-process run).
+        dataset: the dataset's name, for the file.
+        metric: the sweep's metric, for the file.
+
+    Raises:
+        CorruptFileError: the file is not a sweep's records, or a record is damaged (named).
+    """
+
+    def __init__(self, path: str | pathlib.Path | None, *, main: bool, dataset: str, metric: str) -> None:
+        self.path = pathlib.Path(os.path.expandvars(path)).expanduser() if path else None
+        self.main, self.dataset, self.metric = main, dataset, metric
+        self.results: list[dict] = []
+        if self.path is not None and self.path.exists():
+            saved = read_json(self.path)
+            results = saved.get("results") if isinstance(saved, dict) else None
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise CorruptFileError(f"{self.path}: not a sweep's records (sweep.records)")
+            for i, r in enumerate(results):
+                if problem := check_metrics(r):
+                    raise CorruptFileError(f"{self.path}: results[{i}]: {problem}; restore it from git")
+            self.results = list(results)
+
+    def _of(self, cfg: Config, protocol: str) -> list[dict]:
+        cell = cell_digest(cfg, protocol)
+        return [r for r in self.results if r.get("cell") == cell]
+
+    def all_held(self, cells: list[tuple[Config, str]]) -> bool:
+        """Whether the file holds every one of these cells (of one method and seed), all computed
+        from one backbone: then neither they nor their pre-training need to run."""
+        if self.path is None or not cells:
+            return False
+        found = [self._of(c, protocol) for c, protocol in cells]
+        return all(found) and len({f[0].get("backbone_sha256") for f in found}) == 1
+
+    def find(
+        self, cfg: Config, protocol: str, backbone: str | None, *, any_backbone: bool = False
+    ) -> dict | None:
+        """The record of this cell computed from ``backbone`` (its digest), None if there is none.
+
+        Args:
+            cfg: the cell's configuration.
+            protocol: how it evaluates.
+            backbone: :func:`backbone_digest` of the weights it evaluates.
+            any_backbone: match whatever backbone (after :meth:`all_held` said they agree).
+
+        Returns:
+            The record, or None.
+        """
+        for r in self._of(cfg, protocol):
+            if any_backbone or r.get("backbone_sha256") == backbone:
+                return r
+        return None
+
+    def add(self, cfg: Config, protocol: str, record: dict, backbone: str | None) -> dict:
+        """Keep a finished cell's record (replacing an older one of the same cell) and write the file.
+
+        Args:
+            cfg: the cell's configuration.
+            protocol: how it evaluates.
+            record: its record, as ``results.json`` lists it.
+            backbone: :func:`backbone_digest` of the weights it evaluated.
+
+        Returns:
+            The record with its ``cell`` and ``backbone_sha256``.
+        """
+        record = {**record, "cell": cell_digest(cfg, protocol), "backbone_sha256": backbone}
+        if self.path is None:
+            return record
+        self.results = [r for r in self.results if r.get("cell") != record["cell"]] + [record]
+        if self.main:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, {"dataset": self.dataset, "metric": self.metric, "results": self.results})
+        return record

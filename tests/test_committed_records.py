@@ -1,0 +1,83 @@
+"""Committed records (sweep.records): a sweep resumed into an empty folder skips the cells the file
+holds, never mixes a record with another pre-training, and reruns only what is missing or changed."""
+
+import json
+import sys
+
+from test_finetune_protocols import TINY
+
+from hebbopt.training import load, semisup
+
+SWEEP = ["--sweep.methods", "[softhebb, none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+         "--sweep.protocols", "[linear, finetune]"]  # fmt: skip
+
+
+def _spy(monkeypatch):
+    calls = []
+    semisup_module = sys.modules["hebbopt.training.semisup"]
+    for name in ("pretrain", "finetune", "_probe"):
+        real = getattr(semisup_module, name)
+
+        def spy(cfg, *args, real=real, name=name, **kwargs):
+            calls.append((name, cfg.pretrain.method))
+            return real(cfg, *args, **kwargs)
+
+        monkeypatch.setattr(semisup_module, name, spy)
+    return calls
+
+
+def _sweep(tmp_path, folder, records, *extra):
+    return semisup(load(None, [*TINY, *SWEEP, "--run.dir", str(tmp_path / folder),
+                               "--sweep.records", str(records), *extra]))  # fmt: skip
+
+
+def _key(r):
+    return (r["method"], r["protocol"])
+
+
+def test_an_empty_folder_skips_every_committed_cell_and_its_pretraining(tmp_path, monkeypatch):
+    records = tmp_path / "committed" / "results.json"
+    first = _sweep(tmp_path, "a", records)["results"]
+    saved = json.loads(records.read_text())["results"]
+    assert [_key(r) for r in saved] == [_key(r) for r in first] and len(saved) == 4
+    assert {r["backbone_sha256"] is None for r in saved if r["method"] == "none"} == {True}
+    assert all(isinstance(r["backbone_sha256"], str) for r in saved if r["method"] == "softhebb")
+    calls = _spy(monkeypatch)
+    again = _sweep(tmp_path, "b", records)["results"]  # another machine: nothing of "a" is there
+    assert calls == []
+    assert [(r["test"], r.get("val")) for r in again] == [(r["test"], r.get("val")) for r in first]
+    assert (tmp_path / "b" / "table.md").read_text() == (tmp_path / "a" / "table.md").read_text()
+
+
+def test_only_missing_cells_of_the_same_backbone_run_again(tmp_path, monkeypatch):
+    records = tmp_path / "committed" / "results.json"
+    first = _sweep(tmp_path, "a", records)["results"]
+    saved = json.loads(records.read_text())
+    # the Hebbian probe's record is lost: its pre-training runs again (the same weights, on the CPU)
+    saved["results"] = [r for r in saved["results"] if _key(r) != ("softhebb", "linear")]
+    records.write_text(json.dumps(saved))
+    calls = _spy(monkeypatch)
+    again = _sweep(tmp_path, "b", records)["results"]
+    assert calls == [("pretrain", "softhebb"), ("_probe", "softhebb")]  # the random start: all held
+    assert [r["test"] for r in again] == [r["test"] for r in first]
+    # a record of another pre-training is never mixed in: it runs again
+    saved = json.loads(records.read_text())
+    for r in saved["results"]:
+        if _key(r) == ("softhebb", "finetune"):
+            r["backbone_sha256"] = "0" * 64
+    saved["results"] = [r for r in saved["results"] if _key(r) != ("softhebb", "linear")]
+    records.write_text(json.dumps(saved))
+    calls.clear()
+    _sweep(tmp_path, "c", records)
+    assert ("finetune", "softhebb") in calls and ("_probe", "softhebb") in calls
+    assert not [c for c in calls if c[1] == "none" and c[0] != "pretrain"]
+
+
+def test_a_changed_setting_is_a_new_cell(tmp_path, monkeypatch):
+    records = tmp_path / "committed" / "results.json"
+    _sweep(tmp_path, "a", records)
+    calls = _spy(monkeypatch)
+    _sweep(tmp_path, "b", records, "--finetune.lr", "0.002")
+    assert sorted(c for c in calls if c[0] == "finetune") == [("finetune", "none"), ("finetune", "softhebb")]
+    # the digest covers whole sections: the probe cells, whose configuration changed too, run again
+    assert ("_probe", "softhebb") in calls and ("_probe", "none") in calls
