@@ -78,6 +78,6 @@ def test_grid_plan_checks_every_configuration_first(tmp_path):
         run_grid([good], tmp_path / "grid", parallel=0)
     # committed records: one file per job, since the jobs run at the same time
     jobs = plan([good], tmp_path / "grid", [*TINY, "--sweep.records", "kept/results.json"])
-    files = [j.args[j.args.index("--sweep.records", len(TINY) + 2) + 1] for j in jobs]
+    files = [j.args[len(j.args) - j.args[::-1].index("--sweep.records")] for j in jobs]  # the last one
     assert files == [f"kept/results.{m}-seed{s}.json" for m, s in
                      [("softhebb", 0), ("softhebb", 1), ("none", 0), ("none", 1)]]  # fmt: skip
