@@ -199,6 +199,7 @@ class CaptureHook:
         receive, layer = self._receive(), self._layer()
         return None if receive is None or layer is None else receive.__self__
 
+    @torch.compiler.disable  # under torch.compile(model): runs eagerly, between compiled graphs
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
         receive, layer = self._receive(), self._layer()
         if receive is None or layer is None:
