@@ -33,7 +33,7 @@ def test_budget_options_are_checked():
     for args, message in [
         (["--finetune.steps", "-1"], "finetune.steps must be >= 0"),
         (["--finetune.lpft_steps", "-3"], "finetune.lpft_steps must be >= 0"),
-        (["--run.checkpoint_every", "0"], "run.checkpoint_every must be > 0"),
+        (["--run.checkpoint_every", "0"], "run.checkpoint_every must be a finite number > 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             load(None, args)

@@ -43,3 +43,21 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, monkeypatch, c
     assert semisup_main([*TINY, *SWEEP, "--run.dir", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and "Traceback" not in err[0]
+
+
+def test_negative_numbers_after_a_space_and_non_finite_rates_get_the_value_message():
+    import pytest
+
+    from hebbopt.training import ConfigError
+
+    for args, message in [
+        (["--finetune.lpft_lr", "-1e-4"], r"finetune.lpft_lr must be a finite number > 0.*got -0.0001"),
+        (["--finetune.lr", "-.5"], r"finetune.lr must be a finite number > 0, got -0.5"),
+        (["--finetune.lr", ".inf"], r"finetune.lr must be a finite number > 0, got inf"),
+        (["--finetune.lpft_lr", ".inf"], r"finetune.lpft_lr must be a finite number > 0"),
+        (["--probe.lr", ".inf"], r"probe.lr"),
+        (["--pretrain.lr", ".nan"], r"pretrain.lr must be a finite number > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(None, args)
+    assert load(None, ["--data.val_size", "7", "--finetune.weight_decay", "0"]).data.val_size == 7

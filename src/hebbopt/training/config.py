@@ -503,7 +503,7 @@ def parse_args(
             a value of the wrong type, or a value that :func:`validate` refuses; the message names
             the file or the key.
     """
-    words = list(sys.argv[1:] if argv is None else argv)
+    words = _negative_values(list(sys.argv[1:] if argv is None else argv))
     for i, word in enumerate(words):
         if word == "--config" and i + 1 < len(words):
             _check_file(words[i + 1])
@@ -511,6 +511,22 @@ def parse_args(
             _check_file(word.partition("=")[2])
     ns = _parsed(parser.parse_args, words)
     return ns, _config(parser, ns)
+
+
+_NEGATIVE = re.compile(r"-(\d|\.\d|inf\b|nan\b)", re.IGNORECASE)
+
+
+def _negative_values(words: list[str]) -> list[str]:
+    """``--key -1e-4`` as ``--key=-1e-4``: argparse reads a word that starts with ``-`` as an
+    option, so a negative number after a space would be "a missing argument" (and then not the
+    message that says why the value is refused)."""
+    out: list[str] = []
+    for word in words:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(word):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
 
 
 def _check_file(path: str) -> None:
@@ -714,8 +730,8 @@ def validate(cfg: Config) -> None:
         "run.checkpoint_every": cfg.run.checkpoint_every,
     }
     for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"{key} must be > 0, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{key} must be a finite number > 0, got {value}")
     non_negative = {
         "pretrain.epochs": cfg.pretrain.epochs,
         "vae.epochs": cfg.vae.epochs,
@@ -750,10 +766,10 @@ def _check_finetune(cfg: Config) -> None:
             raise ConfigError(f"finetune.{key} must be one of {', '.join(choices)}, got {getattr(f, key)!r}")
     if f.val_every < 0:
         raise ConfigError(f"finetune.val_every must be >= 0 (0: the last epoch only), got {f.val_every}")
-    if not f.lpft_lr > 0 or f.lpft_epochs < 1:
+    if not (f.lpft_lr > 0 and math.isfinite(f.lpft_lr)) or f.lpft_epochs < 1:
         raise ConfigError(
-            f"finetune.lpft_lr must be > 0 and finetune.lpft_epochs >= 1 (the second phase trains every "
-            f"layer), got {f.lpft_lr}, {f.lpft_epochs}"
+            f"finetune.lpft_lr must be a finite number > 0 and finetune.lpft_epochs >= 1 (the second phase "
+            f"trains every layer), got {f.lpft_lr}, {f.lpft_epochs}"
         )
     if "lpft" in cfg.sweep.protocols:
         if cfg.probe.normalize != f.head_norm:
@@ -835,10 +851,10 @@ def _check_probe(cfg: Config) -> None:
         raise ConfigError(f"probe.retrieval_ks must be integers >= 1, got {p.retrieval_ks!r}")
     if p.features not in ("pre_logits", "map"):
         raise ConfigError(f"probe.features must be pre_logits or map, got {p.features!r}")
-    if p.epochs < 0 or p.batch_size < 1 or not p.lr > 0:
+    if p.epochs < 0 or p.batch_size < 1 or not (p.lr > 0 and math.isfinite(p.lr)):
         raise ConfigError(
-            f"probe.epochs must be >= 0, probe.batch_size >= 1 and probe.lr > 0, got {p.epochs}, "
-            f"{p.batch_size}, {p.lr}"
+            f"probe.epochs must be >= 0, probe.batch_size >= 1 and probe.lr a finite number > 0, got "
+            f"{p.epochs}, {p.batch_size}, {p.lr}"
         )
     if not 0 <= p.dropout < 1:
         raise ConfigError(f"probe.dropout must be in [0, 1), got {p.dropout}")
