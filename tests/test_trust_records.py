@@ -61,3 +61,29 @@ def test_negative_numbers_after_a_space_and_non_finite_rates_get_the_value_messa
         with pytest.raises(ConfigError, match=message):
             load(None, args)
     assert load(None, ["--data.val_size", "7", "--finetune.weight_decay", "0"]).data.val_size == 7
+
+
+def test_settings_errors_name_the_setting_and_the_key():
+    import pytest
+
+    from hebbopt.training import ConfigError
+
+    for settings, message in [
+        ("[{finetune: {lr: null}}]", r"sweep.settings\[0\]: finetune.lr must be float.*got None"),
+        (
+            "[{finetune: {lr: 1.0e-3}}, {finetune: {lr: .inf}}]",
+            r"sweep.settings\[1\]: finetune.lr must be a finite",
+        ),
+        ("[{finetune: {lr: abc}}]", r"sweep.settings\[0\]: finetune.lr must be float"),
+        ("[{finetune: {epochs: 2.5}}]", r"sweep.settings\[0\]: finetune.epochs must be int"),
+        ("[{probe: {lr: -1.0}}]", r"sweep.settings\[0\]: probe.epochs must be >= 0, .*probe.lr a finite"),
+        (
+            "[{finetune: {lr: 1.0e-3}}, {finetune: {lr: 1.0e-3}}]",
+            r"sweep.settings\[1\] repeats sweep.settings\[0\]",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load(None, ["--sweep.settings", settings])
+    with pytest.raises(ConfigError, match=r"lpft: probe\.epochs must be >= 1"):
+        load(None, ["--sweep.protocols", "[lpft]", "--probe.epochs", "0", "--finetune.lpft_epochs", "3"])
+    assert load(None, ["--sweep.settings", "[{finetune: {lr: 2}}, {finetune: {lr: 1.0e-3, steps: 30}}]"])

@@ -772,6 +772,11 @@ def _check_finetune(cfg: Config) -> None:
             f"trains every layer), got {f.lpft_lr}, {f.lpft_epochs}"
         )
     if "lpft" in cfg.sweep.protocols:
+        if cfg.probe.epochs < 1:
+            raise ConfigError(
+                "sweep.protocols has lpft: probe.epochs must be >= 1 (LP-FT starts from a trained probe's "
+                "head; with none it would be plain fine-tuning: use the finetune protocol)"
+            )
         if cfg.probe.normalize != f.head_norm:
             raise ConfigError(
                 f"sweep.protocols has lpft: probe.normalize ({cfg.probe.normalize!r}) must equal "
@@ -807,6 +812,31 @@ def _check_settings(cfg: Config) -> None:
                         f"sweep.settings[{i}]: probe.{key} changes the shared features; the grid may vary "
                         f"probe.{', probe.'.join(TUNABLE_PROBE)}"
                     )
+                _check_setting_type(i, f"{section}.{key}", fields[key].default, values[key])
+        if setting in settings[:i]:
+            raise ConfigError(
+                f"sweep.settings[{i}] repeats sweep.settings[{settings.index(setting)}]: {setting}"
+            )
+        try:  # every value checked as the run will read it (the grid itself left out)
+            cfg.replace(sweep={"settings": []}, **setting)
+        except ConfigError as e:
+            raise ConfigError(f"sweep.settings[{i}]: {e}") from None
+
+
+def _check_setting_type(i: int, key: str, default: Any, value: Any) -> None:
+    """A setting's value of the type of its key (as the command line would read it), else named."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {
+        bool: isinstance(value, bool),
+        int: number and float(value).is_integer(),
+        float: number,
+        str: isinstance(value, str),
+    }.get(type(default), True)
+    if not ok:
+        raise ConfigError(
+            f"sweep.settings[{i}]: {key} must be {type(default).__name__} (like its default {default!r}), "
+            f"got {value!r}"
+        )
 
 
 TUNABLE_PROBE = ("epochs", "batch_size", "lr", "dropout", "normalize")
