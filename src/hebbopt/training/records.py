@@ -50,7 +50,14 @@ def cell_digest(cfg: Config, protocol: str) -> str:
 
 
 def backbone_digest(backbone: str | pathlib.Path | None) -> str | None:
-    """The identity of a backbone's weights (the digest of its tensors), None for a random start."""
+    """The identity of a backbone's weights (the digest of its tensors), None for a random start.
+
+    Args:
+        backbone: the weights file, or None.
+
+    Returns:
+        The digest of its tensors (of its bytes for a file without one), or None.
+    """
     if backbone is None:
         return None
     record = file_input(backbone, "backbone")
@@ -90,7 +97,14 @@ class Records:
 
     def all_held(self, cells: list[tuple[Config, str]]) -> bool:
         """Whether the file holds every one of these cells (of one method and seed), all computed
-        from one backbone: then neither they nor their pre-training need to run."""
+        from one backbone: then neither they nor their pre-training need to run.
+
+        Args:
+            cells: ``(configuration, protocol)`` of each cell.
+
+        Returns:
+            True when every cell has a record and they share one backbone.
+        """
         if self.path is None or not cells:
             return False
         found = [self._of(c, protocol) for c, protocol in cells]
