@@ -87,3 +87,27 @@ def test_settings_errors_name_the_setting_and_the_key():
     with pytest.raises(ConfigError, match=r"lpft: probe\.epochs must be >= 1"):
         load(None, ["--sweep.protocols", "[lpft]", "--probe.epochs", "0", "--finetune.lpft_epochs", "3"])
     assert load(None, ["--sweep.settings", "[{finetune: {lr: 2}}, {finetune: {lr: 1.0e-3, steps: 30}}]"])
+
+
+def test_a_finished_folder_survives_an_upgrade_that_adds_config_keys(tmp_path):
+    import hashlib
+
+    import yaml
+
+    from hebbopt.training import finetune
+    from hebbopt.training.run_folder import _canonical
+
+    cfg = load(None, [*TINY, "--run.dir", str(tmp_path / "run"), "--finetune.regime", "40"])
+    first = finetune(cfg)
+    folder = tmp_path / "run"
+    # as an earlier hebbopt wrote it: its Config had no sweep.records, run.checkpoint_every, finetune.steps
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    for section, key in [("sweep", "records"), ("run", "checkpoint_every"), ("finetune", "steps")]:
+        del saved[section][key]
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.pop("sha256")
+    seal = hashlib.sha256(_canonical(saved) + b"\0" + _canonical(metrics)).hexdigest()
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "sha256": seal}))
+    again = finetune(cfg, resume=True)  # finished: read back, not refused as "edited"
+    assert again["test"] == first["test"]

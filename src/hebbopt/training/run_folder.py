@@ -274,10 +274,11 @@ class Run:
         self.accelerator.wait_for_everyone()
 
     def _seal(self, obj: dict) -> str:
-        """The checksum of ``obj`` and of the run's configuration as its folder records it (keys
-        added to Config since taking their defaults, so it survives an upgrade)."""
+        """The checksum of ``obj`` and of the run's configuration as its folder records it: the
+        keys ``config.yaml`` holds, as it holds them, so that a later hebbopt whose Config has more
+        keys still finds the same checksum (a finished folder survives an upgrade)."""
         config = self.dir / "config.yaml"
-        recorded = _saved_config(config, self.cfg) if config.exists() else {}
+        recorded = _recorded_config(config) if config.exists() else {}
         return hashlib.sha256(_canonical(recorded) + b"\0" + _canonical(obj)).hexdigest()
 
     def finish(self, metrics: dict, message: str) -> None:
@@ -571,9 +572,8 @@ def check_metrics(obj: Any, where: str = "") -> str | None:
     return None
 
 
-def _saved_config(config_file: pathlib.Path, cfg: Config) -> dict[str, dict[str, Any]]:
-    """The configuration a run folder records, every key of ``cfg``'s: a key added to Config after
-    the run started takes its default."""
+def _recorded_config(config_file: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """The configuration a run folder records, as its ``config.yaml`` holds it."""
     import yaml
 
     try:
@@ -582,6 +582,13 @@ def _saved_config(config_file: pathlib.Path, cfg: Config) -> dict[str, dict[str,
         raise CorruptFileError(f"{config_file}: not valid YAML ({e}); restore it to resume the run") from None
     if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
         raise CorruptFileError(f"{config_file}: not a configuration; restore it to resume this run")
+    return saved
+
+
+def _saved_config(config_file: pathlib.Path, cfg: Config) -> dict[str, dict[str, Any]]:
+    """The configuration a run folder records, every key of ``cfg``'s: a key added to Config after
+    the run started takes its default."""
+    saved = _recorded_config(config_file)
     defaults = type(cfg)().to_dict()
     return {
         section: {key: saved.get(section, {}).get(key, default) for key, default in values.items()}
