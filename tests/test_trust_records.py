@@ -111,3 +111,30 @@ def test_a_finished_folder_survives_an_upgrade_that_adds_config_keys(tmp_path):
     (folder / "metrics.json").write_text(json.dumps({**metrics, "sha256": seal}))
     again = finetune(cfg, resume=True)  # finished: read back, not refused as "edited"
     assert again["test"] == first["test"]
+
+
+def test_one_resume_rule_for_the_command_line_and_the_library(tmp_path, capsys):
+    import pytest
+
+    from hebbopt.training import ConfigError, pretrain
+
+    sweep = [*TINY, "--sweep.methods", "[softhebb]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+             "--sweep.protocols", "[linear]"]  # fmt: skip
+    root = tmp_path / "sweep"
+    pretrain(load(None, [*TINY, "--run.dir", str(root / "pretrain" / "softhebb-seed0")]))  # made first
+    # without --resume: refused, and nothing written (the root holds only the pre-training)
+    assert semisup_main([*sweep, "--run.dir", str(root)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == ["pretrain"]
+    with pytest.raises(ConfigError, match="pass --resume"):
+        semisup(load(None, [*sweep, "--run.dir", str(root)]))
+    assert sorted(p.name for p in root.iterdir()) == ["pretrain"]
+    # with --resume: the command line continues it, as the library does
+    assert semisup_main([*sweep, "--run.dir", str(root), "--resume"]) == 0
+    assert (root / "results.json").exists()
+    # a folder that does not exist is refused by both
+    with pytest.raises(SystemExit):
+        semisup_main([*sweep, "--run.dir", str(tmp_path / "nowhere"), "--resume"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        semisup(load(None, [*sweep, "--run.dir", str(tmp_path / "nowhere")]), resume=True)
+    assert not (tmp_path / "nowhere").exists()

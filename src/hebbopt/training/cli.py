@@ -34,7 +34,7 @@ import torch
 
 from hebbopt.files import CorruptFileError
 from hebbopt.training.config import ConfigError, make_parser, parse_args
-from hebbopt.training.run_folder import release_locks
+from hebbopt.training.run_folder import release_locks, resume_problem
 
 
 def _fail(message: str) -> None:
@@ -43,7 +43,7 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def _parse(description: str, argv: list[str] | None, extra=None):
+def _parse(description: str, argv: list[str] | None, extra=None, kind: str = "finetune"):
     parser = make_parser(description)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in run.dir from its last checkpoint"
@@ -58,15 +58,8 @@ def _parse(description: str, argv: list[str] | None, extra=None):
         check_layer_patterns(cfg)
     except ConfigError as e:
         _fail(str(e))
-    if args.resume:
-        folder = pathlib.Path(cfg.run.dir).expanduser()
-        if not folder.is_dir():
-            _fail(f"--resume: {folder} does not exist: there is no run to resume (drop --resume)")
-        if not (folder / "config.yaml").is_file():
-            _fail(
-                f"--resume: {folder} holds no config.yaml, so the run's configuration is unknown: "
-                "restore it, or start a new run in another run.dir"
-            )
+    if args.resume and (problem := resume_problem(pathlib.Path(cfg.run.dir).expanduser(), kind)):
+        _fail(problem)
     return args, cfg
 
 
@@ -190,7 +183,9 @@ def semisup_main(argv: list[str] | None = None) -> int:
     from hebbopt.training.report import table
     from hebbopt.training.semisup import semisup
 
-    args, cfg = _parse("The semi-supervised sweep: methods x regimes x seeds (the paper's Table 2).", argv)
+    args, cfg = _parse(
+        "The semi-supervised sweep: methods x regimes x seeds (the paper's Table 2).", argv, kind="semisup"
+    )
     summary = semisup(cfg, resume=args.resume)
     print(
         table(summary["results"], summary["metric"], dataset=cfg.data.name, methods=list(cfg.sweep.methods))

@@ -422,6 +422,35 @@ class _FolderLock:
             del _HELD[self.file]
 
 
+def resume_problem(folder: pathlib.Path, kind: str) -> str | None:
+    """Why a run cannot be resumed in ``folder``, or None: the one rule of ``--resume`` and of
+    ``resume=True`` at the top of a command.
+
+    A folder can be resumed when it holds a run: its own ``config.yaml``, or, for a sweep
+    (``kind="semisup"``), no run files of its own and runs below it (pre-trainings made first with
+    ``recipes/pretrain.py`` into ``<dir>/pretrain/<method>-seed<k>``). A folder that does not exist
+    holds nothing to resume (a mistyped ``run.dir``).
+
+    Args:
+        folder: the run folder (``run.dir``).
+        kind: ``pretrain``, ``finetune``, ``vae`` or ``semisup``.
+
+    Returns:
+        The message, or None.
+    """
+    if not folder.is_dir():
+        return f"--resume: {folder} does not exist: there is no run to resume (drop --resume)"
+    if (folder / "config.yaml").is_file():
+        return None
+    own = [f.name for f in folder.iterdir() if f.is_file() and not f.name.endswith(".log")]
+    if kind == "semisup" and not own and any(folder.glob("*/*/config.yaml")):
+        return None
+    return (
+        f"--resume: {folder} holds no config.yaml, so the run's configuration is unknown: "
+        "restore it, or start a new run in another run.dir"
+    )
+
+
 def release_locks() -> None:
     """Release every run folder this process holds (the command line calls it as a command ends,
     an error included)."""

@@ -33,14 +33,14 @@ from hebbopt.data import ImageSplits
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
 from hebbopt.training.checkpoints import file_input, read_json, write_json
-from hebbopt.training.config import Config
+from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
 from hebbopt.training.records import Records, backbone_digest
 from hebbopt.training.report import metric_name, plot, table
-from hebbopt.training.run_folder import Run, check_metrics
+from hebbopt.training.run_folder import Run, check_metrics, resume_problem
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights
@@ -68,6 +68,16 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             the model cannot be built.
     """
     accelerator = make_accelerator(cfg)
+    folder = pathlib.Path(cfg.run.dir).expanduser()
+    if resume and (problem := resume_problem(folder, "semisup")):
+        raise ConfigError(problem)
+    below = [] if (folder / "config.yaml").exists() else sorted(folder.glob("*/*/config.yaml"))
+    taken = below[0] if below else None
+    if not resume and taken is not None:
+        raise ConfigError(  # refused before anything is written
+            f"{folder} holds runs of a sweep ({taken.parent}): pass --resume to continue them (the sweep "
+            "reuses what matches its configuration), or pick another run.dir"
+        )
     run = Run(cfg, accelerator, resume=resume, kind="semisup")
     root = run.dir
     earlier = _earlier(root) if resume else []
