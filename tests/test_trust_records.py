@@ -138,3 +138,26 @@ def test_one_resume_rule_for_the_command_line_and_the_library(tmp_path, capsys):
     with pytest.raises(ConfigError, match="does not exist"):
         semisup(load(None, [*sweep, "--run.dir", str(tmp_path / "nowhere")]), resume=True)
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_nan_message_speaks_only_of_checkpoints_that_exist(tmp_path):
+    import pytest
+
+    from hebbopt.training import finetune
+
+    args = [*TINY, "--finetune.regime", "40", "--finetune.optimizer", "sgd", "--finetune.lr", "1e30"]
+    # it diverges in epoch 2: with a checkpoint after epoch 1 it is kept, without one none is claimed
+    with pytest.raises(FloatingPointError, match=r"epoch 2: .* its last checkpoint kept"):
+        finetune(load(None, [*args, "--run.dir", str(tmp_path / "a")]))
+    with pytest.raises(FloatingPointError, match=r"epoch 2: .* no checkpoint was written yet"):
+        finetune(load(None, [*args, "--run.dir", str(tmp_path / "b"), "--run.checkpoint_every", "5"]))
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_a_sweep_says_probe_settings_do_not_tune_the_linear_protocol(tmp_path):
+    args = [*TINY, "--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+            "--sweep.protocols", "[linear]", "--run.dir", str(tmp_path / "sweep"),
+            "--sweep.settings", "[{probe: {lr: 1.0e-3}}, {probe: {lr: 3.0e-3}}]"]  # fmt: skip
+    (record,) = semisup(load(None, args))["results"]  # linear: once
+    assert "setting" not in record
+    assert "the linear protocol runs once per regime" in (tmp_path / "sweep" / "log.txt").read_text()

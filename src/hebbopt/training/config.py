@@ -217,7 +217,9 @@ class SweepConfig:
             overrides, each ``{section: {key: value}}`` (e.g. ``{finetune: {lr: 1e-3}}``); every one
             is run for every seed, method and regime, and the table reports, per method, protocol
             and regime, the one with the best mean validation top-1 over the seeds (chosen on the
-            validation split, never the test split). Empty: the configuration as it is.
+            validation split, never the test split). Empty: the configuration as it is. Probe keys
+            of a setting tune LP-FT's first phase; the ``linear`` protocol runs once per regime with
+            the ``probe`` section as configured (the sweep's log says so).
         retry_diverged: a resumed sweep runs again the cells that diverged (default: it keeps their
             ``diverged`` records; may change on resume).
         records: a file that keeps every finished cell's record (e.g. ``docs/results/<name>/results.json``,

@@ -661,9 +661,10 @@ def check_finite(loss: float, run: Run, what: str) -> None:
         FloatingPointError: ``loss`` is NaN or infinite.
     """
     if not math.isfinite(loss):
+        kept = "its last checkpoint kept" if run.checkpoint.exists() else "no checkpoint was written yet"
         message = (
             f"{run.dir}: {what}: the loss is {loss}, training diverged or its inputs (backbone, data) are "
-            "damaged; the run is stopped, its last checkpoint kept (try a smaller learning rate)"
+            f"damaged; the run is stopped, {kept} (try a smaller learning rate)"
         )
         run.log(message)
         raise FloatingPointError(message)

@@ -85,6 +85,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     build_model(cfg, splits, seed=0, head_norm=cfg.finetune.head_norm)  # fails here, before any training
     grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]  # each setting checked up front
     run.start()
+    if "linear" in cfg.sweep.protocols and any("probe" in setting for setting in cfg.sweep.settings):
+        run.log("sweep.settings vary probe keys: they tune LP-FT's first phase; the linear protocol runs "
+                "once per regime, with the probe section as configured")  # fmt: skip
     tracker = Tracker(cfg, accelerator)  # opens run.log_with's trackers, which every run below shares
     metric = metric_name(splits.num_classes)
     methods = list(cfg.sweep.methods)
