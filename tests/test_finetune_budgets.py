@@ -96,3 +96,39 @@ def test_lpft_keeps_the_probe_when_fine_tuning_only_loses_on_validation(tmp_path
     kept = read_weights(tmp_path / "sweep" / "lpft" / "softhebb-seed0-40pct" / "model.safetensors")
     assert all(torch.equal(kept[k], states[0][k]) for k in kept)
     assert not all(torch.equal(kept[k], states[-1][k]) for k in kept)
+
+
+def test_each_phase_and_start_trains_at_its_own_rate_for_its_own_epochs(tmp_path, monkeypatch):
+    """From the runs' own histories, not the configuration handed in: fine-tuning at finetune.lr for
+    finetune.epochs from either start, LP-FT's second phase at lpft_lr for lpft_epochs, from a head the
+    probe trained (not the seeded initialisation)."""
+    from hebbopt.training.models import build_model
+
+    finetune_module = sys.modules["hebbopt.training.finetune"]
+    real_start, heads = finetune_module.start_model, []
+
+    def start(cfg, splits, backbone, head=None):
+        if head is not None:
+            init = build_model(cfg, splits, seed=cfg.run.seed, drop_rate=cfg.finetune.dropout,
+                               head_norm=cfg.finetune.head_norm).head.weight  # fmt: skip
+            heads.append((head[0].clone(), init.detach().clone()))
+        return real_start(cfg, splits, backbone, head)
+
+    monkeypatch.setattr(finetune_module, "start_model", start)
+    args = [*TINY, "--run.dir", str(tmp_path / "sweep"), "--sweep.methods", "[softhebb, none]",
+            "--sweep.regimes", "[40]", "--sweep.seeds", "[0]", "--sweep.protocols", "[finetune, lpft]",
+            "--finetune.lr", "0.004", "--finetune.epochs", "2", "--finetune.lpft_lr", "0.0007",
+            "--finetune.lpft_epochs", "3", "--probe.epochs", "5"]  # fmt: skip
+    semisup(load(None, args))
+    for method in ("softhebb", "none"):
+        folder = f"{method}-seed0-40pct"
+        ft = json.loads((tmp_path / "sweep" / "finetune" / folder / "metrics.json").read_text())
+        assert [e["epoch"] for e in ft["history"]] == [1, 2]
+        assert ft["history"][0]["lr"] == pytest.approx(0.004, rel=1e-12), method
+        lp = json.loads((tmp_path / "sweep" / "lpft" / folder / "metrics.json").read_text())
+        assert [e["epoch"] for e in lp["history"]] == [0, 1, 2, 3]  # the probe's head, then 3 epochs
+        assert lp["history"][1]["lr"] == pytest.approx(0.0007, rel=1e-12), method
+        assert 1 <= lp["probe"]["best_epoch"] <= 5  # the probe trained (its kept epoch counts from 1)
+    assert len(heads) == 2
+    for trained, init in heads:  # the probe trained the head LP-FT starts from
+        assert trained.shape == init.shape and not torch.allclose(trained, init)
