@@ -155,6 +155,7 @@ class HebbianOptimizer(Optimizer):
         group["params"] = [m.weight for m in named.values()]
         group["layers"] = list(named)
         group["rule"] = self.rule.name
+        group["rule_source"] = self.rule.source
         super().add_param_group(group)
         self._skipped.update(skipped)
         if head is not None:
@@ -428,6 +429,13 @@ class HebbianOptimizer(Optimizer):
             raise ValueError(
                 f"this state_dict holds rule {sorted(rules)} but this optimizer runs rule "
                 f"{self.rule.name!r}; load it into an optimizer of the same rule"
+            )
+        sources = {g["rule_source"] for g in saved if "rule_source" in g}  # absent from older states
+        if sources - {self.rule.source}:
+            raise ValueError(
+                f"this state_dict is of rule {self.rule.name!r} from {sorted(sources)}, but this optimizer "
+                f"runs the rule of that name from {self.rule.source}; load it into an optimizer of the "
+                "same rule"
             )
         theirs = [list(g.get("layers", [])) for g in saved]
         ours = [list(g["layers"]) for g in self.param_groups]

@@ -32,10 +32,17 @@ def get_rule(rule: "str | Rule") -> Rule:
         the rule.
 
     Raises:
-        ValueError: an unknown name (the message lists the registered ones).
+        ValueError: an unknown name (the message lists the registered ones), or a :class:`Rule`
+            whose name is a registered rule's but which is not that rule.
         TypeError: neither a string nor a :class:`Rule`.
     """
     if isinstance(rule, Rule):
+        taken = RULES.get(rule.name)
+        if taken is not None and taken is not rule:
+            raise ValueError(
+                f"rule name {rule.name!r} is taken by the registered rule ({taken.source}); give your "
+                "rule another name"
+            )
         return rule
     if not isinstance(rule, str):
         raise TypeError(f"rule must be a name in hebbopt.rules.RULES or a Rule, got {type(rule).__name__}")

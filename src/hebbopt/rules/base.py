@@ -72,6 +72,7 @@ GROUP_KEYS = frozenset(
         "lr",
         "layers",
         "rule",
+        "rule_source",
         "param_names",
         "differentiable",
         "initial_lr",
@@ -82,7 +83,8 @@ GROUP_KEYS = frozenset(
 )
 """Param-group keys that are not a rule's hyper-parameters: torch's (``params``, ``lr``,
 ``param_names``, ``differentiable``, and what its LR schedulers write: ``initial_lr``, ``max_lr``,
-``min_lr``, ``swa_lr``) and the optimizer's own (``layers``, ``rule``). Any other key is refused."""
+``min_lr``, ``swa_lr``) and the optimizer's own (``layers``, ``rule``, ``rule_source``). Any other key
+is refused."""
 
 
 class UnknownHyperParameterError(TypeError, ValueError):
@@ -355,6 +357,17 @@ class Rule:
                 problem = self.check_layer(dict(values), w)
                 if problem:
                     raise ValueError(f"{self.name}: {problem} (layer weight {tuple(w.shape)})")
+
+    @property
+    def source(self) -> str:
+        """Where the rule's functions live (``module.qualname`` of ``statistics``): with the name,
+        what an optimizer's state records of its rule, so that another rule of the same name (a
+        user's) refuses it.
+
+        Returns:
+            ``"<module>.<qualname>"``.
+        """
+        return f"{self.statistics.__module__}.{self.statistics.__qualname__}"
 
     def check_keys(self, group: Collection[str], others: Collection[str] = GROUP_KEYS) -> None:
         """Refuse a param-group key that is neither a hyper-parameter of this rule nor in ``others``.
