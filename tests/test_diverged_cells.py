@@ -64,3 +64,27 @@ def test_a_table_of_an_incomplete_grid_says_so():
     assert "incomplete" not in full
     part = table([run(0, 0), run(0, 1), run(1, 0)], "top1", dataset="d", methods=["m"])
     assert "- incomplete: 1 cell(s) of the grid have no record" in part
+
+
+def test_settings_with_the_same_effective_run_run_once_and_are_reported_for_each(tmp_path, monkeypatch):
+    calls = []
+    module = sys.modules["hebbopt.training.semisup"]
+    real = module.finetune
+
+    def spy(cfg, **kwargs):
+        calls.append((kwargs.get("protocol", "finetune"), cfg.run.dir.rsplit("/", 1)[-1]))
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(module, "finetune", spy)
+    args = [*TINY, "--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
+            "--sweep.protocols", "[finetune, lpft]", "--run.dir", str(tmp_path / "sweep"),
+            "--sweep.settings", "[{finetune: {lr: 1.0e-3, lpft_lr: 1.0e-4}},"
+            " {finetune: {lr: 3.0e-3, lpft_lr: 1.0e-4}}]"]  # fmt: skip
+    records = semisup(load(None, args))["results"]
+    # finetune reads lr: two runs; LP-FT reads lpft_lr (the same in both): one run, two records
+    assert calls == [("finetune", "none-seed0-40pct-set0"), ("finetune", "none-seed0-40pct-set1"),
+                     ("lpft", "none-seed0-40pct-set0")]  # fmt: skip
+    lpft = [r for r in records if r["protocol"] == "lpft"]
+    assert [r["setting"] for r in lpft] == [0, 1] and lpft[1]["same_as_setting"] == 0
+    assert lpft[0]["test"] == lpft[1]["test"]
+    assert not (tmp_path / "sweep" / "lpft" / "none-seed0-40pct-set1").exists()

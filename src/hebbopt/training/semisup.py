@@ -11,7 +11,9 @@ accuracy (:func:`~hebbopt.training.report.choose`): each start gets its own best
 A cell whose training diverges (a non-finite loss, features or weights: ``FloatingPointError``) is
 a result, not the end of the sweep: its record says ``diverged`` (with the message), its folder
 keeps it (``diverged.json``), it is never chosen and the table lists it; the sweep goes on with
-the next cell. A resumed sweep keeps diverged cells unless ``sweep.retry_diverged``.
+the next cell. A resumed sweep keeps diverged cells unless ``sweep.retry_diverged``. Settings that
+leave a protocol's run unchanged (LP-FT with two values of ``finetune.lr``, which it does not read:
+:data:`UNREAD`) run once; the record is reported for each setting (``same_as_setting``).
 The frozen protocols compute the backbone's features once per
 method and seed (the labelled images of every regime, the validation split and the test split)
 and reuse them for every regime and both protocols. After every run the sweep rewrites
@@ -24,6 +26,7 @@ text (``results``).
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import torch
@@ -109,11 +112,16 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             backbone = None if held else pretrain(pre, resume=resume, accelerator=accelerator, splits=splits)
             digest = None if held else backbone_digest(backbone)
             features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
+            ran: dict[str, tuple[int, dict]] = {}  # effective configuration -> (setting, metrics)
             for protocol, regime, k, _, sub in cells:
                 tuned = protocol in ("finetune", "lpft")
                 tag = {"setting": k} if tuned and cfg.sweep.settings else {}
                 record = records.find(sub, protocol, digest, any_backbone=held)
                 m = record or (_diverged_before(sub) if resume else None)
+                effective = _effective(sub, protocol)
+                if m is None and effective in ran:  # the same run as an earlier setting's: reported for both
+                    first, m = ran[effective]
+                    tag["same_as_setting"] = first
                 if m is None:
                     try:
                         if protocol == "finetune":
@@ -125,6 +133,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                             m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
                     except FloatingPointError as e:  # a result, not the end of the sweep
                         m = _diverged(sub, method, protocol, str(e), run)
+                ran.setdefault(effective, (k, m))
                 if record is None:
                     record = {"model": cfg.model.name, **_record(m, protocol), **tag}
                     record = records.add(
@@ -172,6 +181,27 @@ def _diverged_before(cfg: Config) -> dict | None:
         file.unlink()
         return None
     return read_json(file)
+
+
+UNREAD = {
+    "finetune": {"finetune": ("lpft_lr", "lpft_epochs", "lpft_steps"), "probe": None},
+    "lpft": {"finetune": ("lr", "epochs", "steps")},
+    "linear": {"finetune": None},
+    "knn": {"finetune": None},
+}
+"""What each protocol does not read: ``{section: keys}`` (None: the whole section but the regime)."""
+
+
+def _effective(cfg: Config, protocol: str) -> str:
+    """A cell's configuration without what its protocol does not read: two settings of the grid with
+    the same one are the same run (e.g. LP-FT with two values of ``finetune.lr``)."""
+    d = cfg.to_dict()
+    for section, keys in UNREAD[protocol].items():
+        for key in list(d[section]) if keys is None else keys:
+            if not (section == "finetune" and key == "regime"):
+                d[section].pop(key, None)
+    d["run"].pop("dir")
+    return json.dumps({"protocol": protocol, **d}, sort_keys=True, default=str)
 
 
 def _cells(cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path) -> list[tuple]:
