@@ -1,5 +1,6 @@
 """Recipes end to end on tiny synthetic data: every method, exact resume, fail-fast configs."""
 
+import hashlib
 import importlib
 import json
 import os
@@ -17,6 +18,7 @@ from hebbopt.data import load_dataset
 from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
 from hebbopt.training.cli import semisup_main
 from hebbopt.training.models import build_model
+from hebbopt.training.run_folder import _canonical
 
 ROOT = pathlib.Path(__file__).parents[1]
 TINY = [
@@ -158,6 +160,12 @@ def test_resume_of_a_run_older_than_a_config_key_takes_the_key_at_its_default(tm
     saved = yaml.safe_load(config.read_text())
     del saved["probe"]["normalize"]  # as a run folder written before the key existed
     config.write_text(yaml.safe_dump(saved))
+    # ...and sealed by that version, over the configuration it recorded
+    metrics_file = config.parent / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics.pop("sha256")
+    seal = hashlib.sha256(_canonical(saved) + b"\0" + _canonical(metrics)).hexdigest()
+    metrics_file.write_text(json.dumps({**metrics, "sha256": seal}))
     assert finetune(tiny(tmp_path, "--finetune.epochs", "1"), resume=True)["test"] == first["test"]
     with pytest.raises(ConfigError, match=r"probe.normalize: 'none' -> 'l2'"):
         finetune(tiny(tmp_path, "--finetune.epochs", "1", "--probe.normalize", "l2"), resume=True)
