@@ -2,7 +2,7 @@
 
     python benchmarks/grid_table.py docs/results/cifar10_grid
 
-reads every ``*.results.json`` in the folder (the merged records ``recipes/grid.py`` writes, one
+reads every ``*results.json`` in the folder (the merged records ``recipes/grid.py`` writes, one
 file per command run), groups the records by ``model`` and writes ``table.md`` (and
 ``accuracy_<model>.png``) there. Per backbone and labelled share, the summary compares:
 
@@ -81,7 +81,7 @@ def summary(records: list[dict]) -> tuple[str, list[dict]]:
 
 def main(folder: str) -> int:
     root = pathlib.Path(folder)
-    files = sorted(root.glob("*.results.json"))
+    files = sorted(root.glob("*results.json"))
     by_model: dict[str, list[dict]] = defaultdict(list)
     dataset = metric = None
     for f in files:
