@@ -95,7 +95,7 @@ def main(folder: str) -> int:
         text, rows = summary(records)
         gains[model] = rows
         out += [f"\n## {model}\n", table(records, metric, dataset=dataset, methods=["softhebb", "none"],
-                                         protocols=protocols), "\n", text]  # fmt: skip
+                                         protocols=protocols), "\n", text if rows else ""]  # fmt: skip
         plot(records, metric, root / f"accuracy_{model}.png", dataset=dataset, methods=["softhebb", "none"],
              protocols=protocols)  # fmt: skip
     (root / "table.md").write_text("".join(out))
