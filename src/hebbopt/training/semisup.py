@@ -186,20 +186,18 @@ def _diverged_before(cfg: Config) -> dict | None:
 UNREAD = {
     "finetune": {"finetune": ("lpft_lr", "lpft_epochs", "lpft_steps"), "probe": None},
     "lpft": {"finetune": ("lr", "epochs", "steps")},
-    "linear": {"finetune": None},
-    "knn": {"finetune": None},
 }
-"""What each protocol does not read: ``{section: keys}`` (None: the whole section but the regime)."""
+"""What the tuned protocols do not read: ``{section: keys}`` (None: the whole section). The frozen
+protocols run once per regime, so none of their runs can repeat another."""
 
 
 def _effective(cfg: Config, protocol: str) -> str:
     """A cell's configuration without what its protocol does not read: two settings of the grid with
     the same one are the same run (e.g. LP-FT with two values of ``finetune.lr``)."""
     d = cfg.to_dict()
-    for section, keys in UNREAD[protocol].items():
+    for section, keys in UNREAD.get(protocol, {}).items():
         for key in list(d[section]) if keys is None else keys:
-            if not (section == "finetune" and key == "regime"):
-                d[section].pop(key, None)
+            d[section].pop(key, None)
     d["run"].pop("dir")
     return json.dumps({"protocol": protocol, **d}, sort_keys=True, default=str)
 
