@@ -295,7 +295,10 @@ class HebbianOptimizer(Optimizer):
         step, this is a no-op (but still takes part in that reduction; a warning says so once if
         hooked layers were in eval mode). Every layer is updated, then the statistics and the new
         weights are checked together; if any is not finite, every weight is restored exactly (from
-        a copy kept for the step) before the error, so an error leaves every weight as it was. For
+        a copy kept for the step) before the error, so an error leaves every weight as it was.
+        Where the rule has a ``bound`` (HPCA, soft-WTA) that proves the statistics and the new
+        weights finite before any weight changes, no copy is kept (it cost a weight-sized copy
+        per step); a step it cannot prove takes the copy path. For
         a rule with state, the state its ``apply_`` returns (computed from the summed, all-reduced
         statistics, so the same on every process) replaces ``state[weight]["rule_state"]`` once the
         step is known to be finite.
@@ -337,8 +340,10 @@ class HebbianOptimizer(Optimizer):
         self._warn_missing(bool(pending))
         if not pending:
             return result
-        before, new_states = self._apply(pending)
-        self._check_finite(pending, before, new_states)
+        proven = self._proven_finite(pending)
+        before, new_states = self._apply(pending, keep=not proven)
+        if not proven:
+            self._check_finite(pending, before, new_states)
         for (_, p, stats), old, new_state in zip(pending, before, new_states, strict=True):
             state = self.state[p]
             if self.rule.stateful:
@@ -357,8 +362,28 @@ class HebbianOptimizer(Optimizer):
             state["step"] = state.get("step", 0) + 1
         return result
 
-    def _apply(self, pending: list) -> tuple[list[torch.Tensor], list[dict]]:
-        """``W ← W + lr·ΔW`` for every pending layer; the weights as they were, and the new states."""
+    def _proven_finite(self, pending: list) -> bool:
+        """Whether the rule's ``bound`` proves, before any weight changes, that every pending
+        layer's statistics are finite and its new weights will be (one host sync); then the step
+        keeps no copy of the weights to restore from. Never with ``diagnostics`` (which reports
+        the change from that copy)."""
+        bound = self.rule.bound
+        if bound is None or self.diagnostics:
+            return False
+        flags = []
+        for group, p, stats in pending:
+            _, apply_kwargs = self.rule.kernel_kwargs(group)
+            weight = p.detach()
+            lo, hi = torch.aminmax(weight)
+            absmax = torch.maximum(lo.float().abs(), hi.float().abs())
+            lr = torch.as_tensor(group["lr"], dtype=torch.float32, device=weight.device)
+            limit = torch.finfo(weight.dtype).max / 4
+            flags.append(bound(absmax, stats, lr, **apply_kwargs) < limit)  # False for NaN
+        return bool(torch.stack(flags).all())
+
+    def _apply(self, pending: list, keep: bool) -> tuple[list[torch.Tensor | None], list[dict]]:
+        """``W ← W + lr·ΔW`` for every pending layer; the weights as they were (copies, when
+        ``keep``; ``None`` otherwise), and the new states."""
         apply = self.rule.apply
         if compiling.resolve(self.compile, pending[0][1].device):
             apply = compiling.compiled(apply, dynamic=True)
@@ -369,18 +394,16 @@ class HebbianOptimizer(Optimizer):
             dtype = torch.promote_types(p.dtype, torch.float32)
             lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
             weight = p.detach()
-            old = self._before.get(p)
-            if (
-                old is None
-                or old.shape != weight.shape
-                or old.dtype != weight.dtype
-                or old.device != weight.device
-            ):
-                old = self._before[p] = torch.empty_like(weight)
-            before.append(old.copy_(weight))
+            before.append(self._keep(p, weight) if keep else None)
             # The state is replaced, not written over, only once the step is known to be finite.
             states.append(apply(weight, stats, self.state[p].get("rule_state", {}), lr, **apply_kwargs))
         return before, states
+
+    def _keep(self, p: nn.Parameter, weight: torch.Tensor) -> torch.Tensor:
+        old = self._before.get(p)
+        if old is None or (old.shape, old.dtype, old.device) != (weight.shape, weight.dtype, weight.device):
+            old = self._before[p] = torch.empty_like(weight)
+        return old.copy_(weight)
 
     def _check_finite(self, pending: list, before: list[torch.Tensor], states: list[dict]) -> None:
         """Restore every weight and raise unless the statistics, new weights and states are finite."""

@@ -238,6 +238,13 @@ class Rule:
             winning neuron of each sample (see the module docstring); ``None`` otherwise.
         init_state: for a rule with state across steps, ``(weight) -> {name: tensor}``, the
             state of a new layer (see the module docstring); ``None`` for a stateless rule.
+        bound: optional, for a stateless rule: ``(absmax, stats, lr, **apply hyper) -> bound``,
+            an upper bound on ``max|W_new|`` from ``absmax = max|W|`` (0-d float32 tensors),
+            computed before ``apply_``; it must be NaN or Inf when any statistic is not finite
+            (the step then checks them). Where it is below a quarter of the weight dtype's largest
+            value (a margin far wider than the rounding of ``apply_``), the new weights are
+            certain to be finite, so ``step()`` applies them without keeping a copy to restore
+            from; a non-finite or larger bound falls back to the copy.
 
     Raises:
         ValueError: a hyper-parameter that no function takes, a keyword-only parameter without a
@@ -262,10 +269,16 @@ class Rule:
     examples: tuple[dict, ...] = ({},)
     winners: Callable[..., torch.Tensor] | None = None
     init_state: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
+    bound: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.init_state is not None and self.apply_ is None:
             raise ValueError(f"rule {self.name!r}: a rule with init_state returns its new state from apply_")
+        if self.init_state is not None and self.bound is not None:
+            raise ValueError(
+                f"rule {self.name!r}: bound is for a stateless rule (a new state is checked after "
+                "apply_, so its weights must be kept to restore from)"
+            )
         taken = set(self.statistics_hyper) | set(self.apply_hyper)
         if taken != set(self.hyper):
             raise ValueError(

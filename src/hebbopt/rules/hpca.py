@@ -232,6 +232,27 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch
     weight.addcmul_(stats["hebb"], lr / stats["count"])
 
 
+def bound(absmax: torch.Tensor, stats: dict[str, torch.Tensor | int], lr: torch.Tensor) -> torch.Tensor:
+    """An upper bound on ``max|W + lr·ΔW|`` before it is formed: ``max|W| + (|lr|/B)·max|YᵀX − tril(YᵀY)W|``.
+
+    Args:
+        absmax: ``max|W|`` as a 0-d float32 tensor.
+        stats: the sums of :func:`statistics`.
+        lr: the learning rate η as a 0-d tensor.
+
+    Returns:
+        the bound as a 0-d float32 tensor; NaN or Inf when any statistic is not finite.
+    """
+    hebb = stats["hebb"]
+    return absmax + (lr.float().abs() / stats["count"]) * _absmax(hebb)
+
+
+def _absmax(t: torch.Tensor) -> torch.Tensor:
+    # one reduction pass; NaN propagates through aminmax
+    lo, hi = torch.aminmax(t)
+    return torch.maximum(lo.float().abs(), hi.float().abs())
+
+
 def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") -> torch.Tensor:
     """Per sample, literally: ΔW = (1/B) Σ_b y_bn (x_b − Σ_{n'≤n} y_bn' w_n') (eq. 2, 4).
 
@@ -248,7 +269,7 @@ def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") ->
     Examples:
         >>> import torch, torch.nn as nn
         >>> from hebbopt.rules import hpca
-        >>> layer, x = nn.Linear(5, 3, bias=False).double(), torch.randn(8, 5, dtype=torch.float64)
+        >>> layer, x = nn.Linear(5, 3, bias=False).float(), torch.randn(8, 5, dtype=torch.float64)
         >>> w = layer.weight.detach()
         >>> fast = hpca.update(hpca.statistics(x, x @ w.T, w, None), w)
         >>> torch.allclose(fast, hpca.reference(layer, x), atol=1e-12)
@@ -275,6 +296,7 @@ RULE = Rule(
     statistics=statistics,
     update=update,
     apply_=apply_,
+    bound=bound,
     reference=reference,
     weight_shaped=frozenset({"hebb"}),
     examples=({"activation": "relu"}, {"activation": "identity"}),

@@ -218,6 +218,26 @@ def apply_(weight: torch.Tensor, stats: dict[str, torch.Tensor], lr: torch.Tenso
     weight.mul_(weight_view(1 - coef * stats["r2"], weight)).addcmul_(stats["r2x"], weight_view(coef, weight))
 
 
+def bound(absmax: torch.Tensor, stats: dict[str, torch.Tensor], lr: torch.Tensor) -> torch.Tensor:
+    """An upper bound on ``max|W·(1 − lr·q/z) + (lr/z)·A|`` before it is formed:
+    ``max_n (|1 − lr·q_n/z_n|·max|W| + |lr/z_n|·max|A|)``.
+
+    Args:
+        absmax: ``max|W|`` as a 0-d float32 tensor.
+        stats: the sums of :func:`statistics`.
+        lr: the learning rate η as a 0-d tensor.
+
+    Returns:
+        the bound as a 0-d float32 tensor; NaN or Inf when any statistic is not finite.
+    """
+    z = stats["r"].float()
+    coef = lr.float() / _safe(z)
+    lo, hi = torch.aminmax(stats["r2x"])
+    a = torch.maximum(lo.float().abs(), hi.float().abs())
+    b = ((1 - coef * stats["r2"].float()).abs() * absmax + coef.abs() * a).max()
+    return torch.where(torch.isfinite(z).all(), b, torch.nan)  # _safe would hide a NaN in z
+
+
 def _safe(z: torch.Tensor) -> torch.Tensor:
     # z_n = 0 only if r_bn underflowed to 0 for every sample; then A_n = q_n = 0 as well.
     return torch.where(z > 0, z, torch.ones_like(z))
@@ -275,6 +295,7 @@ RULE = Rule(
     statistics=statistics,
     update=update,
     apply_=apply_,
+    bound=bound,
     reference=reference,
     weight_shaped=frozenset({"r2x"}),
     winners=winners,
