@@ -135,8 +135,10 @@ def patch_sq_norms(x: torch.Tensor, weight: torch.Tensor, geometry: Geometry) ->
     # Σ_c first, then a one-channel box filter: the same sum as a C-channel kernel of ones, C×
     # fewer multiply-adds.
     ones = torch.ones((1, 1, *weight.shape[2:]), dtype=x.dtype, device=x.device)
-    # A norm is a reduction without an x-sized temporary (x * x would be one).
-    channel_sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_()
+    # x² then a sum over channels: the x-sized temporary is cheap next to vector_norm(x, dim=1),
+    # which reduces over a strided dimension (measured on 2 CPU cores for a 64×3×32×32 input:
+    # 6.3 ms against 0.05 ms; 64×96×14×14: 1.9 against 0.1 ms).
+    channel_sq = x.square().sum(1, keepdim=True)
     sq = F.conv2d(channel_sq, ones, None, geometry.stride, geometry.padding, geometry.dilation)
     # Fast convolution algorithms may return tiny negatives for a sum of squares.
     return sq.clamp_min(0)
