@@ -81,3 +81,26 @@ def test_a_changed_setting_is_a_new_cell(tmp_path, monkeypatch):
     assert sorted(c for c in calls if c[0] == "finetune") == [("finetune", "none"), ("finetune", "softhebb")]
     # the digest covers whole sections: the probe cells, whose configuration changed too, run again
     assert ("_probe", "softhebb") in calls and ("_probe", "none") in calls
+
+
+def test_the_committed_imagenette_records_match_their_cells_under_the_current_config(tmp_path, monkeypatch):
+    # A key added to Config (at the value that computes what was computed before it) must not
+    # orphan the records a committed config already holds: each would be recomputed for hours.
+    import pathlib
+
+    from hebbopt.training import records as records_module
+    from hebbopt.training.semisup import _cells
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written
+    for split in ("train", "val"):
+        (tmp_path / "imagenette128" / split / "n01440764").mkdir(parents=True)
+    cfg = load(str(root / "recipes/configs/imagenette_softhebb_3l.yaml"), [])
+    committed = json.loads((root / cfg.sweep.records).read_text())["results"]
+    digests = set()
+    for seed in cfg.sweep.seeds:
+        for method in cfg.sweep.methods:
+            pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})
+            for protocol, *_, sub in _cells(cfg, [cfg], pre, tmp_path):
+                digests.add(records_module.cell_digest(sub, protocol))
+    assert committed and all(r["cell"] in digests for r in committed)

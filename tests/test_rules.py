@@ -305,7 +305,8 @@ def test_winners_take_only_what_statistics_takes():
 @pytest.mark.parametrize("rule", NAMED)
 def test_named_class_signature_is_the_rule(rule):
     params = inspect.signature(NAMED[rule]).parameters
-    hyper = {k: p.default for k, p in params.items() if k not in ("params", "lr", "compile", "diagnostics")}
+    common = ("params", "lr", "compile", "diagnostics", "statistics_dtype")
+    hyper = {k: p.default for k, p in params.items() if k not in common}
     assert hyper == RULES[rule].defaults()
     assert NAMED[rule](small_net(), lr=0.1).rule is RULES[rule]
 

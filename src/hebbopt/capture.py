@@ -67,11 +67,15 @@ def batch_statistics(
     hyper: dict,
     state: dict | None = None,
     out: list[torch.Tensor] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict:
     """``statistics(x, u, W, geometry[, state], **hyper)`` with ``u = output − bias`` in ≥ float32.
 
     Inputs, outputs and the weight are cast to a common dtype of at least float32 (float64 stays
-    float64). A Linear layer's inputs of any shape ``(*, S)`` are flattened to rows.
+    float64), or to ``dtype`` when given (e.g. ``torch.bfloat16``: the rule's products in bf16,
+    each accumulating in float32 inside the kernel but rounded to bf16 once per batch; the
+    results are returned in float32, so that the sums over batches accumulate in float32). A
+    Linear layer's inputs of any shape ``(*, S)`` are flattened to rows.
 
     Args:
         statistics: a rule's ``statistics`` function, e.g. :func:`hebbopt.rules.swta.statistics`.
@@ -86,20 +90,33 @@ def batch_statistics(
             ``None``.
         out: spare tensors for a rule whose ``statistics`` takes ``out`` (passed as ``out=``),
             else ``None`` (not passed).
+        dtype: the dtype the rule computes in (default: at least float32, see above).
 
     Returns:
-        the rule's statistics of this batch.
+        the rule's statistics of this batch (floating tensors in at least float32).
     """
-    inputs = rule_inputs(x, output, bias, weight, geometry)
-    if out is not None:
+    inputs = rule_inputs(x, output, bias, weight, geometry, dtype)
+    if out is not None and dtype is None:
         hyper = {**hyper, "out": out}
-    if state is None:
-        return statistics(*inputs, geometry, **hyper)
-    return statistics(*inputs, geometry, state, **hyper)
+    args = (*inputs, geometry) if state is None else (*inputs, geometry, state)
+    stats = statistics(*args, **hyper)
+    if dtype is None:
+        return stats
+    wide = {
+        k: torch.promote_types(v.dtype, torch.float32)
+        for k, v in stats.items()
+        if isinstance(v, torch.Tensor)
+    }
+    return {k: v.to(wide[k]) if k in wide and v.is_floating_point() else v for k, v in stats.items()}
 
 
 def rule_inputs(
-    x: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None, weight: torch.Tensor, geometry: Geometry
+    x: torch.Tensor,
+    output: torch.Tensor,
+    bias: torch.Tensor | None,
+    weight: torch.Tensor,
+    geometry: Geometry,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x, u, weight)`` as a rule takes them (see :func:`batch_statistics`).
 
@@ -109,12 +126,14 @@ def rule_inputs(
         bias: the layer bias, or ``None``.
         weight: the layer weight (detached).
         geometry: ``None`` for Linear, else the convolution's geometry.
+        dtype: the dtype of the three (default: their common dtype, at least float32).
 
     Returns:
-        the three in one dtype of at least float32, Linear rows flattened, ``u = output − bias``.
+        the three in one dtype, Linear rows flattened, ``u = output − bias``.
     """
-    dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
-    dtype = torch.promote_types(dtype, weight.dtype)
+    if dtype is None:
+        dtype = torch.promote_types(torch.promote_types(x.dtype, output.dtype), torch.float32)
+        dtype = torch.promote_types(dtype, weight.dtype)
     x, output, weight = x.to(dtype), output.to(dtype), weight.to(dtype)
     if geometry is None:
         x = x.reshape(-1, weight.shape[1])

@@ -110,6 +110,23 @@ def update(stats: dict, weight: torch.Tensor) -> torch.Tensor:
     return d / d.abs().amax().clamp_min(1e-30)
 
 
+def apply_(weight: torch.Tensor, stats: dict, lr: torch.Tensor) -> None:
+    """``W ← W + lr·ΔW`` in place, with no weight-sized temporary: ``D`` is formed in
+    ``stats["gx"]`` (the step's own sums, consumed by it), then ``W += (lr / max(max|D|, 1e-30))·D``.
+
+    Args:
+        weight: the weight W to update in place (a detached view of the parameter).
+        stats: the summed statistics; ``stats["gx"]`` is overwritten with ``D``.
+        lr: the learning rate η as a 0-d tensor.
+    """
+    if torch.compiler.is_compiling():  # inductor fuses the functional form into one pass
+        weight.add_(update(stats, weight) * lr)
+        return
+    d = stats["gx"].addcmul_(weight_view(stats["gi"], weight), weight, value=-1)
+    lo, hi = torch.aminmax(d)  # max|D| in one pass, without |D|
+    weight.add_(d.mul_(lr / torch.maximum(-lo, hi).clamp_min(1e-30)))
+
+
 def reference(layer: torch.nn.Module, x: torch.Tensor, *, p: float, k: int, delta: float) -> torch.Tensor:
     """Per sample, literally: ranks by ``I_b``, ``D_n = Σ_b g_bn (x_b − I_bn w_n)``, then scaled.
 
@@ -152,6 +169,7 @@ RULE = Rule(
     },
     statistics=statistics,
     update=update,
+    apply_=apply_,
     reference=reference,
     weight_shaped=frozenset({"gx"}),
     check_layer=_check_k,

@@ -110,6 +110,25 @@ def update(stats: dict, weight: torch.Tensor, *, power_lr: float) -> torch.Tenso
     return d.mul_(weight_view(rate, weight) / (d.abs().amax() + 1e-30))
 
 
+def apply_(weight: torch.Tensor, stats: dict, lr: torch.Tensor, *, power_lr: float) -> None:
+    """``W ← W + lr·ΔW`` in place, with no weight-sized temporary: ``D`` is formed in
+    ``stats["yx"]`` (the step's own sums, consumed by it), then ``W += (lr·η_n / (max|D| + 1e-30))·D``.
+
+    Args:
+        weight: the weight W to update in place (a detached view of the parameter).
+        stats: the summed statistics; ``stats["yx"]`` is overwritten with ``D``.
+        lr: the learning rate η as a 0-d tensor.
+        power_lr: exponent of the per-neuron rate.
+    """
+    if torch.compiler.is_compiling():  # inductor fuses the functional form (and fails on this one)
+        weight.add_(update(stats, weight, power_lr=power_lr) * lr)
+        return
+    d = stats["yx"].addcmul_(weight_view(stats["yu"], weight), weight, value=-1)
+    rate = (weight.flatten(1).norm(dim=1) - 1).abs_().add_(1e-10).pow_(power_lr)
+    lo, hi = torch.aminmax(d)  # max|D| in one pass, without |D|
+    weight.addcmul_(d, weight_view(rate * (lr / (torch.maximum(-lo, hi) + 1e-30)), weight))
+
+
 def reference(
     layer: torch.nn.Module, x: torch.Tensor, *, temperature: float, power_lr: float
 ) -> torch.Tensor:
@@ -148,6 +167,7 @@ RULE = Rule(
     },
     statistics=statistics,
     update=update,
+    apply_=apply_,
     reference=reference,
     weight_shaped=frozenset({"yx"}),
     winners=winners,

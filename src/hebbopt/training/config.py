@@ -34,6 +34,9 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says which key and what is allowed."""
 
 
+STATISTICS_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Section ``data``: the dataset and how it is read (see :func:`~hebbopt.data.datasets.load_dataset`).
@@ -102,6 +105,10 @@ class PretrainConfig:
         exclude: layer-name patterns to leave untrained.
         compile: ``true``, ``false`` or ``auto`` (compile the rules under ``torch.compile`` on CUDA
             only).
+        statistics_dtype: ``float32`` (exact with respect to the activations) or ``bfloat16``
+            (each batch's statistics computed in bf16, rounded once per batch, summed in float32:
+            with ``run.mixed_precision: bf16``, about twice as fast on a CPU with bf16 units; see
+            docs/benchmarks.md for what it costs in accuracy).
     """
 
     method: str = "hpca"
@@ -114,6 +121,7 @@ class PretrainConfig:
     include: list | None = None
     exclude: list | None = None
     compile: typing.Any = "auto"
+    statistics_dtype: str = "float32"
 
 
 @dataclasses.dataclass
@@ -715,6 +723,11 @@ def validate(cfg: Config) -> None:
     _check_rule_kwargs(cfg.pretrain.rule_kwargs)
     if cfg.pretrain.schedule not in ("all", "layerwise"):
         raise ConfigError(f"pretrain.schedule must be 'all' or 'layerwise', got {cfg.pretrain.schedule!r}")
+    if cfg.pretrain.statistics_dtype not in STATISTICS_DTYPES:
+        raise ConfigError(
+            f"pretrain.statistics_dtype must be one of {', '.join(STATISTICS_DTYPES)}, "
+            f"got {cfg.pretrain.statistics_dtype!r}"
+        )
     if cfg.pretrain.compile not in (True, False, "auto"):
         raise ConfigError(f"pretrain.compile must be true, false or auto, got {cfg.pretrain.compile!r}")
     if cfg.run.mixed_precision not in ("no", "bf16", "fp16"):

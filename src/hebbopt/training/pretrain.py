@@ -58,7 +58,8 @@ def hebbian_optimizer(cfg: Config, layers: dict) -> HebbianOptimizer:
             {"modules": {n: m}, **{k: v for k, v in per_layer.get(n, {}).items() if k not in kwargs}}
             for n, m in layers.items()
         ]
-    return HebbianOptimizer(groups, p.method, lr=p.lr, compile=p.compile, **kwargs)
+    dtype = None if p.statistics_dtype == "float32" else getattr(torch, p.statistics_dtype)
+    return HebbianOptimizer(groups, p.method, lr=p.lr, compile=p.compile, statistics_dtype=dtype, **kwargs)
 
 
 class _StageDone(Exception):

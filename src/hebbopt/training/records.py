@@ -30,6 +30,12 @@ UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "check
 """Keys of section ``run`` that do not change a result (where it runs, how it reports)."""
 
 
+ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32"}
+"""Keys added to the configuration after records were first committed, with the value that
+computes what was computed before them: at that value a key is left out of the digest, so that a
+record committed before it still matches its cell."""
+
+
 def cell_digest(cfg: Config, protocol: str) -> str:
     """The digest of everything a cell's result depends on (module docstring).
 
@@ -46,6 +52,9 @@ def cell_digest(cfg: Config, protocol: str) -> str:
         **{s: d[s] for s in ("data", "model", "pretrain", "finetune", "probe")},
     }
     what["run"] = {k: v for k, v in d["run"].items() if k not in UNREAD_RUN_KEYS}
+    for (section, key), before in ADDED_KEYS.items():
+        if what[section].get(key) == before:
+            del what[section][key]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
