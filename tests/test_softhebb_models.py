@@ -168,3 +168,19 @@ def test_param_groups_from_hyper_one_step():
     opt.close()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {f"blocks.{i}.conv.weight" for i in range(3)}
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.7])
+def test_triangle_in_place_gives_the_out_of_place_values_and_gradients(power):
+    x = torch.randn(3, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    before = x.detach().clone()
+    literal = torch.relu(x - x.mean(dim=1, keepdim=True)) ** power
+    got = Triangle(power)(x)
+    assert torch.equal(got, literal)
+    g = torch.randn_like(literal)
+    (want,) = torch.autograd.grad(literal, x, g)
+    (have,) = torch.autograd.grad(got, x, g)
+    assert torch.allclose(have, want, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(Triangle(power)(x), literal)
+    assert torch.equal(x, before)  # the input is never modified
