@@ -101,6 +101,6 @@ def test_the_committed_imagenette_records_match_their_cells_under_the_current_co
     for seed in cfg.sweep.seeds:
         for method in cfg.sweep.methods:
             pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})
-            for protocol, *_, sub in _cells(cfg, [cfg], pre, tmp_path):
+            for protocol, *_, sub in _cells(cfg, [cfg], pre, tmp_path, [0]):
                 digests.add(records_module.cell_digest(sub, protocol))
     assert committed and all(r["cell"] in digests for r in committed)

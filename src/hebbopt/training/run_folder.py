@@ -70,6 +70,8 @@ class Run:
         kind: what the run is, one of :data:`RUN_KINDS`.
         inputs: the files the run reads, ``{role: None or file_input(...)}`` (see
             :func:`~hebbopt.training.checkpoints.file_input`).
+        may_differ: ``(section, key)`` pairs a resume accepts changed (the caller has checked
+            them, e.g. a sweep dropping settings, :mod:`hebbopt.training.sweep_settings`).
 
     Attributes:
         dir: the run folder.
@@ -86,9 +88,9 @@ class Run:
 
     def __init__(
         self, cfg: Config, accelerator: Accelerator, *, resume: bool, kind: str = "pretrain",
-        inputs: dict | None = None,
+        inputs: dict | None = None, may_differ: tuple[tuple[str, str], ...] = (),
     ) -> None:  # fmt: skip
-        self.cfg, self.accelerator = cfg, accelerator
+        self.cfg, self.accelerator, self.may_differ = cfg, accelerator, may_differ
         self.kind, self.inputs, self.resume = kind, dict(inputs or {}), resume
         self.dir = pathlib.Path(os.path.normpath(pathlib.Path(cfg.run.dir).expanduser()))
         self.checkpoint = self.dir / "checkpoint.pt"
@@ -123,7 +125,7 @@ class Run:
                     f"{self.dir} already holds a run: pass --resume to continue it{stale}, "
                     "or pick another run.dir"
                 )
-            _check_same(config_file, self.cfg, READS.get(self.kind))
+            _check_same(config_file, self.cfg, READS.get(self.kind), self.may_differ)
             self._check_identity()
         elif self.resume and any(
             (self.dir / n).exists() for n in ("checkpoint.pt", "metrics.json", "results.json")
@@ -625,10 +627,13 @@ def _saved_config(config_file: pathlib.Path, cfg: Config) -> dict[str, dict[str,
     }
 
 
-def _check_same(config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...] | None = None) -> None:
+def _check_same(
+    config_file: pathlib.Path, cfg: Config, sections: tuple[str, ...] | None = None,
+    may_differ: tuple[tuple[str, str], ...] = (),
+) -> None:  # fmt: skip
     saved = _saved_config(config_file, cfg)
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
-    free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")}
+    free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")} | set(may_differ)
     free |= {("sweep", "retry_diverged"), ("sweep", "records")}  # what a resume reuses, not what it computes
     diff = [
         f"{section}.{key}: {saved[section][key]!r} -> {value!r}"

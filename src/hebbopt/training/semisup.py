@@ -35,6 +35,7 @@ from accelerate import Accelerator
 from hebbopt.data import ImageSplits
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
+from hebbopt.training import sweep_settings
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, subsets
@@ -81,13 +82,25 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             f"{folder} holds runs of a sweep ({taken.parent}): pass --resume to continue them (the sweep "
             "reuses what matches its configuration), or pick another run.dir"
         )
-    run = Run(cfg, accelerator, resume=resume, kind="semisup")
+    indices, space = sweep_settings.setting_indices(folder, cfg, resume)
+    changed = indices is not None and indices != list(range(len(space)))
+    run = Run(
+        cfg,
+        accelerator,
+        resume=resume,
+        kind="semisup",
+        may_differ=(("sweep", "settings"),) if changed else (),
+    )
     root = run.dir
     earlier = _earlier(root) if resume else []
+    if changed:  # results of the settings left out are no longer the sweep's
+        earlier = [r for r in earlier if "setting" not in r or r["setting"] in indices]
     splits = load_splits(cfg, accelerator)
     build_model(cfg, splits, seed=0, head_norm=cfg.finetune.head_norm)  # fails here, before any training
     grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]  # each setting checked up front
     run.start()
+    if run.main and cfg.sweep.settings:
+        sweep_settings.keep(root, space)
     if "linear" in cfg.sweep.protocols and any("probe" in setting for setting in cfg.sweep.settings):
         run.log("sweep.settings vary probe keys: they tune LP-FT's first phase; the linear protocol runs "
                 "once per regime, with the probe section as configured")  # fmt: skip
@@ -105,7 +118,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 },
                 run={"seed": seed, "dir": str(root / "pretrain" / f"{method}-seed{seed}")},
             )
-            cells = _cells(cfg, grid, pre, root)
+            cells = _cells(cfg, grid, pre, root, indices or [0])
             held = records.all_held(
                 [(sub, protocol) for protocol, *_, sub in cells]
             )  # then no pre-training either
@@ -202,14 +215,17 @@ def _effective(cfg: Config, protocol: str) -> str:
     return json.dumps({"protocol": protocol, **d}, sort_keys=True, default=str)
 
 
-def _cells(cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path) -> list[tuple]:
+def _cells(
+    cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path, indices: list[int]
+) -> list[tuple]:
     """The cells of one method and seed, in the sweep's order: ``(protocol, regime, setting index,
-    folder name, configuration)``."""
+    folder name, configuration)``; ``indices`` gives each setting's folder index (see
+    :mod:`~hebbopt.training.sweep_settings`)."""
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
             tuned = protocol in ("finetune", "lpft")
-            for k, setting in enumerate(grid if tuned else [cfg]):
+            for k, setting in zip(indices, grid, strict=True) if tuned else [(0, cfg)]:
                 name = f"{pre.pretrain.method}-seed{pre.run.seed}-{regime:g}pct" + (
                     f"-set{k}" if tuned and cfg.sweep.settings else ""
                 )

@@ -1,0 +1,78 @@
+"""A resumed grid may leave out a setting none of whose cells finished (one that diverged, say):
+the others keep their folders and finished cells; a finished setting, or a new one, is refused."""
+
+import json
+import sys
+
+import pytest
+import yaml
+from test_diverged_cells import GRID
+from test_finetune_protocols import TINY
+
+from hebbopt.training import load, semisup
+from hebbopt.training.cli import semisup_main
+from hebbopt.training.config import ConfigError
+
+SETTINGS = [
+    "{finetune: {lr: 1.0e-3}}",
+    "{finetune: {optimizer: sgd, lr: 1.0e+30}}",
+    "{finetune: {lr: 3.0e-3}}",
+]
+
+
+def args_with(tmp_path, *keep):
+    i = GRID.index("--sweep.settings")
+    grid = [*GRID[:i], "--sweep.settings", "[" + ", ".join(SETTINGS[k] for k in keep) + "]"]
+    return [*TINY, *grid, "--run.dir", str(tmp_path / "sweep")]
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+    module = sys.modules["hebbopt.training.semisup"]
+    real = module.finetune
+
+    def spy(cfg, **kwargs):
+        seen.append(cfg.run.dir.rsplit("/", 1)[-1])
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(module, "finetune", spy)
+    return seen
+
+
+def test_a_resume_may_leave_out_a_setting_whose_cells_diverged(tmp_path, calls):
+    assert semisup_main(args_with(tmp_path, 0, 1, 2)) == 1  # setting 1 diverges
+    first = {
+        r["setting"]: r for r in json.loads((tmp_path / "sweep" / "results.json").read_text())["results"]
+    }
+    calls.clear()
+    results = semisup(load(None, args_with(tmp_path, 0, 2)), resume=True)["results"]
+    # the kept settings run under their first indices: their finished cells are read back as they were
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set2"]
+    assert [r["setting"] for r in results] == [0, 2]
+    assert [r["test"] for r in results] == [first[0]["test"], first[2]["test"]]
+    assert "diverged" not in (tmp_path / "sweep" / "table.md").read_text()
+    started = json.loads((tmp_path / "sweep" / "settings.json").read_text())["settings"]
+    assert len(started) == 3 and started[1]["finetune"]["lr"] == 1e30
+    # the shorter list is now the folder's: resuming with it again changes nothing
+    calls.clear()
+    again = semisup(load(None, args_with(tmp_path, 0, 2)), resume=True)["results"]
+    assert [r["test"] for r in again] == [r["test"] for r in results]
+
+
+def test_leaving_out_a_finished_setting_is_refused_and_writes_nothing(tmp_path, calls):
+    semisup_main(args_with(tmp_path, 0, 1, 2))
+    config = (tmp_path / "sweep" / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"sweep\.settings\[0\].*finished"):
+        semisup(load(None, args_with(tmp_path, 1, 2)), resume=True)
+    assert (tmp_path / "sweep" / "config.yaml").read_text() == config
+    assert len(yaml.safe_load(config)["sweep"]["settings"]) == 3
+
+
+def test_a_new_setting_on_resume_is_still_a_different_configuration(tmp_path, calls):
+    semisup_main(args_with(tmp_path, 0, 1, 2))
+    args = args_with(tmp_path, 0, 2)
+    i = args.index("--sweep.settings")
+    args[i + 1] = "[" + SETTINGS[0] + ", {finetune: {lr: 5.0e-3}}]"
+    with pytest.raises(ConfigError, match="different configuration"):
+        semisup(load(None, args), resume=True)
