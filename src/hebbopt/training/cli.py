@@ -96,7 +96,8 @@ def _clear_errors(main):
 
 @_clear_errors
 def pretrain_main(argv: list[str] | None = None) -> int:
-    """``recipes/pretrain.py``: unsupervised pre-training (hpca, swta, vae) of the configured model.
+    """``recipes/pretrain.py``: unsupervised pre-training (a Hebbian rule of
+    :data:`hebbopt.rules.RULES`, or ``vae``) of the configured model.
 
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
@@ -108,11 +109,13 @@ def pretrain_main(argv: list[str] | None = None) -> int:
         ConfigError: ``pretrain.method`` is ``none`` (turned into exit status 2, like every
             configuration error).
     """
+    from hebbopt.rules import RULES
     from hebbopt.training.pretrain import pretrain
 
-    args, cfg = _parse("Unsupervised pre-training (hpca, swta, vae) of a timm backbone.", argv)
+    rules = ", ".join(RULES)
+    args, cfg = _parse(f"Unsupervised pre-training of a timm backbone: a rule ({rules}), or vae.", argv)
     if cfg.pretrain.method == "none":
-        raise ConfigError("pretrain.method none: nothing to pre-train; choose hpca, swta or vae")
+        raise ConfigError(f"pretrain.method none: nothing to pre-train; choose a rule ({rules}) or vae")
     path = pretrain(cfg, resume=args.resume)
     print(f"backbone: {path}")
     return 0
