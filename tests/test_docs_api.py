@@ -66,6 +66,8 @@ MODULES = [
     "hebbopt.training.sgd",
     "hebbopt.training.checkpoints",
     "hebbopt.training.run_folder",
+    "hebbopt.training.folder_lock",
+    "hebbopt.training.sweep_settings",
     "hebbopt.training.cli",
 ]
 

@@ -1,4 +1,5 @@
-"""The run folder: its configuration, identity, lock, log, metrics and checkpoint; resume checks."""
+"""The run folder: its configuration, identity, log, metrics and checkpoint; resume checks (its
+lock: :mod:`hebbopt.training.folder_lock`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import math
 import os
 import pathlib
 import re
-import secrets
-import socket
 import time
 import weakref
 from typing import Any
@@ -20,11 +19,8 @@ from tqdm.auto import tqdm
 from hebbopt.files import CorruptFileError, atomic_write_bytes, remove_leftovers
 from hebbopt.training.checkpoints import read_json, same_input, save_checkpoint, write_json
 from hebbopt.training.config import Config, ConfigError, dump
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: the lock names its process, without flock
-    fcntl = None  # type: ignore[assignment]
+from hebbopt.training.folder_lock import LOCK, FolderLock, stale_note
+from hebbopt.training.folder_lock import busy as lock_busy
 
 RUN_KINDS = ("pretrain", "finetune", "semisup")
 """What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
@@ -96,8 +92,8 @@ class Run:
         self.checkpoint = self.dir / "checkpoint.pt"
         self.main = accelerator.is_main_process
         self._started = False
-        self._lock: _FolderLock | None = None
-        busy = _busy(self.dir / LOCK, self.dir) if self.main else None
+        self._lock: FolderLock | None = None
+        busy = lock_busy(self.dir / LOCK, self.dir) if self.main else None
         if busy := self._agreed(busy):  # only the main process reads the lock: it tells the others
             raise ConfigError(busy)
         self._check_folder()
@@ -120,7 +116,7 @@ class Run:
                         f"{self.dir} holds a finished run (it was already complete): pick another run.dir, "
                         "or pass --resume to read its results"
                     )
-                stale = _stale_note(self.dir / LOCK)
+                stale = stale_note(self.dir / LOCK)
                 raise ConfigError(
                     f"{self.dir} already holds a run: pass --resume to continue it{stale}, "
                     "or pick another run.dir"
@@ -191,7 +187,7 @@ class Run:
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             try:
-                self._lock, took_over = _FolderLock.acquire(self.dir / LOCK, self.dir, self.kind)
+                self._lock, took_over = FolderLock.acquire(self.dir / LOCK, self.dir, self.kind)
                 weakref.finalize(self, self._lock.release)  # also released when the run is dropped
                 self._check_folder()  # what another run may have written before the lock was ours
             except ConfigError as e:
@@ -352,77 +348,6 @@ FORMAT = 2
 checksum; a folder of format 1 (no ``format`` key: written before checksums) is accepted once after
 its metrics pass the range checks, and sealed then."""
 
-LOCK = "run.lock"
-"""The lock file of a run folder held by a run: ``{"pid", "host", "kind", "since", "token"}``."""
-
-_HELD: dict[pathlib.Path, _FolderLock] = {}  # the folders this process holds, by lock file
-
-
-class _FolderLock:
-    """``run.lock``, held with ``flock`` (released by the system when the process dies, so a
-    dead holder is told from a live one even where process ids are not visible) and naming its
-    process and host (so a message can say who holds the folder)."""
-
-    def __init__(self, file: pathlib.Path, fd: int, token: str) -> None:
-        self.file, self.fd, self.token = file, fd, token
-
-    @classmethod
-    def acquire(cls, file: pathlib.Path, folder: pathlib.Path, kind: str) -> tuple[_FolderLock, str | None]:
-        """The lock of ``folder``, and the message to log if a dead run's lock was taken over.
-
-        Raises:
-            ConfigError: another live run holds it, or a run on another host.
-        """
-        earlier = _HELD.get(file)
-        if earlier is not None:  # a run of this process, now over (they follow each other)
-            earlier.release()
-        while True:
-            fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    holder = _holder(file) or {}
-                    raise ConfigError(_busy_message(folder, file, holder)) from None
-            try:  # the lock file may have been released (deleted) between open and flock
-                if os.fstat(fd).st_ino == os.stat(file).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        holder = _holder(file)
-        state = _state(holder, file, locked_by_us=True)
-        if state in ("live", "elsewhere"):
-            os.close(fd)
-            raise ConfigError(_busy_message(folder, file, holder or {}))
-        took_over = None
-        if state == "stale" and holder:
-            took_over = (
-                f"{folder}: the run that held it (pid {holder.get('pid')} on {holder.get('host')}, since "
-                f"{holder.get('since')}) is no longer running; taking it over"
-            )
-        token = secrets.token_hex(8)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "kind": kind,
-                  "since": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(record) + "\n").encode())
-        lock = cls(file, fd, token)
-        _HELD[file] = lock
-        return lock, took_over
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        holder = _holder(self.file)
-        if holder is not None and holder.get("token") == self.token:  # still ours: not taken over
-            self.file.unlink(missing_ok=True)
-        os.close(self.fd)
-        self.fd = None
-        if _HELD.get(self.file) is self:
-            del _HELD[self.file]
-
 
 def resume_problem(folder: pathlib.Path, kind: str) -> str | None:
     """Why a run cannot be resumed in ``folder``, or None: the one rule of ``--resume`` and of
@@ -451,97 +376,6 @@ def resume_problem(folder: pathlib.Path, kind: str) -> str | None:
         f"--resume: {folder} holds no config.yaml, so the run's configuration is unknown: "
         "restore it, or start a new run in another run.dir"
     )
-
-
-def release_locks() -> None:
-    """Release every run folder this process holds (the command line calls it as a command ends,
-    an error included)."""
-    for lock in list(_HELD.values()):
-        lock.release()
-
-
-def _holder(file: pathlib.Path) -> dict | None:
-    try:
-        holder = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def _alive(pid: Any) -> bool:
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _flocked(file: pathlib.Path) -> bool:
-    """Whether some open file holds ``file``'s flock (a live run; the system drops a dead one's)."""
-    if fcntl is None:
-        return False
-    try:
-        fd = os.open(file, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the probe's flock, and only it
-    return False
-
-
-def _state(holder: dict | None, file: pathlib.Path, *, locked_by_us: bool = False) -> str:
-    """``free`` (no lock), ``ours`` (this process), ``live`` (another live process on this host),
-    ``elsewhere`` (another host: its life cannot be checked) or ``stale`` (a process that is gone)."""
-    if holder is None:
-        if not file.exists():
-            return "free"
-        return "stale" if locked_by_us or not _flocked(file) else "live"
-    if holder.get("host") != socket.gethostname():
-        return "elsewhere"
-    if holder.get("pid") == os.getpid():
-        return "ours"
-    if _alive(holder.get("pid")) or (not locked_by_us and _flocked(file)):
-        return "live"
-    return "stale"
-
-
-def _busy(file: pathlib.Path, folder: pathlib.Path) -> str | None:
-    holder = _holder(file)
-    if _state(holder, file) in ("live", "elsewhere"):
-        return _busy_message(folder, file, holder or {})
-    return None
-
-
-def _busy_message(folder: pathlib.Path, file: pathlib.Path, holder: dict) -> str:
-    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('since', '?')}"
-    if holder.get("host") not in (None, socket.gethostname()):
-        return (
-            f"{folder} is held by a run on another host ({who}), which cannot be checked from here: "
-            f"wait for it to end, or pick another run.dir; if it has ended, delete {file}"
-        )
-    return (
-        f"{folder} is in use by another run ({who}): wait for it to end, or pick another run.dir "
-        f"(if that process is not a run, delete {file})"
-    )
-
-
-def _stale_note(file: pathlib.Path) -> str:
-    holder = _holder(file)
-    if holder is not None and _state(holder, file) == "stale":
-        return (
-            f" (its process, pid {holder.get('pid')}, is no longer running: --resume takes the folder over)"
-        )
-    return ""
 
 
 def _canonical(obj: Any) -> bytes:
