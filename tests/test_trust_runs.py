@@ -182,6 +182,27 @@ def test_a_finished_run_with_a_leftover_checkpoint_is_cleaned_up(tmp_path, monke
     assert not (tmp_path / "pre" / "checkpoint.pt").exists()
 
 
+def test_done_is_a_query_and_finished_tidies(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    def finish_then_die(self, metrics, message):
+        self.metrics(metrics)
+        raise KeyboardInterrupt("killed before the checkpoint was removed")
+
+    cfg = tiny(tmp_path, "--finetune.epochs", "1")
+    with monkeypatch.context() as m:
+        m.setattr(run_folder_module.Run, "finish", finish_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(cfg)
+    leftover = tmp_path / "run" / "checkpoint.pt"
+    files = {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file() and p.name != "run.lock"}
+    run = run_folder_module.Run(cfg, Accelerator(cpu=True), resume=True, kind="finetune")
+    metrics = run.done()
+    assert metrics["done"] and leftover.exists()
+    assert {p: p.read_bytes() for p in files} == files  # nothing written or deleted
+    assert run.finished() == metrics and not leftover.exists()
+
+
 # --- 3, 4. weight files and input identities that do not depend on the process -----------------
 
 

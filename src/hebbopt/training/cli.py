@@ -34,7 +34,8 @@ import torch
 
 from hebbopt.files import CorruptFileError
 from hebbopt.training.config import ConfigError, make_parser, parse_args
-from hebbopt.training.run_folder import release_locks, resume_problem
+from hebbopt.training.folder_lock import release_locks
+from hebbopt.training.run_folder import resume_problem
 
 
 def _fail(message: str) -> None:

@@ -116,7 +116,7 @@ def finetune(
         read_weights(backbone)  # readable, checksum verified
     accelerator = accelerator or make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume, kind="finetune", inputs=inputs)
-    finished = run.done()
+    finished = run.finished()
     if finished:
         return finished
     try:

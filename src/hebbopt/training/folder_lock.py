@@ -32,7 +32,14 @@ _HELD: dict[pathlib.Path, FolderLock] = {}  # the folders this process holds, by
 class FolderLock:
     """``run.lock``, held with ``flock`` (released by the system when the process dies, so a
     dead holder is told from a live one even where process ids are not visible) and naming its
-    process and host (so a message can say who holds the folder)."""
+    process and host (so a message can say who holds the folder). Made by :meth:`acquire`.
+
+    Args:
+        file: the lock file.
+        fd: its open descriptor, holding the ``flock``.
+        token: this holder's random token, written in the file (a lock taken over is not ours to
+            delete).
+    """
 
     def __init__(self, file: pathlib.Path, fd: int, token: str) -> None:
         self.file, self.fd, self.token = file, fd, token

@@ -121,7 +121,7 @@ def pretrain(
     accelerator = accelerator or make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume)
     backbone = run.dir / "backbone.safetensors"
-    if run.done():
+    if run.finished():
         run.log(f"{run.dir}: finished earlier, nothing to do")
         return backbone
     try:

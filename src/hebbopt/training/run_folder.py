@@ -135,7 +135,7 @@ class Run:
         """Whether the folder holds a finished run (its leftover checkpoint removed); a damaged
         record counts as unfinished here, and is named when the run is resumed."""
         try:
-            return self.done() is not None
+            return self.finished() is not None  # a run starting here tidies what a finished one left
         except CorruptFileError:
             return False
 
@@ -294,10 +294,8 @@ class Run:
         self.close()
 
     def done(self) -> dict | None:
-        """The final metrics of a finished run in this folder, checked.
-
-        A run killed between writing its final metrics and deleting its checkpoint is complete:
-        the leftover ``checkpoint.pt`` is deleted here, and the log says so.
+        """The final metrics of a finished run in this folder, checked; a query (nothing is
+        written or deleted: :meth:`finished` tidies what a finished run left behind).
 
         Returns:
             ``metrics.json`` (without its checksum) if it says ``"done"``, else None.
@@ -307,6 +305,42 @@ class Run:
                 copied from another run), or holds a value that is not finite or out of range; the
                 message names it.
         """
+        found = self._final_metrics()
+        return None if found is None else found[0]
+
+    def finished(self) -> dict | None:
+        """:meth:`done`, then what a finished run may have left behind, tidied (what a command
+        that reads a finished run back calls): a run killed between writing its final metrics and
+        deleting its checkpoint is complete, so the leftover ``checkpoint.pt`` is deleted; metrics
+        of a folder from before checksums are sealed. The log says so.
+
+        Returns:
+            ``metrics.json`` (without its checksum) if it says ``"done"``, else None.
+
+        Raises:
+            CorruptFileError: as :meth:`done`.
+        """
+        found = self._final_metrics()
+        if found is None:
+            return None
+        metrics, sealed = found
+        file = self.dir / "metrics.json"
+        if not sealed:  # a run finished before metrics were sealed: range-checked, sealed now
+            if self.main:
+                write_json(file, {**metrics, "sha256": self._seal(metrics)})
+                self._mark_format()
+            self.log(f"{file}: written by an older hebbopt without a checksum: range-checked and sealed")
+        if self.checkpoint.exists():
+            if self.main:
+                self.checkpoint.unlink(missing_ok=True)
+            self.log(
+                f"{self.dir}: the run was already complete (metrics.json); removed the checkpoint.pt its "
+                "end left behind"
+            )
+        return metrics
+
+    def _final_metrics(self) -> tuple[dict, bool] | None:
+        """``(metrics, sealed)`` of a finished run, checked (see :meth:`done`), or None."""
         file = self.dir / "metrics.json"
         if not file.exists():
             return None
@@ -323,24 +357,12 @@ class Run:
             raise CorruptFileError(
                 f"{file}: no checksum, so these metrics cannot be tied to this run (edited?); {advice}"
             )
-        if sealed is None:  # a run finished before metrics were sealed: range-checked above, sealed now
-            if self.main:
-                write_json(file, {**metrics, "sha256": self._seal(metrics)})
-                self._mark_format()
-            self.log(f"{file}: written by an older hebbopt without a checksum: range-checked and sealed")
-        elif sealed != self._seal(metrics):
+        if sealed is not None and sealed != self._seal(metrics):
             raise CorruptFileError(
                 f"{file}: checksum mismatch: the metrics were edited, or belong to another run (its "
                 f"config.yaml differs); {advice}"
             )
-        if self.checkpoint.exists():
-            if self.main:
-                self.checkpoint.unlink(missing_ok=True)
-            self.log(
-                f"{self.dir}: the run was already complete (metrics.json); removed the checkpoint.pt its "
-                "end left behind"
-            )
-        return metrics
+        return metrics, sealed is not None
 
 
 FORMAT = 2

@@ -371,7 +371,7 @@ def _probe(
     read back."""
     inputs = {"backbone": file_input(backbone, "backbone") if backbone is not None else None}
     run = Run(cfg, accelerator, resume=resume, kind="finetune", inputs=inputs)
-    finished = run.done()
+    finished = run.finished()
     if finished:
         return finished
     run.start()

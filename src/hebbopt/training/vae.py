@@ -203,7 +203,7 @@ def pretrain_vae(
     accelerator = accelerator or make_accelerator(cfg)
     run = Run(cfg, accelerator, resume=resume, kind="pretrain")
     backbone_file = run.dir / "backbone.safetensors"
-    if run.done():
+    if run.finished():
         return backbone_file
     splits = splits or load_splits(cfg, accelerator)
     v = cfg.vae
