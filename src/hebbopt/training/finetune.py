@@ -183,7 +183,9 @@ def _finetune(
         lr = opt.param_groups[0]["lr"]
         sched.step()
         seconds = time.perf_counter() - start
-        entry = {"epoch": epoch + 1, "seconds": seconds, "loss": total.item() / max(1, seen), "lr": lr}
+        images = seen * accelerator.num_processes
+        entry = {"epoch": epoch + 1, "seconds": seconds, "images_per_s": images / seconds,
+                 "loss": total.item() / max(1, seen), "lr": lr}  # fmt: skip
         if len(val) and _validate_after(epoch, epochs, f.val_every):
             entry["val"] = evaluate(model, splits.train, val, accelerator, cfg)
             if entry["val"]["top1"] > best["top1"]:
@@ -212,7 +214,8 @@ def _finetune(
         "labelled": len(labelled), "validation": len(val),
         "best_epoch": best["epoch"] if best["state"] is not None else epochs, "test": test,
         **({"val": _val_of(history, best["epoch"])} if best["state"] is not None else {}),
-        "history": history, "backbone": str(backbone) if backbone else None, **(extra or {}),
+        "history": history, "backbone": str(backbone) if backbone else None,
+        **_throughput(history), **(extra or {}),
     }  # fmt: skip
     if run.main:
         save_weights(plain, run.dir / "model.safetensors")
@@ -278,3 +281,13 @@ def _method_of(backbone: str | pathlib.Path | None) -> str:
         return str(json.loads(record.read_text())["method"])
     except (OSError, ValueError, KeyError):
         return "pretrained"
+
+
+def _throughput(history: list[dict]) -> dict:
+    """``train_images_per_s``: the images/s of the training epochs this run timed (a checkpoint
+    from before the field counts without them)."""
+    timed = [h for h in history if "images_per_s" in h and h["seconds"] > 0]
+    if not timed:
+        return {}
+    images = sum(h["images_per_s"] * h["seconds"] for h in timed)
+    return {"train_images_per_s": images / sum(h["seconds"] for h in timed)}

@@ -202,10 +202,37 @@ def _notes(results: list[dict]) -> list[str]:
     precisions = sorted({str(r["precision"]) for r in results if "precision" in r})
     if precisions:
         notes.append(f"- precision (run.mixed_precision): {', '.join(precisions)}")
+    speeds = _speeds(results)
+    if speeds:
+        notes.append(f"- images/s (median over the cells that measured it): {speeds}")
     missing = sum(len(settings[k]) * len(seeds) - len(cells[k]) for k in cells)
     if missing:
         notes.append(f"- incomplete: {missing} cell(s) of the grid have no record; the table shows what ran")
     return ["", *notes] if notes else []
+
+
+SPEED_KEYS = {
+    "pretrain_images_per_s": "Hebbian pre-training",
+    "features_images_per_s": "frozen features",
+    "train_images_per_s": "fine-tuning",
+}
+"""The records' throughput fields, as the table's notes name them (every phase a cell ran)."""
+
+
+def _speeds(results: list[dict]) -> str:
+    """``phase N (protocol M, ...)`` for every throughput field the records hold, medians over cells."""
+    parts = []
+    for key, phase in SPEED_KEYS.items():
+        by: dict[str, list[float]] = defaultdict(list)
+        for r in results:
+            if isinstance(r.get(key), int | float) and "diverged" not in r:
+                by[_protocol_of(r) if key == "train_images_per_s" else ""].append(float(r[key]))
+        if not by:
+            continue
+        text = ", ".join(f"{k} {statistics.median(v):.0f}" if k else f"{statistics.median(v):.0f}"
+                         for k, v in sorted(by.items()))  # fmt: skip
+        parts.append(f"{phase} {text}")
+    return "; ".join(parts)
 
 
 def plot(

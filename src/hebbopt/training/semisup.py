@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 
 import torch
 from accelerate import Accelerator
@@ -124,6 +125,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             )  # then no pre-training either
             backbone = None if held else pretrain(pre, resume=resume, accelerator=accelerator, splits=splits)
             digest = None if held else backbone_digest(backbone)
+            speed = _pretrain_speed(pre) if backbone is not None else {}
             features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
             ran: dict[str, tuple[int, dict]] = {}  # effective configuration -> (setting, metrics)
             for protocol, regime, k, _, sub in cells:
@@ -148,7 +150,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                         m = _diverged(sub, method, protocol, str(e), run)
                 ran.setdefault(effective, (k, m))
                 if record is None:
-                    record = {"model": cfg.model.name, **_record(m, protocol), **tag}
+                    record = {"model": cfg.model.name, **_record(m, protocol), **tag, **speed}
                     record = records.add(
                         sub, protocol, {**record, "precision": cfg.run.mixed_precision}, digest
                     )
@@ -280,6 +282,21 @@ def _lpft_probe(
     )  # fmt: skip
 
 
+def _pretrain_speed(pre: Config) -> dict:
+    """``pretrain_images_per_s`` of the backbone's pre-training, from its folder's metrics (``{}``
+    when they do not say: a backbone pre-trained by an older hebbopt, or not by this sweep)."""
+    file = pathlib.Path(pre.run.dir) / "metrics.json"
+    try:
+        history = read_json(file).get("history", []) if file.exists() else []
+        timed = [h for h in history if h.get("seconds", 0) > 0 and "images_per_s" in h]
+    except (CorruptFileError, AttributeError, TypeError):
+        return {}
+    if not timed:
+        return {}
+    images = sum(h["images_per_s"] * h["seconds"] for h in timed)
+    return {"pretrain_images_per_s": images / sum(h["seconds"] for h in timed)}
+
+
 def _record(metrics: dict, protocol: str) -> dict:
     """A run's metrics as ``results.json`` lists them: without ``history``, ``protocol`` after ``method``."""
     record: dict = {}
@@ -324,9 +341,13 @@ class _Features:
             progress=self.accelerator.is_main_process and cfg.run.progress,
         )  # fmt: skip
         of = f"features of {cfg.pretrain.method} seed {cfg.run.seed}"
+        start, count = time.perf_counter(), 0
 
         def features(images, what: str, **extra) -> torch.Tensor:
-            return extract_features(images=images, desc=f"{of}: {what}", **kwargs, **extra)
+            nonlocal count
+            out = extract_features(images=images, desc=f"{of}: {what}", **kwargs, **extra)
+            count += len(out) * self.accelerator.num_processes
+            return out
 
         self.train = features(splits.train, "labelled", indices=self.rows)
         self.train_flip = None
@@ -337,6 +358,7 @@ class _Features:
             self.val_x = features(splits.train, "validation", indices=self.val)
         self.test = features(splits.test, "test")
         self.test_y = splits.test.labels  # type: ignore[attr-defined]
+        self.images_per_s = count / max(time.perf_counter() - start, 1e-9)
         del model
         self.ready = True
 
@@ -421,7 +443,7 @@ def _evaluate_frozen(
         "seed": cfg.run.seed, "labelled": len(labelled), "validation": len(val), "features": train_x.shape[1],
         "test": {k: v for k, v in test.items() if k != "k"},
         **{k: v for k, v in extra.items() if v is not None},
-        "backbone": str(backbone) if backbone else None,
+        "backbone": str(backbone) if backbone else None, "features_images_per_s": features.images_per_s,
     }  # fmt: skip
     sizes = f"{len(labelled)} labelled, {train_x.shape[1]} features"
     what = f"{protocol} {method} {cfg.finetune.regime:g}% ({sizes})"
