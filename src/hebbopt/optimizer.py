@@ -59,9 +59,9 @@ class HebbianOptimizer(Optimizer):
         TypeError: ``params`` is not a model, a Conv2d/Linear, modules or param groups (e.g.
             ``model.parameters()``), or holds a layer the rules cannot hook.
         ValueError: ``compile`` is not ``True``, ``False`` or ``"auto"``, ``statistics_dtype`` is
-            not one of :data:`STATISTICS_DTYPES`, an unknown rule, an
-            invalid hyper-parameter, no layer to hook, a layer given twice, or a layer that
-            another optimizer hooks and was not closed.
+            not ``None`` or a floating dtype (``torch.float32``, ``float64``, ``bfloat16``,
+            ``float16``), an unknown rule, an invalid hyper-parameter, no layer to hook, a layer
+            given twice, or a layer that another optimizer hooks and was not closed.
         UnknownHyperParameterError: ``hyper`` or a param group names a hyper-parameter the rule
             does not have (a ``ValueError`` and a ``TypeError``; the nearest valid name is
             suggested).

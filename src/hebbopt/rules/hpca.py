@@ -269,7 +269,7 @@ def reference(layer: nn.Module, x: torch.Tensor, *, activation: str = "relu") ->
     Examples:
         >>> import torch, torch.nn as nn
         >>> from hebbopt.rules import hpca
-        >>> layer, x = nn.Linear(5, 3, bias=False).float(), torch.randn(8, 5, dtype=torch.float64)
+        >>> layer, x = nn.Linear(5, 3, bias=False).double(), torch.randn(8, 5, dtype=torch.float64)
         >>> w = layer.weight.detach()
         >>> fast = hpca.update(hpca.statistics(x, x @ w.T, w, None), w)
         >>> torch.allclose(fast, hpca.reference(layer, x), atol=1e-12)

@@ -346,7 +346,7 @@ class _Features:
         def features(images, what: str, **extra) -> torch.Tensor:
             nonlocal count
             out = extract_features(images=images, desc=f"{of}: {what}", **kwargs, **extra)
-            count += len(out) * self.accelerator.num_processes
+            count += len(out)  # every image of the split (the features are gathered)
             return out
 
         self.train = features(splits.train, "labelled", indices=self.rows)
