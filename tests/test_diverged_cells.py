@@ -17,7 +17,8 @@ GRID = [
 ]  # fmt: skip
 
 
-def test_a_diverging_setting_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+def spy_on_finetune(monkeypatch) -> list[str]:
+    """The folder names of the fine-tuning runs the sweep calls (a finished one reads back at once)."""
     calls = []
     module = sys.modules["hebbopt.training.semisup"]
     real = module.finetune
@@ -27,6 +28,11 @@ def test_a_diverging_setting_is_recorded_and_the_sweep_goes_on(tmp_path, monkeyp
         return real(cfg, **kwargs)
 
     monkeypatch.setattr(module, "finetune", spy)
+    return calls
+
+
+def test_a_diverging_setting_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    calls = spy_on_finetune(monkeypatch)
     args = [*TINY, *GRID, "--run.dir", str(tmp_path / "sweep")]
     assert semisup_main(args) == 1  # every cell ran; one diverged
     assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set1", "none-seed0-40pct-set2"]

@@ -2,11 +2,10 @@
 the others keep their folders and finished cells; a finished setting, or a new one, is refused."""
 
 import json
-import sys
 
 import pytest
 import yaml
-from test_diverged_cells import GRID
+from test_diverged_cells import GRID, spy_on_finetune
 from test_finetune_protocols import TINY
 
 from hebbopt.training import load, semisup
@@ -28,16 +27,7 @@ def args_with(tmp_path, *keep):
 
 @pytest.fixture
 def calls(monkeypatch):
-    seen = []
-    module = sys.modules["hebbopt.training.semisup"]
-    real = module.finetune
-
-    def spy(cfg, **kwargs):
-        seen.append(cfg.run.dir.rsplit("/", 1)[-1])
-        return real(cfg, **kwargs)
-
-    monkeypatch.setattr(module, "finetune", spy)
-    return seen
+    return spy_on_finetune(monkeypatch)
 
 
 def test_a_resume_may_leave_out_a_setting_whose_cells_diverged(tmp_path, calls):

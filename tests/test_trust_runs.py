@@ -154,16 +154,23 @@ def test_a_sweep_holds_its_folder_and_each_sub_run_its_own(tmp_path, monkeypatch
 # --- 2. a kill between the final metrics and the checkpoint's removal ----------------------------
 
 
-def test_a_finished_run_with_a_leftover_checkpoint_is_cleaned_up(tmp_path, monkeypatch, capsys):
-    def finish_then_die(self, metrics, message):
-        self.metrics(metrics)
-        raise KeyboardInterrupt("killed before the checkpoint was removed")
+def finish_then_die(self, metrics, message):
+    self.metrics(metrics)
+    raise KeyboardInterrupt("killed before the checkpoint was removed")
 
+
+def killed_after_its_metrics(tmp_path, monkeypatch):
+    """A fine-tuning run killed between writing its final metrics and deleting its checkpoint."""
     cfg = tiny(tmp_path, "--finetune.epochs", "1")
     with monkeypatch.context() as m:
         m.setattr(run_folder_module.Run, "finish", finish_then_die)
         with pytest.raises(KeyboardInterrupt):
             finetune(cfg)
+    return cfg
+
+
+def test_a_finished_run_with_a_leftover_checkpoint_is_cleaned_up(tmp_path, monkeypatch, capsys):
+    killed_after_its_metrics(tmp_path, monkeypatch)
     run = tmp_path / "run"
     assert (run / "checkpoint.pt").exists() and json.loads((run / "metrics.json").read_text())["done"]
     capsys.readouterr()
@@ -185,15 +192,7 @@ def test_a_finished_run_with_a_leftover_checkpoint_is_cleaned_up(tmp_path, monke
 def test_done_is_a_query_and_finished_tidies(tmp_path, monkeypatch):
     from accelerate import Accelerator
 
-    def finish_then_die(self, metrics, message):
-        self.metrics(metrics)
-        raise KeyboardInterrupt("killed before the checkpoint was removed")
-
-    cfg = tiny(tmp_path, "--finetune.epochs", "1")
-    with monkeypatch.context() as m:
-        m.setattr(run_folder_module.Run, "finish", finish_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            finetune(cfg)
+    cfg = killed_after_its_metrics(tmp_path, monkeypatch)
     leftover = tmp_path / "run" / "checkpoint.pt"
     files = {p: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file() and p.name != "run.lock"}
     run = run_folder_module.Run(cfg, Accelerator(cpu=True), resume=True, kind="finetune")
