@@ -39,3 +39,12 @@ def test_the_note_is_the_median_over_cells_and_skips_diverged_ones():
     assert "- images/s (median over the cells that measured it): fine-tuning finetune 20" in text
     plain = table([cell(0), cell(1)], "top1", dataset="d", methods=["m"], protocols=["finetune"])
     assert "images/s" not in plain
+
+
+def test_bf16_statistics_are_said_under_the_table():
+    cells = [cell(0, statistics_dtype="bfloat16", precision="bf16"), cell(1, precision="bf16")]
+    text = table(cells, "top1", dataset="d", methods=["m"], protocols=["finetune"])
+    assert "- Hebbian statistics (pretrain.statistics_dtype): bfloat16" in text
+    assert "statistics_dtype" not in table(
+        [cell(0)], "top1", dataset="d", methods=["m"], protocols=["finetune"]
+    )

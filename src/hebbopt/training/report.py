@@ -202,6 +202,9 @@ def _notes(results: list[dict]) -> list[str]:
     precisions = sorted({str(r["precision"]) for r in results if "precision" in r})
     if precisions:
         notes.append(f"- precision (run.mixed_precision): {', '.join(precisions)}")
+    low = sorted({str(r["statistics_dtype"]) for r in results if "statistics_dtype" in r})
+    if low:
+        notes.append(f"- Hebbian statistics (pretrain.statistics_dtype): {', '.join(low)}")
     speeds = _speeds(results)
     if speeds:
         notes.append(f"- images/s (median over the cells that measured it): {speeds}")

@@ -151,8 +151,10 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 ran.setdefault(effective, (k, m))
                 if record is None:
                     record = {"model": cfg.model.name, **_record(m, protocol), **tag, **speed}
+                    low = cfg.pretrain.statistics_dtype != "float32" and method != "none"
+                    stats = {"statistics_dtype": cfg.pretrain.statistics_dtype} if low else {}
                     record = records.add(
-                        sub, protocol, {**record, "precision": cfg.run.mixed_precision}, digest
+                        sub, protocol, {**record, "precision": cfg.run.mixed_precision, **stats}, digest
                     )
                 results.append(record)
                 _write(root, results + earlier[len(results) :], metric, cfg, methods, run)
