@@ -283,11 +283,22 @@ def _method_of(backbone: str | pathlib.Path | None) -> str:
         return "pretrained"
 
 
-def _throughput(history: list[dict]) -> dict:
-    """``train_images_per_s``: the images/s of the training epochs this run timed (a checkpoint
-    from before the field counts without them)."""
-    timed = [h for h in history if "images_per_s" in h and h["seconds"] > 0]
+def images_per_second(history: list[dict]) -> float | None:
+    """The images/s over the epochs of a run's history that timed them (``seconds`` and
+    ``images_per_s``; a checkpoint from before the field counts without them), or None.
+
+    Args:
+        history: per-epoch entries (fine-tuning's, or a pre-training's).
+
+    Returns:
+        Images over seconds, summed over the timed epochs.
+    """
+    timed = [h for h in history if isinstance(h, dict) and h.get("seconds", 0) > 0 and "images_per_s" in h]
     if not timed:
-        return {}
-    images = sum(h["images_per_s"] * h["seconds"] for h in timed)
-    return {"train_images_per_s": images / sum(h["seconds"] for h in timed)}
+        return None
+    return sum(h["images_per_s"] * h["seconds"] for h in timed) / sum(h["seconds"] for h in timed)
+
+
+def _throughput(history: list[dict]) -> dict:
+    speed = images_per_second(history)
+    return {} if speed is None else {"train_images_per_s": speed}

@@ -39,7 +39,7 @@ from hebbopt.selection import classifier
 from hebbopt.training import sweep_settings
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config, ConfigError
-from hebbopt.training.finetune import finetune, subsets
+from hebbopt.training.finetune import finetune, images_per_second, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
@@ -289,14 +289,10 @@ def _pretrain_speed(pre: Config) -> dict:
     when they do not say: a backbone pre-trained by an older hebbopt, or not by this sweep)."""
     file = pathlib.Path(pre.run.dir) / "metrics.json"
     try:
-        history = read_json(file).get("history", []) if file.exists() else []
-        timed = [h for h in history if h.get("seconds", 0) > 0 and "images_per_s" in h]
+        speed = images_per_second(read_json(file).get("history", [])) if file.exists() else None
     except (CorruptFileError, AttributeError, TypeError):
         return {}
-    if not timed:
-        return {}
-    images = sum(h["images_per_s"] * h["seconds"] for h in timed)
-    return {"pretrain_images_per_s": images / sum(h["seconds"] for h in timed)}
+    return {} if speed is None else {"pretrain_images_per_s": speed}
 
 
 def _record(metrics: dict, protocol: str) -> dict:
