@@ -44,6 +44,8 @@ MODULES = [
     "hebbopt.filters",
     "hebbopt.files",
     "hebbopt.models.alexnet",
+    "hebbopt.models.vgg",
+    "hebbopt.models.flat_head",
     "hebbopt.models.softhebb",
     "hebbopt.models.features",
     "hebbopt.data.datasets",

@@ -198,3 +198,71 @@ def test_hebb_alexnet_softhebb_block_trains_by_softhebb_then_every_layer_by_back
     nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4)).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("block", ["bn_relu", "softhebb"])
+def test_hebb_vgg11_geometry_timm_interface_and_settings(block):
+    model = timm.create_model("hebb_vgg11", num_classes=7, block=block, head_norm="l2")
+    assert "hebb_vgg11" in timm.list_models("hebb_*") and model.pretrained_cfg["input_size"] == (3, 32, 32)
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        inter = model.forward_intermediates(x, intermediates_only=True)
+        assert model(x).shape == (3, 7)
+        model.train()  # batch statistics (untouched running ones let 8 SoftHebb blocks overflow)
+        z = model.forward_head(model.forward_features(x), pre_logits=True)
+    # VGG11's convolutions and five halvings: 32 → 16 → 8 → 8 → 4 → 4 → 2 → 2 → 1
+    assert [tuple(t.shape[1:]) for t in inter] == [
+        (64, 16, 16),
+        (128, 8, 8),
+        (256, 8, 8),
+        (256, 4, 4),
+        (512, 4, 4),
+        (512, 2, 2),
+        (512, 2, 2),
+        (512, 1, 1),
+    ]
+    assert [t.shape[1] for t in inter] == [f["num_chs"] for f in model.feature_info]
+    assert z.shape == (3, 512)
+    torch.testing.assert_close(z.square().mean(1), torch.ones(3))  # head_norm l2
+    hyper = hebbopt.models.layer_hyper("hebb_vgg11", "softhebb")
+    layers = list(hebbopt.hebbian_layers(model))
+    assert len(layers) == 8
+    # the per-layer settings reach exactly the SoftHebb blocks' convolutions, never the bn_relu ones
+    assert (layers == list(hyper)) == (block == "softhebb") and (set(layers) & set(hyper) == set()) == (
+        block == "bn_relu"
+    )
+    settings = hebbopt.models.alexnet.softhebb_block_settings(8)
+    powers = [m.power for m in model.modules() if isinstance(m, hebbopt.models.Triangle)]
+    assert powers == ([s[0] for s in settings] if block == "softhebb" else [])
+    assert [h["temperature"] for h in hyper.values()] == [1 / s[1] for s in settings]
+    wide = timm.create_model("hebb_vgg11", num_classes=0, block=block, width=0.5, img_size=64)
+    assert len([m for m in wide.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 32]) == 1
+    assert wide.head_hidden_size == 256 * 2 * 2 and wide(torch.randn(2, 3, 64, 64)).shape == (2, 1024)
+    feats = timm.create_model("hebb_vgg11", features_only=True, out_indices=(1, 7), block=block)
+    assert [o.shape[1:] for o in feats(x)] == [(128, 8, 8), (512, 1, 1)]
+    model.reset_classifier(0)
+    assert model(x).shape == (3, 512)
+
+
+def test_hebb_vgg11_refuses_bad_arguments():
+    for bad, message in [
+        ({"block": "resnet"}, "block must be one of"),
+        ({"head_norm": "l1"}, "head_norm"),
+        ({"img_size": 16, "block": "softhebb"}, "too small"),  # reflect padding of a 1×1 map
+        ({"img_size": 16}, "too small"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            timm.create_model("hebb_vgg11", **bad)
+    with pytest.raises(ValueError, match="HebbVGG has no global pooling"):
+        timm.create_model("hebb_vgg11").reset_classifier(3, global_pool="avg")
+
+
+def test_hebb_vgg11_softhebb_block_trains_by_softhebb_then_every_layer_by_backprop():
+    model = timm.create_model("hebb_vgg11", num_classes=10, block="softhebb", width=0.25)
+    opt = _one_step_changes_only_selected(model, hebbopt.SoftHebb, torch.randn(6, 3, 32, 32))
+    assert list(opt.layers) == [f"features.{i}.conv" for i in range(8)]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -1,5 +1,5 @@
-"""timm registrations of the FastHebb and SoftHebb networks (imported by ``import hebbopt``), and the
-per-layer Hebbian settings their papers give (:data:`LAYER_HYPER`)."""
+"""timm registrations of the FastHebb and SoftHebb networks and a CIFAR VGG (imported by
+``import hebbopt``), and the per-layer Hebbian settings their papers give (:data:`LAYER_HYPER`)."""
 
 from hebbopt.models.alexnet import SOFTHEBB_BLOCK_HYPER, HebbAlexNet, hebb_alexnet_6l, hebb_alexnet_10l
 from hebbopt.models.softhebb import (
@@ -10,10 +10,12 @@ from hebbopt.models.softhebb import (
     softhebb_4l,
     softhebb_5l,
 )
+from hebbopt.models.vgg import SOFTHEBB_VGG_HYPER, HebbVGG, hebb_vgg11
 
 LAYER_HYPER: dict[tuple[str, str], dict[str, dict]] = {
     **{(model, "softhebb"): hyper for model, hyper in SOFTHEBB_LAYER_HYPER.items()},
     **{(model, "softhebb"): hyper for model, hyper in SOFTHEBB_BLOCK_HYPER.items()},
+    **{(model, "softhebb"): hyper for model, hyper in SOFTHEBB_VGG_HYPER.items()},
 }
 """The papers' per-layer hyper-parameters of a rule on a model: ``{(model, rule): {layer: {key: value}}}``.
 
@@ -45,11 +47,14 @@ __all__ = [
     "LAYER_HYPER",
     "SOFTHEBB_BLOCK_HYPER",
     "SOFTHEBB_LAYER_HYPER",
+    "SOFTHEBB_VGG_HYPER",
     "HebbAlexNet",
+    "HebbVGG",
     "SoftHebbNet",
     "Triangle",
     "hebb_alexnet_6l",
     "hebb_alexnet_10l",
+    "hebb_vgg11",
     "layer_hyper",
     "softhebb_3l",
     "softhebb_4l",

@@ -275,6 +275,12 @@ class ProbeConfig:
             or ``map`` (the last feature map, ``forward_features``, flattened).
         retrieval_ks: the k of the retrieval precision@k recorded beside ``knn`` (with mAP); an empty
             list: no retrieval.
+        calibrate_norm: a random start (``pretrain.method: none``) gets its BatchNorm running
+            statistics from one pass over the training images (weights unchanged,
+            :func:`~hebbopt.training.probe.estimate_norm_statistics`) before its features are taken,
+            as a Hebbian backbone gets them from its pre-training's forward passes. Deep networks of
+            SoftHebb blocks (``hebb_vgg11`` with ``block: softhebb``) need it: with the untouched
+            statistics their activations grow by orders of magnitude at each layer.
     """
 
     epochs: int = 50
@@ -286,6 +292,7 @@ class ProbeConfig:
     knn_k: int | list = 20
     features: str = "pre_logits"
     retrieval_ks: list = dataclasses.field(default_factory=lambda: [10, 50, 100])
+    calibrate_norm: bool = False
 
 
 @dataclasses.dataclass

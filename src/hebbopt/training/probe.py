@@ -6,6 +6,7 @@ pre-training produced without changing them:
 | function | protocol |
 |---|---|
 | :func:`extract_features` | the frozen backbone's flattened pre-classifier features, computed once |
+| :func:`estimate_norm_statistics` | a random start's BatchNorm statistics, from one pass over the images |
 | :func:`linear_probe` | SoftHebb's linear classifier: dropout → Linear, Adam, lr halved at milestones |
 | :func:`knn` | k-nearest neighbours on cosine similarity, majority vote |
 | :func:`retrieval` | each test image queries the training set: precision@k and mAP |
@@ -105,8 +106,6 @@ def extract_features(
             backbone's weights or the data's statistics are NaN or infinite): a probe on them would
             train on NaN.
     """
-    from hebbopt.data import TensorImages
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if (mean is None) != (std is None):
@@ -128,21 +127,7 @@ def extract_features(
     if mean is not None and std is not None:
         scale = tuple(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(device) for v in (mean, std))
 
-    def tensor_batches():
-        for start in range(0, len(index), batch_size):
-            chunk = index[start : start + batch_size]
-            if isinstance(images, TensorImages):
-                yield images.batch(chunk)[0]
-            else:
-                assert isinstance(images, torch.Tensor)
-                x = images[chunk]
-                yield x.float() / 255 if x.dtype == torch.uint8 else x.float()
-
-    if isinstance(images, (TensorImages, torch.Tensor)):
-        batches = tensor_batches()
-    else:
-        loader = DataLoader(Subset(images, index.tolist()), batch_size=batch_size, num_workers=workers)
-        batches = (x for x, _ in loader)
+    batches = _image_batches(images, index, batch_size, workers)
     was_training = model.training
     model.eval()
     out: torch.Tensor | None = None
@@ -172,6 +157,109 @@ def extract_features(
         model.train(was_training)
     assert out is not None and done == len(index)
     return out
+
+
+def _image_batches(images, index: torch.Tensor, batch_size: int, workers: int):
+    """The images of ``index`` in batches of ``batch_size``, float, on the CPU (as
+    :func:`extract_features` describes ``images``)."""
+    from hebbopt.data import TensorImages
+
+    if isinstance(images, (TensorImages, torch.Tensor)):
+        for start in range(0, len(index), batch_size):
+            chunk = index[start : start + batch_size]
+            if isinstance(images, TensorImages):
+                yield images.batch(chunk)[0]
+            else:
+                x = images[chunk]
+                yield x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    else:
+        loader = DataLoader(Subset(images, index.tolist()), batch_size=batch_size, num_workers=workers)
+        yield from (x for x, _ in loader)
+
+
+@torch.no_grad()
+def estimate_norm_statistics(
+    model: nn.Module,
+    images: Dataset | torch.Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+    workers: int = 0,
+    progress: bool = False,
+    desc: str = "BatchNorm statistics",
+) -> int:
+    """Set every BatchNorm layer's running statistics to those of ``images``; no weight changes.
+
+    Each BatchNorm's running mean and variance restart and become the cumulative average over
+    every batch of one pass in train mode (``momentum=None``; each layer normalises with its batch
+    statistics, so each sees what the layers before it give in training), then the momenta and the
+    model's mode come back. A Hebbian backbone gets its statistics from its pre-training's forward
+    passes; a random start gets them here, before features are taken of it: without them a deep
+    network of SoftHebb blocks (BatchNorm without affine, then convolution and a power activation)
+    multiplies the scale of its activations by orders of magnitude at each layer.
+
+    Args:
+        model: the network.
+        images: as in :func:`extract_features` (all of them are used, in order).
+        batch_size: images per forward pass (at least 2: a batch's variance needs two).
+        device: where the model runs (default: the device of its first parameter).
+        channels_last: batches in channels-last memory format.
+        workers: DataLoader workers, for datasets other than ``TensorImages``.
+        progress: show a progress bar.
+        desc: what the progress bar calls this pass.
+
+    Returns:
+        the number of BatchNorm layers set (0: nothing to do, no pass is made).
+
+    Raises:
+        ValueError: ``batch_size`` < 2.
+        FloatingPointError: a running statistic came out non-finite (the statistics are put back as
+            they were).
+    """
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (a batch's variance needs two images), got {batch_size}")
+    norms = [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms:
+        return 0
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    model.to(device)
+    saved = [(m.momentum, {k: v.clone() for k, v in m.state_dict().items()}) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    index = torch.arange(len(images))
+    steps = math.ceil(len(index) / batch_size)
+    try:
+        for x in tqdm(_image_batches(images, index, batch_size, workers), total=steps, desc=desc,
+                      unit="batch", leave=False, disable=not progress):  # fmt: skip
+            if len(x) < 2:
+                continue  # a last batch of one image has no variance
+            x = x.to(device, non_blocking=True)
+            model(x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x)
+        bad = [
+            m
+            for m in norms
+            if not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())
+        ]
+        if bad:
+            raise FloatingPointError(f"{desc}: {len(bad)} BatchNorm layers got non-finite running statistics")
+    except BaseException:
+        for m, (momentum, state) in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+            m.momentum = momentum
+        raise
+    finally:
+        model.train(was_training)
+    for m, (momentum, _) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    return len(norms)
 
 
 def milestones(epochs: int) -> list[int]:

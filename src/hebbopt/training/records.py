@@ -30,7 +30,7 @@ UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "check
 """Keys of section ``run`` that do not change a result (where it runs, how it reports)."""
 
 
-ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32"}
+ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32", ("probe", "calibrate_norm"): False}
 """Keys added to the configuration after records were first committed, with the value that
 computes what was computed before them: at that value a key is left out of the digest, so that a
 record committed before it still matches its cell."""

@@ -42,7 +42,7 @@ from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, images_per_second, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
-from hebbopt.training.probe import extract_features, knn, linear_probe, retrieval
+from hebbopt.training.probe import estimate_norm_statistics, extract_features, knn, linear_probe, retrieval
 from hebbopt.training.records import Records, backbone_digest
 from hebbopt.training.report import metric_name, plot, table
 from hebbopt.training.run_folder import Run, check_metrics, resume_problem
@@ -339,7 +339,13 @@ class _Features:
             progress=self.accelerator.is_main_process and cfg.run.progress,
         )  # fmt: skip
         of = f"features of {cfg.pretrain.method} seed {cfg.run.seed}"
-        start, count = time.perf_counter(), 0
+        if self.backbone is None and cfg.probe.calibrate_norm:
+            estimate_norm_statistics(
+                model, splits.train, device=self.accelerator.device, channels_last=cfg.model.channels_last,
+                workers=cfg.data.workers, progress=kwargs["progress"],
+                desc=f"BatchNorm statistics of none seed {cfg.run.seed}",
+            )  # fmt: skip
+        start, count = time.perf_counter(), 0  # the features' images/s, after the statistics
 
         def features(images, what: str, **extra) -> torch.Tensor:
             nonlocal count
