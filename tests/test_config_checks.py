@@ -126,3 +126,47 @@ def test_bad_config_files_are_config_errors(tmp_path):
         (tmp_path / "c.yaml").write_text(text)
         with pytest.raises(ConfigError, match=message):
             load(tmp_path / "c.yaml")
+
+
+CHOICES = {
+    "pretrain.schedule": ("all", "layerwise"),
+    "pretrain.statistics_dtype": ("float32", "bfloat16"),
+    "finetune.optimizer": ("sgd", "adamw"),
+    "finetune.schedule": ("step", "cosine"),
+    "finetune.head_norm": ("none", "l2"),
+    "probe.normalize": ("none", "standardize", "l2"),
+    "probe.features": ("pre_logits", "map"),
+    "run.mixed_precision": ("no", "bf16", "fp16"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(CHOICES))
+def test_each_choice_is_its_fields_type_and_a_wrong_one_is_named_everywhere(key, tmp_path):
+    """The choices are declared on the field (``Literal``) and checked by the parser: from the command
+    line, a file and ``sweep.settings``/``replace`` alike, the message names the key and the choices."""
+    section, name = key.split(".")
+    choices = CHOICES[key]
+    message = re.escape(f"{key} must be one of {', '.join(choices)}, got 'bogus'")
+    with pytest.raises(ConfigError, match=message):
+        load(None, [f"--{key}", "bogus"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"{section}:\n  {name}: bogus\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path)
+    with pytest.raises(ConfigError, match=message):
+        load(None).replace(**{section: {name: "bogus"}})
+    for choice in choices:
+        assert getattr(getattr(load(None, [f"--{key}", choice]), section), name) == choice
+
+
+def test_the_configuration_imports_nothing_that_runs():
+    """config.py sits below every training module: it imports none of them (nor evaluation)."""
+    import ast
+    import pathlib
+
+    import hebbopt.training.config as config
+
+    tree = ast.parse(pathlib.Path(config.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("hebbopt.training")}, imported

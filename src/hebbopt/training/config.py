@@ -9,6 +9,7 @@ that names the file or key and what to change.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
@@ -16,14 +17,13 @@ import pathlib
 import re
 import sys
 import typing
-from typing import Any
+from typing import Any, Literal
 
 import jsonargparse
 import yaml
 
 from hebbopt.data.datasets import check_source
 from hebbopt.rules import RULES
-from hebbopt.training.probe import NORMALIZE
 
 METHODS = (*RULES, "vae", "none")
 """Pre-training methods: every Hebbian rule of :data:`hebbopt.rules.RULES`, the β-VAE baseline, or
@@ -32,9 +32,6 @@ none (the network starts from its random initialisation)."""
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says which key and what is allowed."""
-
-
-STATISTICS_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass
@@ -115,13 +112,13 @@ class PretrainConfig:
     lr: float = 1e-3
     epochs: int = 1
     batch_size: int = 64
-    schedule: str = "all"
+    schedule: Literal["all", "layerwise"] = "all"
     rule_kwargs: dict = dataclasses.field(default_factory=lambda: {"swta": {"temperature": 0.02}})
     layer_defaults: bool = True
     include: list | None = None
     exclude: list | None = None
     compile: typing.Any = "auto"
-    statistics_dtype: str = "float32"
+    statistics_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 @dataclasses.dataclass
@@ -196,10 +193,10 @@ class FinetuneConfig:
     dropout: float = 0.5
     lr_constant_epochs: int = 10
     lr_halve_every: int = 2
-    optimizer: str = "sgd"
-    schedule: str = "step"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    schedule: Literal["step", "cosine"] = "step"
     augment: bool = False
-    head_norm: str = "none"
+    head_norm: Literal["none", "l2"] = "none"
     val_every: int = 1
     lpft_lr: float = 1e-4
     lpft_epochs: int = 10
@@ -287,10 +284,10 @@ class ProbeConfig:
     batch_size: int = 64
     lr: float = 1e-3
     dropout: float = 0.5
-    normalize: str = "none"
+    normalize: Literal["none", "standardize", "l2"] = "none"
     flip: bool = False
     knn_k: int | list = 20
-    features: str = "pre_logits"
+    features: Literal["pre_logits", "map"] = "pre_logits"
     retrieval_ks: list = dataclasses.field(default_factory=lambda: [10, 50, 100])
     calibrate_norm: bool = False
 
@@ -318,7 +315,7 @@ class RunConfig:
 
     dir: str = "runs/default"
     seed: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     cpu: bool = False
     threads: int = 0
     progress: bool = True
@@ -639,7 +636,10 @@ def _config_error(message: str) -> ConfigError:
             _check_keys(got.group(1) if got else "")
         except _DuplicateKey as e:
             return ConfigError(f"{key}: {e}")
-        return ConfigError(f"{key} must be {allowed}, got {got.group(1).strip() if got else detail.strip()}")
+        value = got.group(1).strip() if got else detail.strip()
+        if choices := re.fullmatch(r"(?:typing\.)?Literal\[(.*)\]", hint):
+            allowed, value = f"one of {', '.join(ast.literal_eval(f'({choices.group(1)},)'))}", repr(value)
+        return ConfigError(f"{key} must be {allowed}, got {value}")
     if m := re.match(r"unrecognized arguments: (.*)", message, re.S):
         word = m.group(1).split()[0]
         if not word.startswith("--"):
@@ -728,17 +728,8 @@ def validate(cfg: Config) -> None:
     _check_probe(cfg)
     _check_log_with(cfg)
     _check_rule_kwargs(cfg.pretrain.rule_kwargs)
-    if cfg.pretrain.schedule not in ("all", "layerwise"):
-        raise ConfigError(f"pretrain.schedule must be 'all' or 'layerwise', got {cfg.pretrain.schedule!r}")
-    if cfg.pretrain.statistics_dtype not in STATISTICS_DTYPES:
-        raise ConfigError(
-            f"pretrain.statistics_dtype must be one of {', '.join(STATISTICS_DTYPES)}, "
-            f"got {cfg.pretrain.statistics_dtype!r}"
-        )
     if cfg.pretrain.compile not in (True, False, "auto"):
         raise ConfigError(f"pretrain.compile must be true, false or auto, got {cfg.pretrain.compile!r}")
-    if cfg.run.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"run.mixed_precision must be no, bf16 or fp16, got {cfg.run.mixed_precision!r}")
     positive = {
         "pretrain.lr": cfg.pretrain.lr,
         "pretrain.batch_size": cfg.pretrain.batch_size,
@@ -773,19 +764,8 @@ def validate(cfg: Config) -> None:
     _check_finetune(cfg)
 
 
-FINETUNE_CHOICES = {
-    "optimizer": ("sgd", "adamw"),
-    "schedule": ("step", "cosine"),
-    "head_norm": ("none", "l2"),
-}
-"""The values each choice of section ``finetune`` takes."""
-
-
 def _check_finetune(cfg: Config) -> None:
     f = cfg.finetune
-    for key, choices in FINETUNE_CHOICES.items():
-        if getattr(f, key) not in choices:
-            raise ConfigError(f"finetune.{key} must be one of {', '.join(choices)}, got {getattr(f, key)!r}")
     if f.val_every < 0:
         raise ConfigError(f"finetune.val_every must be >= 0 (0: the last epoch only), got {f.val_every}")
     if not (f.lpft_lr > 0 and math.isfinite(f.lpft_lr)) or f.lpft_epochs < 1:
@@ -901,8 +881,6 @@ def _check_probe(cfg: Config) -> None:
         raise ConfigError(f"probe.knn_k must be an integer >= 1 or a list of them, got {p.knn_k!r}")
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in p.retrieval_ks):
         raise ConfigError(f"probe.retrieval_ks must be integers >= 1, got {p.retrieval_ks!r}")
-    if p.features not in ("pre_logits", "map"):
-        raise ConfigError(f"probe.features must be pre_logits or map, got {p.features!r}")
     if p.epochs < 0 or p.batch_size < 1 or not (p.lr > 0 and math.isfinite(p.lr)):
         raise ConfigError(
             f"probe.epochs must be >= 0, probe.batch_size >= 1 and probe.lr a finite number > 0, got "
@@ -910,8 +888,6 @@ def _check_probe(cfg: Config) -> None:
         )
     if not 0 <= p.dropout < 1:
         raise ConfigError(f"probe.dropout must be in [0, 1), got {p.dropout}")
-    if p.normalize not in NORMALIZE:
-        raise ConfigError(f"probe.normalize must be one of {', '.join(NORMALIZE)}, got {p.normalize!r}")
 
 
 def load(path: str | pathlib.Path | None = None, overrides: list[str] | None = None) -> Config:
