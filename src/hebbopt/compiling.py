@@ -21,6 +21,13 @@ layer shapes); raised only inside the calls of :func:`compiled`."""
 def resolve(mode: bool | str, device: torch.device) -> bool:
     """Whether to compile: ``True``/``False``, or ``"auto"`` = compile on CUDA only.
 
+    ``"auto"`` stays eager on the CPU for every rule, measured on 2 cores (docs/benchmarks.md, "Every
+    rule, after the rules registry"; × an SGD step, eager / compiled): SWTA 0.72 / 0.84, HPCA
+    0.92 / 1.03, SoftHebb 0.67 / 0.72, Krotov 0.72 / 0.72: inductor allocates its own buffers on
+    every call, so the in-place kernels lose their advantage. Oja alone is faster compiled (0.95 /
+    0.73), but each new layer shape costs a compilation of about 15 s on 2 cores, more than a
+    short run saves; ``compile=True`` asks for it.
+
     Args:
         mode: the optimizer's ``compile`` argument.
         device: the device of the tensors about to be processed.
