@@ -34,6 +34,7 @@ MODULES = [
     "hebbopt.rules.oja",
     "hebbopt.rules.bcm",
     "hebbopt.rules.geometry",
+    "hebbopt.testing",
     "hebbopt.capture",
     "hebbopt.layers",
     "hebbopt.checks",

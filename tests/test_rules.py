@@ -18,11 +18,12 @@ import pathlib
 
 import pytest
 import torch
-from helpers import assert_step_applies, geometry_net, record_inputs, rel_err
+from helpers import geometry_net, record_inputs, rel_err
 from torch import nn
 from torch._dynamo.utils import counters
 
 import hebbopt
+import hebbopt.testing
 from hebbopt.optimizer import NAMED
 from hebbopt.rules import RULES
 
@@ -73,20 +74,9 @@ def test_exact_against_per_sample_reference_float64(rule, hyper):
 @pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
 def test_consecutive_steps_stay_exact(rule, hyper):
     # From the second step on, a forward may write its statistics into the buffers the previous
-    # step applied: every step must still be the reference's. The reference carries its own state
-    # from a new layer's, step to step, apart from the optimizer's.
-    net = geometry_net(torch.float64)
-    opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0, **hyper)
-    states = {n: RULES[rule].initial_state(m.weight.detach()) for n, m in opt.layers.items()}
-    for _ in range(3):
-        x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
-        inputs = record_inputs(net, opt.layers, x)
-        expected = {}
-        for n, m in opt.layers.items():
-            expected[n], states[n] = reference_step(rule, m, inputs[n], hyper, states[n])
-        assert_step_applies(net, opt, expected, x)
-        for n, m in opt.layers.items():
-            assert_states_equal(rule_state(opt, m), states[n], 1e-10)
+    # step applied: every step must still be the reference's (hebbopt.testing, what a user's rule
+    # is checked with too). Fresh random network and batches on every run.
+    hebbopt.testing.check_exact(RULES[rule], hyper, steps=3, seed=torch.seed() % 2**31)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -121,24 +111,7 @@ def small_net():
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("parts", [2, 3])
 def test_micro_batches_equal_one_large_batch(rule, parts):
-    a = small_net()
-    b = copy.deepcopy(a)
-    opt_a, opt_b = (hebbopt.HebbianOptimizer(m, rule, lr=0.5) for m in (a, b))
-    init = {name: p.detach().clone() for name, p in a.named_parameters()}
-    for _ in range(2):
-        x = torch.randn(9, 3, 10, 10, dtype=torch.float64)
-        with torch.no_grad():
-            a(x)
-            for chunk in x.chunk(parts):
-                b(chunk)
-        opt_a.step()
-        opt_b.step()
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
-        assert rel_err(pb, pa) < 1e-12, name
-        hooked = name in ("0.weight", "2.weight", "5.weight")
-        assert hooked != torch.equal(pa, init[name]), name
-    for ma, mb in zip(opt_a.layers.values(), opt_b.layers.values(), strict=True):
-        assert_states_equal(rule_state(opt_b, mb), rule_state(opt_a, ma), 1e-12)
+    hebbopt.testing.check_accumulation(RULES[rule], parts=parts, seed=torch.seed() % 2**31)
 
 
 def compiled_graphs() -> int:
@@ -217,28 +190,7 @@ def _flatten(entry: dict, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("rule", RULES)
 def test_state_dict_round_trip_after_steps_resumes_bit_identically(rule):
-    a = small_net()
-    opt_a = hebbopt.HebbianOptimizer(a, rule, lr=0.2)
-    batches = [torch.randn(4, 3, 10, 10, dtype=torch.float64) for _ in range(6)]
-    for x in batches[:3]:  # training under way: step counts and any rule state have moved
-        with torch.no_grad():
-            a(x)
-        opt_a.step()
-    with torch.no_grad():
-        a(batches[3])  # pending statistics are part of the state
-    b = copy.deepcopy(a)
-    opt_b = hebbopt.HebbianOptimizer(b, rule, lr=0.9)
-    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))
-    assert opt_b.param_groups[0]["lr"] == 0.2
-    assert_same_state(opt_a, opt_b)
-    for x in batches[4:]:
-        for m, opt in ((a, opt_a), (b, opt_b)):
-            with torch.no_grad():
-                m(x)
-            opt.step()
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(pa, pb)
-    assert_same_state(opt_a, opt_b)
+    hebbopt.testing.check_round_trip(RULES[rule], seed=torch.seed() % 2**31)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -321,22 +273,19 @@ def test_rule_is_documented(rule):
 
 @pytest.mark.parametrize("rule", RULES)
 def test_a_non_finite_step_leaves_weights_and_state_as_they_were(rule):
-    net = small_net()
-    opt = hebbopt.HebbianOptimizer(net, rule, lr=0.2)
-    with torch.no_grad():
-        net(torch.randn(4, 3, 10, 10, dtype=torch.float64))
-    opt.step()  # any rule state has moved from its start
-    weights = copy.deepcopy(net.state_dict())
-    state = _flatten({str(i): s for i, s in copy.deepcopy(opt.state_dict()["state"]).items()})
-    x = torch.randn(4, 3, 10, 10, dtype=torch.float64)
-    x[0, 0, 0, 0] = torch.nan
-    with torch.no_grad():
-        net(x)
-    with pytest.raises(FloatingPointError):
-        opt.step()
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, weights[k]), k
-    after = _flatten({str(i): s for i, s in opt.state_dict()["state"].items()})
-    assert after.keys() == state.keys()
-    for k, v in state.items():
-        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k
+    hebbopt.testing.check_non_finite(RULES[rule], seed=torch.seed() % 2**31)
+
+
+def test_check_rule_names_the_rule_the_check_and_the_layer_that_differ():
+    oja = RULES["oja"]
+    off = dataclasses.replace(
+        oja, name="oja_off", reference=lambda layer, x, **h: 1.01 * oja.reference(layer, x, **h)
+    )
+    with pytest.raises(
+        AssertionError, match=r"rule 'oja_off', exact: step 1, layer 0: relative error 9\.9e-03"
+    ):
+        hebbopt.testing.check_rule(off, compile=False)
+    no_reference = dataclasses.replace(oja, name="oja_unreferenced", reference=None)
+    hebbopt.testing.check_rule(no_reference, compile=False)  # the other checks still run, and pass
+    with pytest.raises(ValueError, match="no reference"):
+        hebbopt.testing.check_exact(no_reference)

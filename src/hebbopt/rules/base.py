@@ -226,9 +226,10 @@ class Rule:
             ``apply_``/``update``.
         statistics: ``(x, u, weight, geometry[, state], **hyper) -> {name: sum}``.
         update: ``(stats, weight[, state], **hyper) -> ΔW`` (without the learning rate).
-        reference: ``(layer, x, **hyper) -> ΔW``, the literal per-sample rule; with state,
-            ``(layer, x, state, **hyper) -> (ΔW, new state)``.
         weight_shaped: the names of the statistics that have the weight's shape.
+        reference: ``(layer, x, **hyper) -> ΔW``, the literal per-sample rule; with state,
+            ``(layer, x, state, **hyper) -> (ΔW, new state)``; ``None`` for a rule without one
+            (:func:`hebbopt.testing.check_rule` then skips exactness and runs its other checks).
         apply_: ``(weight, stats, lr, **hyper) -> None``, in place; default ``W += lr·update``.
             With state, ``(weight, stats, state, lr, **hyper) -> new state`` (required).
         check_layer: optional ``(hyper, weight) -> str | None``: a problem of these
@@ -262,8 +263,8 @@ class Rule:
     hyper: Mapping[str, Hyper]
     statistics: Callable[..., dict]
     update: Callable[..., torch.Tensor]
-    reference: Callable[..., torch.Tensor]
     weight_shaped: frozenset[str]
+    reference: Callable[..., torch.Tensor] | None = None
     apply_: Callable[..., None] | None = None
     check_layer: Callable[[dict, torch.Tensor], str | None] | None = None
     examples: tuple[dict, ...] = ({},)
@@ -464,7 +465,12 @@ class Rule:
 
         Returns:
             ``(ΔW without η, state after the step)``.
+
+        Raises:
+            ValueError: the rule has no ``reference``.
         """
+        if self.reference is None:
+            raise ValueError(f"rule {self.name!r} has no reference (its per-sample form)")
         if self.init_state is None:
             return self.reference(layer, x, **hyper), state
         return self.reference(layer, x, state, **hyper)

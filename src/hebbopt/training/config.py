@@ -23,11 +23,22 @@ import jsonargparse
 import yaml
 
 from hebbopt.data.datasets import check_source
-from hebbopt.rules import RULES
+from hebbopt.rules import RESERVED, RULES
 
-METHODS = (*RULES, "vae", "none")
-"""Pre-training methods: every Hebbian rule of :data:`hebbopt.rules.RULES`, the β-VAE baseline, or
-none (the network starts from its random initialisation)."""
+
+def methods() -> tuple[str, ...]:
+    """The pre-training methods: every Hebbian rule of :data:`hebbopt.rules.RULES` (a rule registered
+    after import included), the β-VAE baseline, or none (the network starts from its random
+    initialisation).
+
+    Returns:
+        the method names, the rules first in registry order.
+
+    Examples:
+        >>> methods()[-2:]
+        ('vae', 'none')
+    """
+    return (*RULES, *RESERVED)
 
 
 class ConfigError(ValueError):
@@ -86,7 +97,7 @@ class PretrainConfig:
 
     Args:
         method: a Hebbian rule of :data:`hebbopt.rules.RULES` (``--help`` lists them), ``vae``
-            (the β-VAE baseline, set up by :class:`VAEConfig`) or ``none``; see :data:`METHODS`.
+            (the β-VAE baseline, set up by :class:`VAEConfig`) or ``none``; see :func:`methods`.
         lr: the Hebbian learning rate η.
         epochs: Hebbian epochs (per layer when ``schedule`` is ``layerwise``).
         batch_size: images per batch, per process.
@@ -209,7 +220,7 @@ class SweepConfig:
     """Section ``sweep``: the semi-supervised sweep (:func:`~hebbopt.training.semisup.semisup`).
 
     Args:
-        methods: the pre-training methods compared (each one of :data:`METHODS`).
+        methods: the pre-training methods compared (each one of :func:`methods`).
         regimes: the labelled percentages s fine-tuned on, each in (0, 100].
         seeds: one pre-training, labelled subset and initialisation per seed.
         pretrain_epochs: ``pretrain.epochs`` per method, e.g. ``{hpca: 12}`` (``hpca`` and ``swta``
@@ -469,14 +480,14 @@ def make_parser(description: str | None = None) -> jsonargparse.ArgumentParser:
     Returns:
         A new parser that raises (rather than exits) on errors.
     """
-    methods = ", ".join(METHODS)  # from the registry, never a hand list
+    listed = ", ".join(methods())  # from the registry, never a hand list
     parser = jsonargparse.ArgumentParser(
         description=description,
         parser_mode=_MODE,
         exit_on_error=False,
         default_env=False,
         allow_abbrev=False,
-        epilog=f"pretrain.method and sweep.methods take: {methods} (the rules of hebbopt.rules.RULES, "
+        epilog=f"pretrain.method and sweep.methods take: {listed} (the rules of hebbopt.rules.RULES, "
         "the β-VAE baseline, no pre-training)",
     )
     parser.add_argument(
@@ -706,8 +717,8 @@ def validate(cfg: Config) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for method in [cfg.pretrain.method, *cfg.sweep.methods]:
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}: choose from {METHODS}")
+        if method not in methods():
+            raise ConfigError(f"unknown method {method!r}: choose from {methods()}")
     _regime("finetune.regime", cfg.finetune.regime)
     for s in cfg.sweep.regimes:
         _regime("every sweep.regimes entry", s)
