@@ -22,7 +22,7 @@ class FlatHeadNet(nn.Module):
     A subclass's ``__init__`` sets ``features`` (nn.Sequential), ``feature_ends`` (the index in
     ``features`` where each hidden layer ends), ``feature_info`` (timm's), ``pre_logits``,
     ``head_hidden_size`` (the width ``pre_logits`` gives), ``head_norm`` (``none`` / ``l2``),
-    ``head_drop`` and ``classifier`` (from :meth:`_classifier`), and ``num_classes``.
+    ``head_drop`` and ``classifier`` (from ``self._classifier(num_classes)``), and ``num_classes``.
     """
 
     features: nn.Sequential
