@@ -266,3 +266,15 @@ def test_hebb_vgg11_softhebb_block_trains_by_softhebb_then_every_layer_by_backpr
     nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.arange(4)).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_a_recipe_builds_hebb_vgg11_for_its_images():
+    from hebbopt.data import load_dataset
+    from hebbopt.training import load
+    from hebbopt.training.models import build_model
+
+    cfg = load(None, ["--model.name", "hebb_vgg11", "--model.kwargs", "{block: softhebb, width: 0.25}"])
+    model = build_model(cfg, load_dataset("synthetic", synthetic_size=8, img_size=64), seed=0)
+    assert model.head_hidden_size == 128 * 2 * 2  # the 64 px map after five halvings, not 32 px's
+    model.train()
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)

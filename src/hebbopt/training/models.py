@@ -136,7 +136,7 @@ def build_model(
         "num_classes": splits.num_classes,
         **cfg.model.kwargs,
     }
-    if cfg.model.name.startswith(("hebb_alexnet", "softhebb")):
+    if cfg.model.name.startswith(("hebb_", "softhebb")):
         kwargs.setdefault("img_size", splits.img_size)
     if drop_rate is not None:
         kwargs["drop_rate"] = drop_rate
