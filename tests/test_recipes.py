@@ -271,3 +271,21 @@ def test_run_files_are_readable_by_the_group_like_any_file(tmp_path):
     os.umask(umask)
     for name in ("config.yaml", "metrics.json", "model.safetensors"):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize(
+    ("imagenette", "cifar"),
+    [
+        ("imagenette_softhebb_3l", "cifar10_grid_softhebb_3l"),
+        ("imagenette_vgg_softhebb", "cifar10_vgg_softhebb"),
+    ],
+)
+def test_one_set_of_hebbian_settings_across_datasets(imagenette, cifar, tmp_path, monkeypatch):
+    """An Imagenette recipe's pretrain section (and network) is its CIFAR-10 counterpart's, unchanged."""
+    for folder in ("cifar10/train", "imagenette128/train", "imagenette128/val"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))
+    a, b = (load(ROOT / "recipes" / "configs" / f"{name}.yaml") for name in (imagenette, cifar))
+    assert a.to_dict()["pretrain"] == b.to_dict()["pretrain"]
+    assert (a.model.name, a.model.kwargs) == (b.model.name, b.model.kwargs)
+    assert (a.data.name, b.data.name) == ("imagefolder", "cifar10")
