@@ -207,3 +207,10 @@ def test_the_probe_returns_the_head_it_scores():
     hits = (F.linear(scaled, weight, bias).argmax(1) == y[80:]).sum().item()
     assert math.isclose(100 * hits / 40, r["test"]["top1"], rel_tol=1e-12)
     assert "head" not in linear_probe(x[:80], y[:80], x[80:], y[80:], num_classes=3, epochs=1)
+
+
+def test_every_protocol_has_its_runner():
+    from hebbopt.training.config import PROTOCOLS
+    from hebbopt.training.semisup import RUNNERS
+
+    assert set(RUNNERS) == set(PROTOCOLS)

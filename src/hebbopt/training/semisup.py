@@ -139,13 +139,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                     tag["same_as_setting"] = first
                 if m is None:
                     try:
-                        if protocol == "finetune":
-                            m = finetune(sub, backbone=backbone, method=method, resume=resume,
-                                         accelerator=accelerator, splits=splits)  # fmt: skip
-                        elif protocol == "lpft":
-                            m = _lpft(sub, method, backbone, features, accelerator, resume=resume)
-                        else:
-                            m = _probe(sub, protocol, method, backbone, features, accelerator, resume=resume)
+                        m = RUNNERS[protocol](
+                            sub, protocol, method, backbone, features, accelerator, resume=resume
+                        )
                     except FloatingPointError as e:  # a result, not the end of the sweep
                         m = _diverged(sub, method, protocol, str(e), run)
                 ran.setdefault(effective, (k, m))
@@ -247,9 +243,19 @@ def _with(setting: Config, pre: Config, regime: float, folder: pathlib.Path) -> 
     )
 
 
+def _finetune(
+    cfg: Config, protocol: str, method: str, backbone, features: _Features, accelerator: Accelerator, *,
+    resume: bool,
+) -> dict:  # fmt: skip
+    """Every layer fine-tuned from the backbone (:func:`~hebbopt.training.finetune.finetune`)."""
+    return finetune(cfg, backbone=backbone, method=method, resume=resume, accelerator=accelerator,
+                    splits=features.splits)  # fmt: skip
+
+
 def _lpft(
-    cfg: Config, method: str, backbone, features: _Features, accelerator: Accelerator, *, resume: bool
-) -> dict:
+    cfg: Config, protocol: str, method: str, backbone, features: _Features, accelerator: Accelerator, *,
+    resume: bool,
+) -> dict:  # fmt: skip
     """LP-FT (Kumar et al., ICLR 2022): the linear probe on the frozen features (as the ``linear``
     protocol trains it: ``probe`` section), then every layer fine-tuned from the probe's head
     (:func:`~hebbopt.training.finetune.finetune` with ``head``: ``finetune.lpft_lr``,
@@ -408,6 +414,12 @@ def _probe(
         run.log(message)
         run.close()
         raise FloatingPointError(message) from None
+
+
+RUNNERS = {"finetune": _finetune, "lpft": _lpft, "linear": _probe, "knn": _probe}
+"""How the sweep runs one cell of each protocol (:data:`~hebbopt.training.config.PROTOCOLS`): each
+takes ``(cfg, protocol, method, backbone, features, accelerator, *, resume)`` and returns the run's
+metrics (a finished run's are read back)."""
 
 
 def _evaluate_frozen(
