@@ -1,4 +1,4 @@
-"""Shared test helpers: layer inputs captured independently of hebbopt, and relative errors."""
+"""Shared test helpers: layer inputs recorded by plain forward hooks (hebbopt.testing), relative errors."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hebbopt.rules import RULES
+from hebbopt.testing import record_inputs  # noqa: F401  (the tests import it from here)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -14,32 +15,6 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if norm == 0:
         return 0.0 if diff == 0 else float("inf")
     return diff / norm
-
-
-def record_inputs(model: nn.Module, layers: dict[str, nn.Module], *batches: torch.Tensor):
-    """Run ``model`` on each batch (no grad) and return every layer's inputs, concatenated.
-
-    Hebbian hooks are switched off meanwhile (the layers are put in eval mode), so this forward
-    adds no statistics.
-    """
-    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    handles = [
-        m.register_forward_hook(lambda mod, args, out, name=name: seen[name].append(args[0].detach().clone()))
-        for name, m in layers.items()
-    ]
-    modes = {name: m.training for name, m in layers.items()}
-    try:
-        for m in layers.values():
-            m.eval()
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        for name, m in layers.items():
-            m.train(modes[name])
-    return {name: torch.cat(xs) for name, xs in seen.items()}
 
 
 def reference_delta(rule: str, layer: nn.Module, x: torch.Tensor, **hyper) -> torch.Tensor:

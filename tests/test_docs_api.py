@@ -47,6 +47,7 @@ MODULES = [
     "hebbopt.models.alexnet",
     "hebbopt.models.vgg",
     "hebbopt.models.flat_head",
+    "hebbopt.models.cfgs",
     "hebbopt.models.softhebb",
     "hebbopt.models.features",
     "hebbopt.data.datasets",

@@ -85,13 +85,24 @@ def small_net(generator: torch.Generator) -> nn.Sequential:
         ).double()  # fmt: skip
 
 
-def _inputs(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each layer's input on ``x``, recorded with the layers in eval mode (the Hebbian hooks off)."""
-    seen: dict[str, torch.Tensor] = {}
+def record_inputs(
+    model: nn.Module, layers: dict[str, nn.Module], *batches: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Run ``model`` on each batch (no grad) and return every layer's inputs, concatenated.
+
+    The layers are in eval mode meanwhile, so that Hebbian hooks add no statistics.
+
+    Args:
+        model: the network.
+        layers: ``{name: module}`` whose inputs to record.
+        *batches: the inputs of ``model``.
+
+    Returns:
+        ``{name: the layer's inputs over every batch, concatenated on the first dimension}``.
+    """
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     handles = [
-        m.register_forward_hook(
-            lambda mod, args, out, name=name: seen.__setitem__(name, args[0].detach().clone())
-        )
+        m.register_forward_hook(lambda mod, args, out, name=name: seen[name].append(args[0].detach().clone()))
         for name, m in layers.items()
     ]
     modes = {name: m.training for name, m in layers.items()}
@@ -99,13 +110,14 @@ def _inputs(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> 
         for m in layers.values():
             m.eval()
         with torch.no_grad():
-            model(x)
+            for x in batches:
+                model(x)
     finally:
         for h in handles:
             h.remove()
         for name, m in layers.items():
             m.train(modes[name])
-    return seen
+    return {name: torch.cat(xs) for name, xs in seen.items()}
 
 
 def _flat(state: dict, prefix: str = "") -> dict:
@@ -193,7 +205,7 @@ def check_exact(
     states = {n: rule.initial_state(m.weight.detach()) for n, m in opt.layers.items()}
     for step in range(steps):
         x = torch.randn(3, 3, 13, 11, dtype=torch.float64, generator=g)
-        inputs = _inputs(net, opt.layers, x)
+        inputs = record_inputs(net, opt.layers, x)
         expected = {}
         for n, m in opt.layers.items():
             expected[n], states[n] = rule.reference_step(m, inputs[n], states[n], **full)
@@ -422,5 +434,6 @@ __all__ = [
     "check_round_trip",
     "check_rule",
     "geometry_net",
+    "record_inputs",
     "small_net",
 ]

@@ -29,11 +29,9 @@ from timm.layers import get_act_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from hebbopt.models.cfgs import small_image_cfg
 from hebbopt.models.flat_head import FlatHeadNet
 from hebbopt.models.softhebb import SoftHebbBlock, Triangle
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 LAYERS = {
     "6l": [(96, 5, 2), (128, 3, 0), (192, 3, 2), (256, 3, 0)],
@@ -136,13 +134,7 @@ class HebbAlexNet(FlatHeadNet):
         head_norm: str = "none",
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
-        if head_norm not in ("none", "l2"):
-            raise ValueError(f"head_norm must be 'none' or 'l2', got {head_norm!r}")
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.head_norm = head_norm
+        self._keep_head_options(block, BLOCKS, num_classes, drop_rate, head_norm)
         act = get_act_layer(act_layer)
         powers = [power for power, _, _ in softhebb_block_settings(len(layers) + 1)]
         modules: list[nn.Module] = []
@@ -163,18 +155,9 @@ class HebbAlexNet(FlatHeadNet):
                     size //= pool
                     reduction *= pool
                 modules.append(nn.BatchNorm2d(out))
-            if size < 1:
-                raise ValueError(
-                    f"img_size={img_size} is too small for these layers (a map shrinks to {size})"
-                )
+            self._end_layer(modules, out, reduction, size, img_size)
             chans = out
-            self.feature_info.append(
-                {"num_chs": out, "reduction": reduction, "module": f"features.{len(modules) - 1}"}
-            )
-        self.features = nn.Sequential(*modules)
-        self.feature_ends = [int(f["module"].split(".")[1]) for f in self.feature_info]
-        self.num_features = chans
-        self.map_size = size
+        self._keep_features(modules, chans, size)
         self.head_hidden_size = max(1, round(fc_dim * width))
         flat = chans * size * size
         if block == "softhebb":
@@ -195,20 +178,7 @@ class HebbAlexNet(FlatHeadNet):
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "features.0",
-        "classifier": "classifier",
-        "license": "mit",
-        **kwargs,
-    }
+    return small_image_cfg(first_conv="features.0", classifier="classifier", **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

@@ -27,12 +27,42 @@ class FlatHeadNet(nn.Module):
 
     features: nn.Sequential
     feature_ends: list[int]
+    feature_info: list[dict]
     pre_logits: nn.Module
     head_hidden_size: int
     head_norm: str
     head_drop: nn.Module
     classifier: nn.Module
     num_classes: int
+
+    def _keep_head_options(
+        self, block: str, blocks: tuple[str, ...], num_classes: int, drop_rate: float, head_norm: str
+    ) -> None:
+        """Check ``block`` (one of ``blocks``) and ``head_norm``, and keep the head's options."""
+        if block not in blocks:
+            raise ValueError(f"block must be one of {', '.join(map(repr, blocks))}, got {block!r}")
+        if head_norm not in ("none", "l2"):
+            raise ValueError(f"head_norm must be 'none' or 'l2', got {head_norm!r}")
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.head_norm = head_norm
+
+    def _end_layer(
+        self, modules: list[nn.Module], out: int, reduction: int, size: int, img_size: int
+    ) -> None:
+        """A hidden layer ends at the last of ``modules``: check its map, record it in ``feature_info``."""
+        if size < 1:
+            raise ValueError(f"img_size={img_size} is too small for these layers (a map shrinks to {size})")
+        self.feature_info.append(
+            {"num_chs": out, "reduction": reduction, "module": f"features.{len(modules) - 1}"}
+        )
+
+    def _keep_features(self, modules: list[nn.Module], chans: int, size: int) -> None:
+        """``features`` from ``modules``, where each hidden layer ends, and the last map's shape."""
+        self.features = nn.Sequential(*modules)
+        self.feature_ends = [int(f["module"].split(".")[1]) for f in self.feature_info]
+        self.num_features = chans
+        self.map_size = size
 
     def _classifier(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()

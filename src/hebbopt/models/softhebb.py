@@ -53,6 +53,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 from torch.nn import functional as F
 
+from hebbopt.models.cfgs import small_image_cfg
 from hebbopt.models.features import take_indices
 
 
@@ -427,20 +428,12 @@ class SoftHebbNet(nn.Module):
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": (0.0, 0.0, 0.0),
-        "std": (1.0, 1.0, 1.0),
-        "first_conv": "blocks.0.conv",
-        "classifier": "head",
-        "license": "mit",
-        **kwargs,
-    }
+    # SoftHebb's networks see images on the 0–1 scale: their first BatchNorm normalises them
+    return small_image_cfg(
+        first_conv="blocks.0.conv",
+        classifier="head",
+        **{"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), **kwargs},
+    )
 
 
 default_cfgs = generate_default_cfgs(

@@ -29,7 +29,8 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from hebbopt.models.alexnet import CIFAR10_MEAN, CIFAR10_STD, softhebb_block_settings
+from hebbopt.models.alexnet import softhebb_block_settings
+from hebbopt.models.cfgs import small_image_cfg
 from hebbopt.models.flat_head import FlatHeadNet
 from hebbopt.models.softhebb import SoftHebbBlock
 
@@ -89,13 +90,7 @@ class HebbVGG(FlatHeadNet):
         head_norm: str = "none",
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
-        if head_norm not in ("none", "l2"):
-            raise ValueError(f"head_norm must be 'none' or 'l2', got {head_norm!r}")
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.head_norm = head_norm
+        self._keep_head_options(block, BLOCKS, num_classes, drop_rate, head_norm)
         powers = [power for power, _, _ in softhebb_block_settings(len(layers))]
         modules: list[nn.Module] = []
         self.feature_info: list[dict[str, Any]] = []
@@ -119,18 +114,9 @@ class HebbVGG(FlatHeadNet):
                     modules.append(nn.MaxPool2d(pool))
             size //= pool or 1
             reduction *= pool or 1
-            if size < 1:
-                raise ValueError(
-                    f"img_size={img_size} is too small for these layers (a map shrinks to {size})"
-                )
+            self._end_layer(modules, out, reduction, size, img_size)
             chans = out
-            self.feature_info.append(
-                {"num_chs": out, "reduction": reduction, "module": f"features.{len(modules) - 1}"}
-            )
-        self.features = nn.Sequential(*modules)
-        self.feature_ends = [int(f["module"].split(".")[1]) for f in self.feature_info]
-        self.num_features = chans
-        self.map_size = size
+        self._keep_features(modules, chans, size)
         self.head_hidden_size = chans * size * size
         self.pre_logits = nn.Flatten(1)
         self.head_drop = nn.Dropout(drop_rate)
@@ -138,20 +124,7 @@ class HebbVGG(FlatHeadNet):
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": CIFAR10_MEAN,
-        "std": CIFAR10_STD,
-        "first_conv": "features.0",
-        "classifier": "classifier",
-        "license": "mit",
-        **kwargs,
-    }
+    return small_image_cfg(first_conv="features.0", classifier="classifier", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"hebb_vgg11.untrained": _cfg()})
