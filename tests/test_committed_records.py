@@ -4,6 +4,8 @@ holds, never mixes a record with another pre-training, and reruns only what is m
 import json
 import sys
 
+import pytest
+
 from test_finetune_protocols import TINY
 
 from hebbopt.training import load, semisup
@@ -86,9 +88,28 @@ def test_a_changed_setting_is_a_new_cell(tmp_path, monkeypatch):
     assert ("_probe", "softhebb") in calls and ("_probe", "none") in calls
 
 
-def test_the_committed_imagenette_records_match_their_cells_under_the_current_config(tmp_path, monkeypatch):
-    # A key added to Config (at the value that computes what was computed before it) must not
-    # orphan the records a committed config already holds: each would be recomputed for hours.
+def test_a_grid_reuses_the_plain_sweeps_cells_under_its_own_setting_index(tmp_path, monkeypatch):
+    # A settings grid added to a committed config: its setting equal to the plain config reuses those
+    # records (the same cells), reported as that setting, wherever it sits in the grid.
+    records = tmp_path / "committed" / "results.json"
+    plain = _sweep(tmp_path, "a", records)["results"]
+    calls = _spy(monkeypatch)
+    grid = "[{finetune: {lr: 0.002}}, {finetune: {lr: 0.001}}]"  # 0.001: TINY's lr (the default)
+    again = _sweep(tmp_path, "b", records, "--finetune.lr", "0.001", "--sweep.settings", grid)["results"]
+    assert sorted(c for c in calls if c[0] == "finetune") == [("finetune", "none"), ("finetune", "softhebb")]
+    assert ("_probe", "softhebb") not in calls and ("_probe", "none") not in calls
+    tuned = {(r["method"], r["setting"]): r for r in again if r["protocol"] == "finetune"}
+    assert sorted(tuned) == [("none", 0), ("none", 1), ("softhebb", 0), ("softhebb", 1)]
+    for r in plain:
+        if r["protocol"] == "finetune":
+            assert tuned[r["method"], 1]["test"] == r["test"] and "setting" not in r
+
+
+@pytest.mark.parametrize("name", ["imagenette_softhebb_3l", "cifar10_vgg_softhebb"])
+def test_the_committed_records_match_their_cells_under_the_current_config(tmp_path, monkeypatch, name):
+    # A key added to Config (at the value that computes what was computed before it), or a settings
+    # grid added to a committed config, must not orphan the records it already holds: each would be
+    # recomputed for hours.
     import pathlib
 
     from hebbopt.training import records as records_module
@@ -96,14 +117,16 @@ def test_the_committed_imagenette_records_match_their_cells_under_the_current_co
 
     root = pathlib.Path(__file__).resolve().parents[1]
     monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written
-    for split in ("train", "val"):
-        (tmp_path / "imagenette128" / split / "n01440764").mkdir(parents=True)
-    cfg = load(str(root / "recipes/configs/imagenette_softhebb_3l.yaml"), [])
+    for folder in ("imagenette128", "cifar10"):  # what the data checks look for: a class folder
+        for split in ("train", "val"):
+            (tmp_path / folder / split / "n01440764").mkdir(parents=True)
+    cfg = load(str(root / f"recipes/configs/{name}.yaml"), [])
     committed = json.loads((root / cfg.sweep.records).read_text())["results"]
+    grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]
     digests = set()
     for seed in cfg.sweep.seeds:
         for method in cfg.sweep.methods:
             pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})
-            for protocol, *_, sub in _cells(cfg, [cfg], pre, tmp_path, [0]):
+            for protocol, *_, sub in _cells(cfg, grid, pre, tmp_path, list(range(len(grid)))):
                 digests.add(records_module.cell_digest(sub, protocol))
     assert committed and all(r["cell"] in digests for r in committed)

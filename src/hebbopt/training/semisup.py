@@ -132,6 +132,8 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 tuned = protocol in ("finetune", "lpft")
                 tag = {"setting": k} if tuned and cfg.sweep.settings else {}
                 record = records.find(sub, protocol, digest, any_backbone=held)
+                if record is not None:  # the same cell, maybe found at another index of another grid
+                    record = {k: v for k, v in record.items() if k not in ("setting", "same_as_setting")} | tag
                 m = record or (_diverged_before(sub) if resume else None)
                 effective = _effective(sub, protocol)
                 if m is None and effective in ran:  # the same run as an earlier setting's: reported for both
