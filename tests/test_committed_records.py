@@ -5,7 +5,6 @@ import json
 import sys
 
 import pytest
-
 from test_finetune_protocols import TINY
 
 from hebbopt.training import load, semisup

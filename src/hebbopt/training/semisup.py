@@ -133,7 +133,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 tag = {"setting": k} if tuned and cfg.sweep.settings else {}
                 record = records.find(sub, protocol, digest, any_backbone=held)
                 if record is not None:  # the same cell, maybe found at another index of another grid
-                    record = {k: v for k, v in record.items() if k not in ("setting", "same_as_setting")} | tag
+                    record = {k: v for k, v in record.items() if k not in SETTING_TAGS} | tag
                 m = record or (_diverged_before(sub) if resume else None)
                 effective = _effective(sub, protocol)
                 if m is None and effective in ran:  # the same run as an earlier setting's: reported for both
@@ -171,6 +171,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     run.close()  # the sweep's folder is free again
     return summary
 
+
+SETTING_TAGS = ("setting", "same_as_setting")
+"""A record's place in a sweep's grid (``sweep.settings``): the sweep's own, not the cell's."""
 
 DIVERGED = "diverged.json"
 """The file a cell's folder holds when its training diverged: its record (``diverged``: the message)."""
