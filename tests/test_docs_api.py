@@ -64,6 +64,7 @@ MODULES = [
     "hebbopt.training.report",
     "hebbopt.training.tracking",
     "hebbopt.training.setup",
+    "hebbopt.training.precision",
     "hebbopt.training.models",
     "hebbopt.training.batches",
     "hebbopt.training.augment",

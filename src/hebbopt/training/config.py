@@ -24,6 +24,7 @@ import yaml
 
 from hebbopt.data.datasets import check_source
 from hebbopt.rules import RESERVED, RULES
+from hebbopt.training import precision
 
 
 def methods() -> tuple[str, ...]:
@@ -310,7 +311,10 @@ class RunConfig:
     Args:
         dir: the run folder: resolved configuration, log, checkpoints, metrics, weights.
         seed: seeds the initialisation, the batch order and the labelled subset.
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate's autocast).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate's autocast), or ``auto``: bf16
+            where the device has bf16 units (a GPU that supports it, a CPU with AVX-512 BF16 or
+            AMX), else ``no``; resolved when the configuration is read, so that a run folder and a
+            record hold what ran (see :mod:`hebbopt.training.precision`).
         cpu: run on the CPU even when a GPU is present.
         threads: torch CPU threads (0: torch's default).
         progress: progress bars (main process only).
@@ -326,7 +330,7 @@ class RunConfig:
 
     dir: str = "runs/default"
     seed: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     cpu: bool = False
     threads: int = 0
     progress: bool = True
@@ -613,6 +617,8 @@ def _config(parser: jsonargparse.ArgumentParser, ns: jsonargparse.Namespace) -> 
     init = parser.instantiate(ns)
     cfg = Config(**{f.name: init[f.name] for f in dataclasses.fields(Config)})
     validate(cfg)
+    if cfg.run.mixed_precision == "auto":  # what runs here: the run folder and records hold it
+        cfg.run.mixed_precision = precision.resolve("auto", cfg.run.cpu)
     return cfg
 
 

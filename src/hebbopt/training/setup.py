@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits, load_dataset
 from hebbopt.files import CorruptFileError
+from hebbopt.training import precision
 from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.tracking import accelerator_kwargs
 
@@ -15,8 +18,10 @@ def make_accelerator(cfg: Config) -> Accelerator:
     """The :class:`accelerate.Accelerator` of a run; sets torch's CPU threads when ``run.threads``.
 
     Args:
-        cfg: the configuration; ``run.cpu`` and ``run.mixed_precision`` are passed on, and
-            ``run.log_with`` opens trackers (:func:`~hebbopt.training.tracking.accelerator_kwargs`).
+        cfg: the configuration; ``run.cpu`` and ``run.mixed_precision`` are passed on (a
+            ``RuntimeWarning`` for bf16 on a device without bf16 units, where it is many times
+            slower than float32), and ``run.log_with`` opens trackers
+            (:func:`~hebbopt.training.tracking.accelerator_kwargs`).
 
     Returns:
         A new accelerator (the processes and devices come from ``accelerate launch``, if used).
@@ -26,6 +31,8 @@ def make_accelerator(cfg: Config) -> Accelerator:
     """
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    if warning := precision.slow_bf16(cfg.run.mixed_precision, cfg.run.cpu):
+        warnings.warn(warning, RuntimeWarning, stacklevel=2)
     try:
         trackers = accelerator_kwargs(cfg)
     except ValueError as e:
