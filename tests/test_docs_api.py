@@ -25,6 +25,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODULES = [
     "hebbopt",
     "hebbopt.optimizer",
+    "hebbopt.named",
+    "hebbopt.functional",
+    "hebbopt.copies",
     "hebbopt.rules",
     "hebbopt.rules.base",
     "hebbopt.rules.swta",

@@ -13,7 +13,7 @@ calls for every rule (``{}`` for a stateless one).
 
 import copy
 import dataclasses
-import inspect
+import importlib
 import pathlib
 
 import pytest
@@ -24,8 +24,8 @@ from torch._dynamo.utils import counters
 
 import hebbopt
 import hebbopt.testing
-from hebbopt.optimizer import NAMED
-from hebbopt.rules import RULES
+from hebbopt.named import NAMED
+from hebbopt.rules import RULE_MODULES, RULES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CASES = [(name, ex) for name, rule in RULES.items() for ex in rule.examples]
@@ -254,13 +254,22 @@ def test_winners_take_only_what_statistics_takes():
     assert dataclasses.replace(swta, winners=None).winners_hyper == ()
 
 
+def test_every_shipped_rule_has_a_named_class():
+    shipped = [importlib.import_module(f"hebbopt.rules.{m}").RULE.name for m in RULE_MODULES]
+    assert sorted(NAMED) == sorted(shipped)
+
+
 @pytest.mark.parametrize("rule", NAMED)
-def test_named_class_signature_is_the_rule(rule):
-    params = inspect.signature(NAMED[rule]).parameters
-    common = ("params", "lr", "compile", "diagnostics", "statistics_dtype")
-    hyper = {k: p.default for k, p in params.items() if k not in common}
-    assert hyper == RULES[rule].defaults()
-    assert NAMED[rule](small_net(), lr=0.1).rule is RULES[rule]
+def test_named_class_is_the_rule_with_its_own_defaults(rule):
+    opt = NAMED[rule](small_net(), lr=0.1)
+    assert opt.rule is RULES[rule] and type(opt).__name__ in hebbopt.__all__
+    group = opt.param_groups[0]
+    assert {k: group[k] for k in RULES[rule].hyper} == RULES[rule].defaults() and group["lr"] == 0.1
+    for example in RULES[rule].examples:  # every hyper-parameter by keyword, as the rule takes it
+        group = NAMED[rule](small_net(), lr=0.2, **example).param_groups[0]
+        assert {k: group[k] for k in example} == example
+    with pytest.raises(TypeError, match="no hyper-parameter"):
+        NAMED[rule](small_net(), lr=0.1, not_a_hyper=1.0)
 
 
 @pytest.mark.parametrize("rule", RULES)

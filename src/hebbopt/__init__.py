@@ -2,7 +2,8 @@
 
 from hebbopt import models
 from hebbopt.filters import filter_grid, save_filters
-from hebbopt.optimizer import HebbianOptimizer, HPCAHebb, KrotovHebb, SoftHebb, SoftWTAHebb
+from hebbopt.named import BCMHebb, HPCAHebb, KrotovHebb, OjaHebb, SoftHebb, SoftWTAHebb
+from hebbopt.optimizer import HebbianOptimizer
 from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
 from hebbopt.weights import load_weights, save_weights
@@ -10,9 +11,11 @@ from hebbopt.weights import load_weights, save_weights
 __version__ = "0.1.0"
 __all__ = [
     "RULES",
+    "BCMHebb",
     "HPCAHebb",
     "HebbianOptimizer",
     "KrotovHebb",
+    "OjaHebb",
     "SoftHebb",
     "SoftWTAHebb",
     "filter_grid",

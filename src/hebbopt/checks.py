@@ -209,3 +209,39 @@ def warn(message: str) -> None:
 
 
 _LIBRARIES = frozenset({"hebbopt", "torch", "accelerate"})
+
+
+def loadable(saved: Sequence[dict], rule: Any, ours: list[list[str]]) -> None:
+    """Refuse the param groups of a ``state_dict()`` that this optimizer cannot load.
+
+    Args:
+        saved: the ``param_groups`` of the state dict.
+        rule: the optimizer's :class:`~hebbopt.rules.Rule`.
+        ours: the optimizer's layer names, by group.
+
+    Raises:
+        ValueError: the state is of another rule, of a rule of that name from other code, or of
+            other layers (each named); or a group holds a key that is not a hyper-parameter of the
+            rule (:class:`~hebbopt.rules.base.UnknownHyperParameterError`).
+    """
+    rules = {g.get("rule", rule.name) for g in saved}
+    if rules != {rule.name}:
+        raise ValueError(
+            f"this state_dict holds rule {sorted(rules)} but this optimizer runs rule "
+            f"{rule.name!r}; load it into an optimizer of the same rule"
+        )
+    sources = {g["rule_source"] for g in saved if "rule_source" in g}  # absent from older states
+    if sources - {rule.source}:
+        raise ValueError(
+            f"this state_dict is of rule {rule.name!r} from {sorted(sources)}, but this optimizer "
+            f"runs the rule of that name from {rule.source}; load it into an optimizer of the "
+            "same rule"
+        )
+    theirs = [list(g.get("layers", [])) for g in saved]
+    if theirs != ours:
+        raise ValueError(
+            f"this state_dict is of the layers {theirs} but this optimizer hooks {ours} "
+            "(by group); build the optimizer over the same layers"
+        )
+    for group in saved:
+        rule.check_keys(group)

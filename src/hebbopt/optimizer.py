@@ -4,32 +4,31 @@ Forward hooks (:class:`hebbopt.capture.CaptureHook`) hand each hooked layer's ac
 optimizer, which adds their statistics into ``optimizer.state[weight]["stats"]``;
 :meth:`HebbianOptimizer.step` applies ``W ← W + lr·ΔW`` to each layer (the rule's ``apply_``),
 stores any new rule state and clears the sums. This module is the bookkeeping (param groups,
-state, step); the checks are in :mod:`hebbopt.checks`, the layers and their report in
-:mod:`hebbopt.layers`. The rule is any
+state, capture); the step's maths is :func:`hebbopt.functional.hebbian_step`, the checks are in
+:mod:`hebbopt.checks`, the layers and their report in :mod:`hebbopt.layers`. The rule is any
 entry of :data:`hebbopt.rules.RULES` (or a user's :class:`~hebbopt.rules.Rule`); the named classes
-(:class:`SoftWTAHebb`, :class:`HPCAHebb`, ...) only fix the rule and spell out its
-hyper-parameters.
+of :mod:`hebbopt.named` (:class:`~hebbopt.named.SoftWTAHebb`, ...) only fix the rule.
 """
 
 from __future__ import annotations
 
-import copy
+import operator
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from hebbopt import capture, checks, compiling, distributed
+from hebbopt import capture, checks, compiling, distributed, functional
+from hebbopt.copies import HookedCopies, to_device
 from hebbopt.layers import HookedLayer, as_groups, named_layers, report
 from hebbopt.rules import Rule, get_rule
-from hebbopt.selection import HEBBIAN_TYPES
 
 STATISTICS_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16, torch.float16)
 """The values ``statistics_dtype`` takes (``None``: at least float32)."""
 
 
-class HebbianOptimizer(Optimizer):
+class HebbianOptimizer(HookedCopies, Optimizer):
     """A Hebbian rule as a ``torch.optim.Optimizer``: hooks layers, sums statistics, updates weights.
 
     Args:
@@ -66,11 +65,8 @@ class HebbianOptimizer(Optimizer):
             does not have (a ``ValueError`` and a ``TypeError``; the nearest valid name is
             suggested).
 
-    Copies: ``copy.deepcopy((model, optimizer))`` (the model first, in the same call) and a
-    pickle of both (``torch.save({"model": model, "optimizer": optimizer}, f)``) give a copy
-    that hooks the copied model's layers; the originals are untouched. A deep copy of the
-    optimizer alone is refused (``TypeError``): it would hook copies of its layers that no model
-    uses. Unpickled alone, it hooks its own copies of the layers (:attr:`layers`). To resume
+    Copies: ``copy.deepcopy((model, optimizer))`` and a pickle of both hook the copied model's
+    layers; the optimizer alone is not deep-copied (see :mod:`hebbopt.copies`). To resume
     elsewhere, prefer ``state_dict()`` / :meth:`load_state_dict`.
 
     Examples:
@@ -122,6 +118,8 @@ class HebbianOptimizer(Optimizer):
         # Per weight: weight-shaped statistics already applied, free to be overwritten by the next
         # forward's (the ``out`` of hebbopt.rules.geometry.patch_sum); never in state or state_dict.
         self._spare: dict[nn.Parameter, list[torch.Tensor]] = {}
+        self._group_index: dict[nn.Parameter, int] = {}  # each hooked weight's param group
+        self._checked: dict[nn.Parameter, tuple] = {}  # (group, values, statistics kwargs) last checked
         # the weights as they were before the step, to restore on a non-finite one: kept between
         # steps because a fresh weight-sized buffer per step costs page faults (+20-30 % of a step)
         self._before: dict[nn.Parameter, torch.Tensor] = {}
@@ -178,6 +176,7 @@ class HebbianOptimizer(Optimizer):
         if head is not None:
             self._heads.append(head.replace("{prefix}", prefix))
         for name, module in named.items():
+            self._group_index[module.weight] = len(self.param_groups) - 1
             layer = self._layers[module.weight] = HookedLayer(name, module, module.weight)
             self._init_rule_state(module.weight)
             layer.hook(self._capture)
@@ -207,7 +206,7 @@ class HebbianOptimizer(Optimizer):
         Examples:
             >>> import torch.nn as nn
             >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(288, 16), nn.Linear(16, 2))
-            >>> print(HPCAHebb(net).describe())
+            >>> print(HebbianOptimizer(net, "hpca").describe())
             layer  type    weight   group
             0      Conv2d  8×3×3×3  0
             2      Linear  16×288   0
@@ -238,12 +237,19 @@ class HebbianOptimizer(Optimizer):
         self.close()
 
     # ------------------------------------------------------------------ capture
-    def _group_of(self, param: nn.Parameter) -> dict[str, Any]:
-        # Looked up each time: load_state_dict() replaces the group dicts.
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                return group
-        raise RuntimeError("a hooked weight belongs to no param group")
+    def _statistics_kwargs(self, param: nn.Parameter, weight: torch.Tensor) -> dict[str, Any]:
+        """The ``statistics`` keyword arguments of the weight's group, its values checked again
+        only when they changed since they were last checked (edited by hand, or by a scheduler):
+        a bad value fails at the forward pass, not deep in a kernel."""
+        group = self.param_groups[self._group_index[param]]  # load_state_dict() replaces the dicts
+        values = [group, *(group.get(k) for k in self.rule.hyper)]  # compared by identity: True == 1.0
+        where = (len(group), tuple(weight.shape))
+        checked = self._checked.get(param)
+        if checked is None or checked[0] != where or not all(map(operator.is_, checked[1], values)):
+            self.rule.check_keys(group)
+            self.rule.check(group, (weight,))
+            checked = self._checked[param] = (where, values, self.rule.kernel_kwargs(group)[0])
+        return checked[2]
 
     def _init_rule_state(self, param: nn.Parameter) -> None:
         if self.rule.stateful and "rule_state" not in self.state[param]:
@@ -252,17 +258,15 @@ class HebbianOptimizer(Optimizer):
     def _capture(self, layer: HookedLayer, x: torch.Tensor, output: torch.Tensor) -> None:
         """Add one forward call's statistics into ``state[weight]["stats"]`` (the hooks call this).
 
-        The group's hyper-parameters are checked again first (a value edited by hand fails here, not
-        deep in a kernel); the weight shape is recorded, so that ``step()`` can refuse statistics of
-        a layer that changed shape since. With ``diagnostics`` on and a rule with ``winners``, the
-        neurons that win a sample are also marked in ``state[weight]["won"]``.
+        The group's hyper-parameters are checked again where they changed since the last check (a
+        value edited by hand fails here, not deep in a kernel); the weight shape is recorded, so that
+        ``step()`` can refuse statistics of a layer that changed shape since. With ``diagnostics`` on
+        and a rule with ``winners``, the neurons that win a sample are also marked in
+        ``state[weight]["won"]``.
         """
         module, rule = layer.module, self.rule
-        group = self._group_of(layer.param)
         weight = module.weight.detach()
-        rule.check_keys(group)
-        rule.check(group, (weight,))
-        stat_kwargs, _ = rule.kernel_kwargs(group)
+        stat_kwargs = self._statistics_kwargs(layer.param, weight)
         x, output, geometry = capture.layer_inputs(module, x, output)
         fn = capture.batch_statistics
         compiled = compiling.resolve(self.compile, x.device)
@@ -300,7 +304,7 @@ class HebbianOptimizer(Optimizer):
             # Eager even when the statistics are compiled: diagnostics only, and no extra graph.
             hyper = {k: stat_kwargs[k] for k in rule.winners_hyper}
             index = rule.winners(*capture.rule_inputs(x, output, bias, weight, geometry), geometry, **hyper)
-            state["won"] = _mark_winners(state.get("won"), index, weight.shape[0])
+            state["won"] = functional.mark_winners(state.get("won"), index, weight.shape[0])
         layer.captured = True
 
     # ------------------------------------------------------------------ step
@@ -321,13 +325,9 @@ class HebbianOptimizer(Optimizer):
         over all processes, so every process applies the update of the global batch; every
         process must call ``step()`` together. Without any captured forward pass since the last
         step, this is a no-op (but still takes part in that reduction; a warning says so once if
-        hooked layers were in eval mode). Every layer is updated, then the statistics and the new
-        weights are checked together; if any is not finite, every weight is restored exactly (from
-        a copy kept for the step) before the error, so an error leaves every weight as it was.
-        Where the rule has a ``bound`` (HPCA, soft-WTA) that proves the statistics and the new
-        weights finite before any weight changes, no copy is kept (it cost a weight-sized copy
-        per step); a step it cannot prove takes the copy path. For
-        a rule with state, the state its ``apply_`` returns (computed from the summed, all-reduced
+        hooked layers were in eval mode). The update is :func:`hebbopt.functional.hebbian_step`:
+        every layer or none (a non-finite step restores every weight exactly, then raises). For a
+        rule with state, the state its ``apply_`` returns (computed from the summed, all-reduced
         statistics, so the same on every process) replaces ``state[weight]["rule_state"]`` once the
         step is known to be finite.
 
@@ -368,82 +368,39 @@ class HebbianOptimizer(Optimizer):
         self._warn_missing(bool(pending))
         if not pending:
             return result
-        proven = self._proven_finite(pending)
-        before, new_states = self._apply(pending, keep=not proven)
-        if not proven:
-            self._check_finite(pending, before, new_states)
+        params = [p for _, p, _ in pending]
+        copies = [self._before.get(p) for p in params]
+        try:
+            new_states, before = functional.hebbian_step(
+                [p.detach() for p in params],
+                [stats for _, _, stats in pending],
+                [self.state[p].get("rule_state", {}) for p in params],
+                [group["lr"] for group, _, _ in pending],
+                [self.rule.kernel_kwargs(group)[1] for group, _, _ in pending],
+                rule=self.rule,
+                names=[self._layers[p].name for p in params],
+                compile=self.compile,
+                copies=copies,
+                keep=self.diagnostics,  # the report compares with the weights as they were
+            )
+        except FloatingPointError:
+            for p in params:  # the statistics of a step that cannot be applied are discarded
+                del self.state[p]["stats"]
+            raise
+        finally:
+            self._before.update({p: c for p, c in zip(params, copies, strict=True) if c is not None})
         for (_, p, stats), old, new_state in zip(pending, before, new_states, strict=True):
             state = self.state[p]
             if self.rule.stateful:
                 state["rule_state"] = new_state
             if self.diagnostics:
-                weight = p.detach()
-                entry = {
-                    "update": (weight - old).abs().max() / old.abs().max().clamp_min(1e-30),
-                    "norm": weight.flatten(1).float().norm(dim=1).mean(),
-                }
-                if "won" in state:
-                    entry["ever_won"] = state["won"].float().mean()
-                self.last_update[self._layers[p].name] = entry
+                self.last_update[self._layers[p].name] = functional.update_report(
+                    p.detach(), old, state.get("won")
+                )
             del state["stats"]
             self._spare[p] = [v for k, v in stats.items() if k in self.rule.weight_shaped]
             state["step"] = state.get("step", 0) + 1
         return result
-
-    def _proven_finite(self, pending: list) -> bool:
-        """Whether the rule's ``bound`` proves, before any weight changes, that every pending
-        layer's statistics are finite and its new weights will be (one host sync); then the step
-        keeps no copy of the weights to restore from. Never with ``diagnostics`` (which reports
-        the change from that copy)."""
-        bound = self.rule.bound
-        if bound is None or self.diagnostics:
-            return False
-        flags = []
-        for group, p, stats in pending:
-            _, apply_kwargs = self.rule.kernel_kwargs(group)
-            weight = p.detach()
-            lo, hi = torch.aminmax(weight)
-            absmax = torch.maximum(lo.float().abs(), hi.float().abs())
-            lr = torch.as_tensor(group["lr"], dtype=torch.float32, device=weight.device)
-            limit = torch.finfo(weight.dtype).max / 4
-            flags.append(bound(absmax, stats, lr, **apply_kwargs) < limit)  # False for NaN
-        return bool(torch.stack(flags).all())
-
-    def _apply(self, pending: list, keep: bool) -> tuple[list[torch.Tensor | None], list[dict]]:
-        """``W ← W + lr·ΔW`` for every pending layer; the weights as they were (copies, when
-        ``keep``; ``None`` otherwise), and the new states."""
-        apply = self.rule.apply
-        if compiling.resolve(self.compile, pending[0][1].device):
-            apply = compiling.compiled(apply, dynamic=True)
-        before, states = [], []
-        for group, p, stats in pending:
-            _, apply_kwargs = self.rule.kernel_kwargs(group)
-            # lr as a 0-d tensor: a compiled apply_ would otherwise recompile for every new lr.
-            dtype = torch.promote_types(p.dtype, torch.float32)
-            lr = torch.as_tensor(group["lr"], dtype=dtype, device=p.device)
-            weight = p.detach()
-            before.append(self._keep(p, weight) if keep else None)
-            # The state is replaced, not written over, only once the step is known to be finite.
-            states.append(apply(weight, stats, self.state[p].get("rule_state", {}), lr, **apply_kwargs))
-        return before, states
-
-    def _keep(self, p: nn.Parameter, weight: torch.Tensor) -> torch.Tensor:
-        old = self._before.get(p)
-        if old is None or (old.shape, old.dtype, old.device) != (weight.shape, weight.dtype, weight.device):
-            old = self._before[p] = torch.empty_like(weight)
-        return old.copy_(weight)
-
-    def _check_finite(self, pending: list, before: list[torch.Tensor], states: list[dict]) -> None:
-        """Restore every weight and raise unless the statistics, new weights and states are finite."""
-        stats_ok, weights_ok = checks.finite([st for _, _, st in pending], [p for _, p, _ in pending], states)
-        if all(stats_ok) and all(weights_ok):
-            return
-        for (_, p, _), old in zip(pending, before, strict=True):
-            p.detach().copy_(old)
-        for _, p, _ in pending:
-            del self.state[p]["stats"]
-        names = [self._layers[p].name for _, p, _ in pending]
-        raise checks.non_finite_error(names, stats_ok, weights_ok, [float(g["lr"]) for g, _, _ in pending])
 
     def _warn_missing(self, captured_any: bool) -> None:
         layers = self._layers.values()
@@ -474,29 +431,7 @@ class HebbianOptimizer(Optimizer):
                 a group holds a key that is not a hyper-parameter of the rule.
         """
         self._spare.clear()
-        saved = state_dict["param_groups"]
-        rules = {g.get("rule", self.rule.name) for g in saved}
-        if rules != {self.rule.name}:
-            raise ValueError(
-                f"this state_dict holds rule {sorted(rules)} but this optimizer runs rule "
-                f"{self.rule.name!r}; load it into an optimizer of the same rule"
-            )
-        sources = {g["rule_source"] for g in saved if "rule_source" in g}  # absent from older states
-        if sources - {self.rule.source}:
-            raise ValueError(
-                f"this state_dict is of rule {self.rule.name!r} from {sorted(sources)}, but this optimizer "
-                f"runs the rule of that name from {self.rule.source}; load it into an optimizer of the "
-                "same rule"
-            )
-        theirs = [list(g.get("layers", [])) for g in saved]
-        ours = [list(g["layers"]) for g in self.param_groups]
-        if theirs != ours:
-            raise ValueError(
-                f"this state_dict is of the layers {theirs} but this optimizer hooks {ours} "
-                "(by group); build the optimizer over the same layers"
-            )
-        for group in saved:
-            self.rule.check_keys(group)
+        checks.loadable(state_dict["param_groups"], self.rule, [list(g["layers"]) for g in self.param_groups])
         # torch casts what it does not know to the weight's dtype: keep every entry but the step
         # count aside and put it back as saved.
         kept = {
@@ -506,257 +441,6 @@ class HebbianOptimizer(Optimizer):
         params = [p for g in self.param_groups for p in g["params"]]
         for index, entries in kept.items():
             p = params[index]
-            self.state[p].update({k: _to_device(v, p.device) for k, v in entries.items()})
+            self.state[p].update({k: to_device(v, p.device) for k, v in entries.items()})
         for p in params:
             self._init_rule_state(p)
-
-    # ------------------------------------------------------------------ copies
-    def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
-        state["_layers"] = [
-            (layer.name, layer.module, layer.param, layer.captured) for layer in self._layers.values()
-        ]
-        state["_spare"] = {}  # buffers for reuse only
-        state["_before"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        layers = state.pop("_layers", None)
-        state.setdefault("statistics_dtype", None)  # pickled before the option
-        super().__setstate__(state)
-        if layers is None:  # torch's load_state_dict() sets only "state" and "param_groups"
-            return
-        self._layers = {}
-        for name, module, param, captured in layers:
-            layer = self._layers[param] = HookedLayer(name, module, param)
-            layer.captured = captured
-            if not self._closed:
-                layer.hook(self._capture)
-
-    def __deepcopy__(self, memo: dict) -> HebbianOptimizer:
-        # The copy hooks the copies of its layers, so they must be copied in the same call, first.
-        # Copied alone, it would hook layers of no model and silently train nothing.
-        missing = [layer.name for layer in self._layers.values() if id(layer.module) not in memo]
-        if missing:
-            raise TypeError(
-                f"copy.deepcopy of a {type(self).__name__} alone would hook copies of its layers that "
-                f"no model uses (not copied before it: {missing}); copy the model with it, model "
-                "first: copy.deepcopy((model, optimizer)), or build a new optimizer on the copied "
-                "model and load_state_dict(optimizer.state_dict())"
-            )
-        copied = memo[id(self)] = type(self).__new__(type(self))
-        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
-        return copied
-
-    def __copy__(self) -> HebbianOptimizer:
-        raise TypeError(
-            f"a shallow copy of a {type(self).__name__} would hook the same layers twice; use "
-            "copy.deepcopy((model, optimizer)), or a new optimizer and load_state_dict()"
-        )
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    """A saved state entry on ``device``, copied, dtype kept (dicts of tensors entry by entry)."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device=device, copy=True)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
-def _mark_winners(won: torch.Tensor | None, index: torch.Tensor, n: int) -> torch.Tensor:
-    if won is None or won.shape[0] != n:  # the first marks, or a layer that changed shape
-        won = torch.zeros(n, dtype=torch.bool, device=index.device)
-    return won.to(index.device).index_fill_(0, index.reshape(-1), True)
-
-
-class SoftWTAHebb(HebbianOptimizer):
-    r"""Soft winner-takes-all Hebbian learning (FastHebb eq. 1, 5, 6): rule ``"swta"``.
-
-    ``ΔW_n = (Σ_b r²_bn x_b − Σ_b r²_bn · w_n) / Σ_b r_bn``, ``r = softmax(s / T)`` over neurons;
-    see :mod:`hebbopt.rules.swta`.
-
-    Args:
-        params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        temperature: softmax temperature T > 0.
-        similarity: ``"raised_cos2"`` (``((1 + cos(w, x)) / 2)²``, default) or ``"dot"``.
-        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
-        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
-        statistics_dtype: ``None`` (at least float32) or ``torch.bfloat16`` (see
-            :class:`HebbianOptimizer`).
-
-    Raises:
-        TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
-            ``model.parameters()``), or a layer the rules cannot hook (see
-            :func:`hebbopt.selection.check_layer`).
-        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
-
-    Examples:
-        >>> import torch, torch.nn as nn
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 2))
-        >>> opt = SoftWTAHebb(net, lr=1e-2)
-        >>> with torch.no_grad():
-        ...     _ = net(torch.randn(4, 3, 8, 8))
-        >>> opt.step()
-        >>> opt.close()
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        temperature: float = 0.02,
-        similarity: str = "raised_cos2",
-        compile: bool | str = "auto",
-        diagnostics: bool = False,
-        statistics_dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            params, "swta", lr, compile=compile, diagnostics=diagnostics, statistics_dtype=statistics_dtype,
-            temperature=temperature, similarity=similarity,
-        )  # fmt: skip
-
-
-class HPCAHebb(HebbianOptimizer):
-    r"""Hebbian PCA (Sanger's rule, FastHebb eq. 2, 7, 8): rule ``"hpca"``.
-
-    ``ΔW = (Yᵀ X − tril(Yᵀ Y) W) / B`` with ``Y = act(u)``; see :mod:`hebbopt.rules.hpca`.
-
-    Args:
-        params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        activation: ``"relu"`` (nonlinear Sanger rule, default) or ``"identity"`` (linear PCA).
-        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
-        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
-        statistics_dtype: ``None`` (at least float32) or ``torch.bfloat16`` (see
-            :class:`HebbianOptimizer`).
-
-    Raises:
-        TypeError: something that is not a model, a Conv2d/Linear or a param group (e.g.
-            ``model.parameters()``), or a layer the rules cannot hook (see
-            :func:`hebbopt.selection.check_layer`).
-        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
-
-    Examples:
-        >>> import torch, torch.nn as nn
-        >>> net = nn.Sequential(nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 2))
-        >>> opt = HPCAHebb(net, lr=1e-2)
-        >>> list(opt.layers)
-        ['0']
-        >>> with torch.no_grad():
-        ...     _ = net(torch.randn(32, 16))
-        >>> opt.step()
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        activation: str = "relu",
-        compile: bool | str = "auto",
-        diagnostics: bool = False,
-        statistics_dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            "hpca",
-            lr,
-            compile=compile,
-            diagnostics=diagnostics,
-            statistics_dtype=statistics_dtype,
-            activation=activation,
-        )
-
-
-class SoftHebb(HebbianOptimizer):
-    r"""SoftHebb (Journé et al., ICLR 2023): rule ``"softhebb"``.
-
-    The soft winner is Hebbian, the other neurons anti-Hebbian; the summed update is normalised
-    by its largest entry and each neuron's rate shrinks as ‖w_n‖ → 1; see
-    :mod:`hebbopt.rules.softhebb`.
-
-    Args:
-        params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        temperature: softmax temperature T > 0 (the paper's ``1 / t_invert``).
-        power_lr: per-neuron rate ``η (|‖w_n‖ − 1| + 1e-10)^power_lr``; 0 turns it off.
-        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
-        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
-        statistics_dtype: ``None`` (at least float32) or ``torch.bfloat16`` (see
-            :class:`HebbianOptimizer`).
-
-    Raises:
-        TypeError: something that is not a model, a Conv2d/Linear or a param group.
-        ValueError: an invalid hyper-parameter, no layer to hook, or a layer given twice.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor,
-        temperature: float = 1.0,
-        power_lr: float = 0.5,
-        compile: bool | str = "auto",
-        diagnostics: bool = False,
-        statistics_dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            params, "softhebb", lr, compile=compile, diagnostics=diagnostics,
-            statistics_dtype=statistics_dtype, temperature=temperature, power_lr=power_lr,
-        )  # fmt: skip
-
-
-class KrotovHebb(HebbianOptimizer):
-    r"""Krotov–Hopfield competing hidden units (PNAS 2019): rule ``"krotov"``.
-
-    The top-ranked neuron by ``I = (sign(W)|W|^(p−1))·x`` is Hebbian, the k-th ranked gets −Δ; the
-    summed update is normalised by its largest entry; see :mod:`hebbopt.rules.krotov`. The paper's
-    annealed ε is ``lr`` with a ``LambdaLR`` scheduler.
-
-    Args:
-        params: model, modules or param groups (see :class:`HebbianOptimizer`).
-        lr: learning rate ε ≥ 0 (a number or a 0-d tensor).
-        p: Lebesgue exponent p ≥ 1.
-        k: the rank pushed away, 2 ≤ k ≤ number of neurons.
-        delta: anti-Hebbian strength Δ ≥ 0.
-        compile: ``True``, ``False`` or ``"auto"`` (compile on CUDA only).
-        diagnostics: record :attr:`~HebbianOptimizer.last_update` after each step.
-        statistics_dtype: ``None`` (at least float32) or ``torch.bfloat16`` (see
-            :class:`HebbianOptimizer`).
-
-    Raises:
-        TypeError: something that is not a model, a Conv2d/Linear or a param group.
-        ValueError: an invalid hyper-parameter (``k`` larger than a layer's neurons included), no
-            layer to hook, or a layer given twice.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor,
-        p: float = 2.0,
-        k: int = 2,
-        delta: float = 0.4,
-        compile: bool | str = "auto",
-        diagnostics: bool = False,
-        statistics_dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            "krotov",
-            lr,
-            compile=compile,
-            diagnostics=diagnostics,
-            statistics_dtype=statistics_dtype,
-            p=p,
-            k=k,
-            delta=delta,
-        )
-
-
-NAMED = {"swta": SoftWTAHebb, "hpca": HPCAHebb, "softhebb": SoftHebb, "krotov": KrotovHebb}
-"""The named optimizer class of each rule that has one (every rule works with
-:class:`HebbianOptimizer` itself)."""
-
-__all__ = ["HEBBIAN_TYPES", "NAMED", "HPCAHebb", "HebbianOptimizer", "KrotovHebb", "SoftHebb", "SoftWTAHebb"]

@@ -30,7 +30,14 @@ def bf16_units(device_type: str) -> bool:
 
 
 def device_type(cpu: bool) -> str:
-    """The device a run uses: ``"cpu"`` with ``run.cpu`` or without CUDA, else ``"cuda"``."""
+    """The device a run uses.
+
+    Args:
+        cpu: ``run.cpu``.
+
+    Returns:
+        ``"cpu"`` with ``run.cpu`` or without CUDA, else ``"cuda"``.
+    """
     return "cpu" if cpu or not torch.cuda.is_available() else "cuda"
 
 
