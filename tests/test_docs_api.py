@@ -57,6 +57,7 @@ MODULES = [
     "hebbopt.data.regimes",
     "hebbopt.data.seeds",
     "hebbopt.training.config",
+    "hebbopt.training.loop",
     "hebbopt.training.pretrain",
     "hebbopt.training.finetune",
     "hebbopt.training.vae",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import time
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,7 @@ from hebbopt.training.augment import crop_flip
 from hebbopt.training.batches import Batches, evaluate
 from hebbopt.training.checkpoints import file_input
 from hebbopt.training.config import Config, ConfigError
+from hebbopt.training.loop import epochs as epochs_of
 from hebbopt.training.models import build_model
 from hebbopt.training.run_folder import Run, check_finite
 from hebbopt.training.setup import load_splits, make_accelerator
@@ -156,18 +156,15 @@ def _finetune(
     label = method or _method_of(backbone)
     # dropout masks: one named stream per epoch, so a resumed run draws the same ones
     torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{first_epoch}"))
-    for epoch in range(first_epoch, epochs):
-        augment = torch.Generator().manual_seed(derive_seed(cfg.run.seed, f"finetune/augment/epoch{epoch}"))
-        batches = Batches(
-            splits.train, labelled, f.batch_size, accelerator,
-            order_seed=derive_seed(cfg.run.seed, f"finetune/order/epoch{epoch}"),
-            channels_last=cfg.model.channels_last, workers=cfg.data.workers,
-        )  # fmt: skip
+    for epoch in epochs_of(
+        cfg, run, accelerator, splits.train, labelled, f.batch_size, "finetune/order",
+        first=first_epoch, count=epochs, desc=f"{protocol} {label} {f.regime:g}%",
+    ):  # fmt: skip
+        e = epoch.index
+        augment = torch.Generator().manual_seed(derive_seed(cfg.run.seed, f"finetune/augment/epoch{e}"))
         model.train()
-        start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        base = epoch * len(batches)  # the run's global step
-        desc = f"{protocol} {label} {f.regime:g}% epoch {epoch + 1}"
-        for i, (x, y) in enumerate(run.progress(batches, desc)):
+        total, seen = torch.zeros((), device=accelerator.device), 0
+        for step, (x, y) in epoch:
             if f.augment:
                 x = crop_flip(x, augment)
             with accelerator.autocast():
@@ -176,34 +173,31 @@ def _finetune(
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach().float() * len(y), seen + len(y)  # no sync per step
-            if tracker.due(base + i):
+            if tracker.due(step):
                 lr_now = opt.param_groups[0]["lr"]
-                tracker.log({"train/loss": loss.detach().float(), "train/lr": lr_now}, base + i)
-        check_finite(total.item() / max(1, seen), run, f"finetune epoch {epoch + 1}")
+                tracker.log({"train/loss": loss.detach().float(), "train/lr": lr_now}, step)
+        check_finite(total.item() / max(1, seen), run, f"finetune epoch {e + 1}")
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        seconds = time.perf_counter() - start
-        images = seen * accelerator.num_processes
-        entry = {"epoch": epoch + 1, "seconds": seconds, "images_per_s": images / seconds,
-                 "loss": total.item() / max(1, seen), "lr": lr}  # fmt: skip
-        if len(val) and _validate_after(epoch, epochs, f.val_every):
+        entry = epoch.record(loss=total.item() / max(1, seen), lr=lr)
+        if len(val) and _validate_after(e, epochs, f.val_every):
             entry["val"] = evaluate(model, splits.train, val, accelerator, cfg)
             if entry["val"]["top1"] > best["top1"]:
                 state = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
-                best = {"top1": entry["val"]["top1"], "epoch": epoch + 1, "state": state}
+                best = {"top1": entry["val"]["top1"], "epoch": e + 1, "state": state}
         history.append(entry)
-        steps = base + len(batches)
-        scalars = {"epoch/loss": entry["loss"], "epoch/lr": lr, "epoch/seconds": seconds}
+        steps = epoch.end
+        scalars = {"epoch/loss": entry["loss"], "epoch/lr": lr, "epoch/seconds": entry["seconds"]}
         if "val" in entry:
             scalars |= {"val/top1": entry["val"]["top1"], "val/top5": entry["val"]["top5"]}
         tracker.log(scalars, steps)
         val_text = f", val top-1 {entry['val']['top1']:.2f}" if "val" in entry else ""
-        run.log(f"{protocol} {label} {f.regime:g}% epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}"
-                f"{val_text}, {seconds:.1f} s")  # fmt: skip
-        torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{epoch + 1}"))
-        if (epoch + 1) % cfg.run.checkpoint_every == 0 or epoch + 1 == epochs:
+        run.log(f"{protocol} {label} {f.regime:g}% epoch {e + 1}/{epochs}: loss {entry['loss']:.4f}"
+                f"{val_text}, {entry['seconds']:.1f} s")  # fmt: skip
+        torch.manual_seed(derive_seed(cfg.run.seed, f"finetune/dropout/epoch{e + 1}"))
+        if (e + 1) % cfg.run.checkpoint_every == 0 or e + 1 == epochs:
             run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
+                      "scheduler": sched.state_dict(), "epoch": e + 1, "best": best,
                       "history": history})  # fmt: skip
     if best["state"] is not None:
         plain.load_state_dict(best["state"])

@@ -10,21 +10,19 @@ as an uninterrupted run.
 from __future__ import annotations
 
 import pathlib
-import time
 
 import torch
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
-from hebbopt.data.seeds import derive_seed
 from hebbopt.filters import save_filters
 from hebbopt.models import layer_hyper
 from hebbopt.optimizer import HebbianOptimizer
 from hebbopt.rules import RULES
 from hebbopt.selection import hebbian_layers
-from hebbopt.training.batches import Batches
 from hebbopt.training.checkpoints import load_checkpoint
 from hebbopt.training.config import Config
+from hebbopt.training.loop import epochs
 from hebbopt.training.models import build_model
 from hebbopt.training.run_folder import Run
 from hebbopt.training.setup import load_splits, make_accelerator
@@ -159,18 +157,15 @@ def _pretrain(
         # (registered after the optimizer's capture hook, so it runs after the capture)
         layerwise = cfg.pretrain.schedule == "layerwise"
         stop = _stop_after(next(iter(stages[stage].values()))) if layerwise else None
-        for epoch in range(first_epoch if stage == first_stage else 0, cfg.pretrain.epochs):
+        for epoch in epochs(
+            cfg, run, accelerator, splits.train, everything, cfg.pretrain.batch_size,
+            f"pretrain/order/stage{stage}", first=first_epoch if stage == first_stage else 0,
+            count=cfg.pretrain.epochs, desc=f"{method} stage {stage}", offset=stage * cfg.pretrain.epochs,
+        ):  # fmt: skip
             before = {n: m.weight.detach().clone() for n, m in stages[stage].items()}
-            batches = Batches(
-                splits.train, everything, cfg.pretrain.batch_size, accelerator,
-                order_seed=derive_seed(cfg.run.seed, f"pretrain/order/stage{stage}/epoch{epoch}"),
-                channels_last=cfg.model.channels_last, workers=cfg.data.workers,
-            )  # fmt: skip
             model.train()
-            start = time.perf_counter()
-            base = (stage * cfg.pretrain.epochs + epoch) * len(batches)  # the run's global step
-            for i, (x, _) in enumerate(run.progress(batches, f"{method} stage {stage} epoch {epoch + 1}")):
-                logged = tracker.due(base + i)
+            for step, (x, _) in epoch:
+                logged = tracker.due(step)
                 opt.diagnostics = logged  # the weight copy and host sync only at logged steps
                 try:
                     with torch.no_grad(), accelerator.autocast():
@@ -179,29 +174,25 @@ def _pretrain(
                     pass
                 opt.step()
                 if logged:
-                    tracker.hebbian(opt, base + i)
-            seconds = time.perf_counter() - start
+                    tracker.hebbian(opt, step)
             change = {
                 n: ((m.weight.detach() - before[n]).norm() / before[n].norm().clamp_min(1e-12)).item()
                 for n, m in stages[stage].items()
             }
-            images = len(batches.indices) * accelerator.num_processes
-            history.append(
-                {"stage": stage, "epoch": epoch + 1, "seconds": seconds, "images_per_s": images / seconds,
-                 "relative_change": change}
-            )  # fmt: skip
-            end = base + len(batches)
-            tracker.log({"epoch/seconds": seconds, "epoch/images_per_s": images / seconds,
+            entry = epoch.record(relative_change=change)
+            history.append({"stage": stage, **entry})
+            end, seconds, speed = epoch.end, entry["seconds"], entry["images_per_s"]
+            tracker.log({"epoch/seconds": seconds, "epoch/images_per_s": speed,
                          **{f"epoch/relative_change/{n}": c for n, c in change.items()}}, end)  # fmt: skip
             tracker.histograms(stages[stage], end)
             tracker.filters(first, end)
             run.log(
                 f"{method} stage {stage + 1}/{len(stages)} ({names}) "
-                f"epoch {epoch + 1}/{cfg.pretrain.epochs}: "
-                f"{seconds:.1f} s, {images / seconds:.0f} images/s, max |ΔW|/|W| {max(change.values()):.3g}"
+                f"epoch {epoch.index + 1}/{cfg.pretrain.epochs}: "
+                f"{seconds:.1f} s, {speed:.0f} images/s, max |ΔW|/|W| {max(change.values()):.3g}"
             )
             run.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
-                      "epoch": epoch + 1, "history": history})  # fmt: skip
+                      "epoch": epoch.index + 1, "history": history})  # fmt: skip
         opt.close()
         if stop is not None:
             stop.remove()

@@ -18,7 +18,6 @@ backbone is kept (``backbone.safetensors``); the latent layer and the decoder ar
 from __future__ import annotations
 
 import pathlib
-import time
 
 import torch
 from accelerate import Accelerator
@@ -26,8 +25,8 @@ from torch import nn
 
 from hebbopt.data import ImageSplits
 from hebbopt.data.seeds import derive_seed
-from hebbopt.training.batches import Batches
 from hebbopt.training.config import Config
+from hebbopt.training.loop import epochs
 from hebbopt.training.models import build_model
 from hebbopt.training.run_folder import Run, check_finite
 from hebbopt.training.setup import load_splits, make_accelerator
@@ -220,18 +219,14 @@ def pretrain_vae(
     )
     first_epoch, history = (state["epoch"], state["history"]) if state is not None else (0, [])
     everything = torch.arange(len(splits.train))
-    for epoch in range(first_epoch, v.epochs):
+    for epoch in epochs(cfg, run, accelerator, splits.train, everything, v.batch_size, "vae/order",
+                        first=first_epoch, count=v.epochs, desc="vae"):  # fmt: skip
+        e = epoch.index
         # sampling noise: one named stream per epoch, so a resumed run draws the same
-        torch.manual_seed(derive_seed(cfg.run.seed, f"vae/noise/epoch{epoch}"))
-        batches = Batches(
-            splits.train, everything, v.batch_size, accelerator,
-            order_seed=derive_seed(cfg.run.seed, f"vae/order/epoch{epoch}"),
-            channels_last=cfg.model.channels_last, workers=cfg.data.workers,
-        )  # fmt: skip
+        torch.manual_seed(derive_seed(cfg.run.seed, f"vae/noise/epoch{e}"))
         model.train()
-        start, total, seen = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        base = epoch * len(batches)  # the run's global step
-        for i, (x, _) in enumerate(run.progress(batches, f"vae epoch {epoch + 1}")):
+        total, seen = torch.zeros((), device=accelerator.device), 0
+        for step, (x, _) in epoch:
             with accelerator.autocast():
                 recon, mu, logvar = model(x)
             loss = vae_loss(x, recon, mu, logvar, v.beta)
@@ -239,18 +234,18 @@ def pretrain_vae(
             accelerator.backward(loss)
             opt.step()
             total, seen = total + loss.detach() * len(x), seen + len(x)  # no sync per step
-            if tracker.due(base + i):
-                tracker.log({"train/loss": loss.detach(), "train/lr": opt.param_groups[0]["lr"]}, base + i)
+            if tracker.due(step):
+                tracker.log({"train/loss": loss.detach(), "train/lr": opt.param_groups[0]["lr"]}, step)
         mean_loss = total.item() / max(1, seen)
-        check_finite(mean_loss, run, f"vae epoch {epoch + 1}")
+        check_finite(mean_loss, run, f"vae epoch {e + 1}")
         sched.step()
-        seconds = time.perf_counter() - start
-        history.append({"epoch": epoch + 1, "seconds": seconds, "loss": mean_loss})
-        tracker.log({"epoch/loss": mean_loss, "epoch/seconds": seconds}, base + len(batches))
-        tracker.filters(first, base + len(batches))
-        run.log(f"vae epoch {epoch + 1}/{v.epochs}: loss {mean_loss:.2f}, {seconds:.1f} s")
+        entry = epoch.record(loss=mean_loss)
+        history.append(entry)
+        tracker.log({"epoch/loss": mean_loss, "epoch/seconds": entry["seconds"]}, epoch.end)
+        tracker.filters(first, epoch.end)
+        run.log(f"vae epoch {e + 1}/{v.epochs}: loss {mean_loss:.2f}, {entry['seconds']:.1f} s")
         run.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                  "epoch": epoch + 1, "history": history})  # fmt: skip
+                  "epoch": e + 1, "history": history})  # fmt: skip
     if run.main:
         save_weights(plain.backbone, backbone_file)
     run.finish(
