@@ -25,7 +25,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-from hebbopt.training.report import plot, table
+from hebbopt.evaluation.report import plot, table
 
 
 def _best_on_validation(

@@ -1,5 +1,5 @@
 """Linear-probe feature scaling, chosen on the validation split: ``none`` (SoftHebb's probe),
-``standardize`` and ``l2`` (:func:`hebbopt.training.probe.feature_scaler`) on the frozen features
+``standardize`` and ``l2`` (:func:`hebbopt.evaluation.linear.feature_scaler`) on the frozen features
 of finished pre-training runs, at the sweep's regimes. Prints a table and writes JSON.
 
     HEBBOPT_DATA=../shared/datasets python benchmarks/probe_normalize.py \
@@ -21,9 +21,9 @@ import pathlib
 import statistics
 import time
 
+from hebbopt.evaluation import NORMALIZE, linear_probe
 from hebbopt.training import load
 from hebbopt.training.finetune import subsets
-from hebbopt.training.probe import NORMALIZE, linear_probe
 from hebbopt.training.semisup import _Features
 from hebbopt.training.setup import load_splits, make_accelerator
 

@@ -6,9 +6,9 @@ import sys
 
 from test_finetune_protocols import TINY
 
+from hebbopt.evaluation.report import choose
 from hebbopt.training import load, semisup
 from hebbopt.training.cli import semisup_main
-from hebbopt.training.report import choose
 
 GRID = [
     "--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
@@ -60,7 +60,7 @@ def test_a_diverging_setting_is_recorded_and_the_sweep_goes_on(tmp_path, monkeyp
 
 
 def test_a_table_of_an_incomplete_grid_says_so():
-    from hebbopt.training.report import table
+    from hebbopt.evaluation.report import table
 
     def run(setting, seed):
         return {"regime": 5, "method": "m", "protocol": "lpft", "setting": setting, "seed": seed,

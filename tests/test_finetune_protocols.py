@@ -10,9 +10,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from hebbopt.evaluation.report import choose
 from hebbopt.training import ConfigError, load, semisup
 from hebbopt.training.augment import crop_flip
-from hebbopt.training.report import choose
 from hebbopt.weights import read_weights
 
 TINY = [
@@ -196,7 +196,7 @@ def test_a_sweep_reuses_a_pretraining_that_was_evaluated_differently(tmp_path, m
 
 
 def test_the_probe_returns_the_head_it_scores():
-    from hebbopt.training.probe import feature_scaler, linear_probe
+    from hebbopt.evaluation import feature_scaler, linear_probe
 
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     x, y = torch.randn(120, 9, generator=g) * 7, torch.randint(0, 3, (120,), generator=g)

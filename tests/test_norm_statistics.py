@@ -8,8 +8,8 @@ import torch
 from test_finetune_protocols import TINY
 from torch import nn
 
+from hebbopt.evaluation import estimate_norm_statistics, extract_features
 from hebbopt.training import load, semisup
-from hebbopt.training.probe import estimate_norm_statistics, extract_features
 from hebbopt.training.records import cell_digest
 
 

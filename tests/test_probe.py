@@ -11,8 +11,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from hebbopt.data import load_dataset
-from hebbopt.training import ConfigError, load, semisup
-from hebbopt.training.probe import (
+from hebbopt.evaluation import (
     dropout_,
     extract_features,
     feature_scaler,
@@ -21,6 +20,7 @@ from hebbopt.training.probe import (
     milestones,
     retrieval,
 )
+from hebbopt.training import ConfigError, load, semisup
 
 TINY = [
     "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",

@@ -15,9 +15,9 @@ from torch import nn
 
 from hebbopt.data import TensorImages, load_dataset
 from hebbopt.data.datasets import FolderImages, _images_digest
+from hebbopt.evaluation import extract_features, knn, linear_probe
 from hebbopt.files import CorruptFileError
 from hebbopt.training import load, semisup
-from hebbopt.training.probe import extract_features, knn, linear_probe
 
 
 def write_tree(root, split, per_class=3, size=(10, 12), seed=0, suffix=".png", classes=("cat", "dog")):
@@ -98,9 +98,9 @@ def test_a_sweep_records_non_finite_features_or_loss_as_diverged_and_marks_nothi
     args = ["--sweep.methods", "[none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]",
             "--sweep.protocols", "[linear]", "--data.val_size", "8"]  # fmt: skip
     if fault == "features":
-        real = sys.modules["hebbopt.training.probe"]._features
+        real = sys.modules["hebbopt.evaluation.features"]._features
         monkeypatch.setattr(
-            "hebbopt.training.probe._features", lambda *a: real(*a).mul(float("nan"))
+            "hebbopt.evaluation.features._features", lambda *a: real(*a).mul(float("nan"))
         )  # a backbone gone NaN, or NaN statistics
     else:
         args += ["--probe.lr", "1e37"]  # weights near float32's largest: logits overflow
@@ -112,8 +112,8 @@ def test_a_sweep_records_non_finite_features_or_loss_as_diverged_and_marks_nothi
 def test_lpft_records_non_finite_features_naming_its_run(tmp_path, monkeypatch):
     args = ["--sweep.methods", "[none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]",
             "--sweep.protocols", "[lpft]", "--data.val_size", "8", "--probe.epochs", "3"]  # fmt: skip
-    real = sys.modules["hebbopt.training.probe"]._features
-    monkeypatch.setattr("hebbopt.training.probe._features", lambda *a: real(*a).mul(float("nan")))
+    real = sys.modules["hebbopt.evaluation.features"]._features
+    monkeypatch.setattr("hebbopt.evaluation.features._features", lambda *a: real(*a).mul(float("nan")))
     (record,) = semisup(tiny(tmp_path, *args))["results"]
     assert str(tmp_path / "run" / "lpft" / "none-seed0-50pct") in record["diverged"]
     assert not list((tmp_path / "run").rglob("lpft/**/metrics.json"))

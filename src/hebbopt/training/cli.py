@@ -215,7 +215,7 @@ def semisup_main(argv: list[str] | None = None) -> int:
         The exit status: 0; 1 when a cell diverged (the sweep ran every other cell); 2 on a
         configuration error.
     """
-    from hebbopt.training.report import table
+    from hebbopt.evaluation.report import table
     from hebbopt.training.semisup import semisup
 
     args, cfg = _parse(

@@ -256,7 +256,7 @@ class SweepConfig:
 
 PROTOCOLS = ("finetune", "lpft", "linear", "knn")
 """Evaluation protocols of the sweep (``sweep.protocols``): fine-tuning, a linear probe, k-nearest
-neighbours (see :mod:`hebbopt.training.probe`)."""
+neighbours (see :mod:`hebbopt.evaluation`)."""
 
 
 @dataclasses.dataclass
@@ -264,15 +264,15 @@ class ProbeConfig:
     """Section ``probe``: the frozen-backbone protocols ``linear`` and ``knn`` of the sweep.
 
     The features are the backbone's, computed once per method and seed (see
-    :func:`~hebbopt.training.probe.extract_features`); the linear probe follows SoftHebb
-    (:func:`~hebbopt.training.probe.linear_probe`).
+    :func:`~hebbopt.evaluation.features.extract_features`); the linear probe follows SoftHebb
+    (:func:`~hebbopt.evaluation.linear.linear_probe`).
 
     Args:
         epochs: linear-probe epochs.
         batch_size: linear-probe batch size.
         lr: the linear probe's Adam learning rate (halved at 20, 35, 50, 60, 70, 80, 90 % of the epochs).
         dropout: dropout on the features before the linear layer, in [0, 1).
-        normalize: the linear probe's feature scaling (:func:`~hebbopt.training.probe.feature_scaler`):
+        normalize: the linear probe's feature scaling (:func:`~hebbopt.evaluation.linear.feature_scaler`):
             ``none`` (SoftHebb's probe), ``standardize`` (per feature, over the labelled training
             features) or ``l2`` (per image).
         flip: train the linear probe with random horizontal flips: the features of the mirrored
@@ -286,7 +286,7 @@ class ProbeConfig:
             list: no retrieval.
         calibrate_norm: a random start (``pretrain.method: none``) gets its BatchNorm running
             statistics from one pass over the training images (weights unchanged,
-            :func:`~hebbopt.training.probe.estimate_norm_statistics`) before its features are taken,
+            :func:`~hebbopt.evaluation.features.estimate_norm_statistics`) before its features are taken,
             as a Hebbian backbone gets them from its pre-training's forward passes. Deep networks of
             SoftHebb blocks (``hebb_vgg11`` with ``block: softhebb``) need it: with the untouched
             statistics their activations grow by orders of magnitude at each layer.

@@ -4,7 +4,7 @@ and the records merged into one ``results.json``, ``table.md`` and ``accuracy.pn
 
 On one GPU a sweep's steps are small and short (batches of 64 images of 32×32): one process leaves
 the device mostly idle, waiting for Python. Several processes keep it busy. The merged table is the
-one a single sweep over every seed and start would write: :func:`~hebbopt.training.report.table`
+one a single sweep over every seed and start would write: :func:`~hebbopt.evaluation.report.table`
 chooses each start's settings by the mean validation accuracy over all the seeds it sees.
 
 A job that fails (a diverging setting, a damaged file) is named in the log and the exit status; the
@@ -30,10 +30,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from hebbopt.evaluation.report import plot, table
 from hebbopt.files import atomic_write_bytes
 from hebbopt.training.checkpoints import read_json, write_json
 from hebbopt.training.config import load
-from hebbopt.training.report import plot, table
 
 _COMMAND = "import sys; from hebbopt.training.cli import semisup_main; sys.exit(semisup_main())"
 

@@ -4,10 +4,10 @@ For each seed and method the backbone is pre-trained once (``<dir>/pretrain/<met
 then evaluated on every regime by each of ``sweep.protocols``: fine-tuned
 (``<dir>/finetune/<method>-seed<k>-<s>pct``), fine-tuned from a linear probe's head (``lpft``,
 LP-FT: ``<dir>/lpft/...``), or frozen, with a linear probe or k-nearest neighbours on its features
-(``<dir>/linear/...``, ``<dir>/knn/...``, see :mod:`hebbopt.training.probe`). With
+(``<dir>/linear/...``, ``<dir>/knn/...``, see :mod:`hebbopt.evaluation`). With
 ``sweep.settings``, every fine-tuning setting of the grid runs in its own folder (``...-set<i>``)
 and the table keeps, per method, protocol and regime, the setting with the best mean validation
-accuracy (:func:`~hebbopt.training.report.choose`): each start gets its own best settings.
+accuracy (:func:`~hebbopt.evaluation.report.choose`): each start gets its own best settings.
 A cell whose training diverges (a non-finite loss, features or weights: ``FloatingPointError``) is
 a result, not the end of the sweep: its record says ``diverged`` (with the message), its folder
 keeps it (``diverged.json``), it is never chosen and the table lists it; the sweep goes on with
@@ -34,6 +34,8 @@ import torch
 from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
+from hebbopt.evaluation import estimate_norm_statistics, extract_features, knn, linear_probe, retrieval
+from hebbopt.evaluation.report import metric_name, plot, table
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
 from hebbopt.training import sweep_settings
@@ -42,9 +44,7 @@ from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, images_per_second, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
-from hebbopt.training.probe import estimate_norm_statistics, extract_features, knn, linear_probe, retrieval
 from hebbopt.training.records import Records, backbone_digest
-from hebbopt.training.report import metric_name, plot, table
 from hebbopt.training.run_folder import Run, check_metrics, resume_problem
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
@@ -55,7 +55,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     """Run the sweep configured by ``cfg.sweep`` (and every other section).
 
     The metric is top-1 for datasets of up to 10 classes, else top-5
-    (:func:`~hebbopt.training.report.metric_name`), as the paper reports them.
+    (:func:`~hebbopt.evaluation.report.metric_name`), as the paper reports them.
 
     Args:
         cfg: the configuration; ``run.dir`` holds the sweep, each pre-training and fine-tuning run
