@@ -22,9 +22,9 @@ import statistics
 import time
 
 from hebbopt.evaluation import NORMALIZE, linear_probe
+from hebbopt.sweeps.semisup import _Features
 from hebbopt.training import load
 from hebbopt.training.finetune import subsets
-from hebbopt.training.semisup import _Features
 from hebbopt.training.setup import load_splits, make_accelerator
 
 

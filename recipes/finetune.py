@@ -6,7 +6,7 @@ Also runs as `python recipes/finetune.py ...`; `--help` lists the options, `--re
 
 import sys
 
-from hebbopt.training.cli import finetune_main
+from hebbopt.cli import finetune_main
 
 if __name__ == "__main__":
     sys.exit(finetune_main())

@@ -1,4 +1,4 @@
-"""A grid of sweeps side by side (hebbopt.training.grid); run it as
+"""A grid of sweeps side by side (hebbopt.sweeps.grid); run it as
 `python recipes/grid.py CONFIG [CONFIG ...] --out DIR --parallel N [--resume] [-- --section.key value ...]`
 (`--merge`: only merge the records the jobs have written, e.g. after an interrupted grid).
 
@@ -11,8 +11,8 @@ Each configuration's sweep is split into one process per seed and start, `--para
 import argparse
 import sys
 
+from hebbopt.sweeps.grid import merge, plan, run_grid
 from hebbopt.training.config import ConfigError
-from hebbopt.training.grid import merge, plan, run_grid
 
 
 def main(argv: list[str] | None = None) -> int:

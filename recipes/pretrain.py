@@ -6,7 +6,7 @@ Also runs as `python recipes/pretrain.py ...`; `--help` lists the options, `--re
 
 import sys
 
-from hebbopt.training.cli import pretrain_main
+from hebbopt.cli import pretrain_main
 
 if __name__ == "__main__":
     sys.exit(pretrain_main())

@@ -6,7 +6,7 @@ Also runs as `python recipes/semisup.py ...`; `--help` lists the options, `--res
 
 import sys
 
-from hebbopt.training.cli import semisup_main
+from hebbopt.cli import semisup_main
 
 if __name__ == "__main__":
     sys.exit(semisup_main())

@@ -6,7 +6,7 @@ Also runs as `python recipes/vae.py ...`; `--help` lists the options, `--resume`
 
 import sys
 
-from hebbopt.training.cli import vae_main
+from hebbopt.cli import vae_main
 
 if __name__ == "__main__":
     sys.exit(vae_main())

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-CODE = "from hebbopt.training.cli import keep_freed_memory; print(keep_freed_memory())"
+CODE = "from hebbopt.cli import keep_freed_memory; print(keep_freed_memory())"
 
 
 def _run(env):
@@ -26,7 +26,7 @@ def test_recipes_keep_freed_memory_on_glibc_and_leave_it_when_asked():
 
 
 def test_every_recipe_command_sets_it_before_running(monkeypatch):
-    from hebbopt.training import cli
+    from hebbopt import cli
 
     calls = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1) or True)

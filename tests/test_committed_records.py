@@ -7,7 +7,8 @@ import sys
 import pytest
 from test_finetune_protocols import TINY
 
-from hebbopt.training import load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 SWEEP = ["--sweep.methods", "[softhebb, none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
          "--sweep.protocols", "[linear, finetune]"]  # fmt: skip
@@ -15,7 +16,7 @@ SWEEP = ["--sweep.methods", "[softhebb, none]", "--sweep.regimes", "[40]", "--sw
 
 def _spy(monkeypatch):
     calls = []
-    semisup_module = sys.modules["hebbopt.training.semisup"]
+    semisup_module = sys.modules["hebbopt.sweeps.semisup"]
     for name in ("pretrain", "finetune", "_probe"):
         real = getattr(semisup_module, name)
 
@@ -111,8 +112,8 @@ def test_the_committed_records_match_their_cells_under_the_current_config(tmp_pa
     # recomputed for hours.
     import pathlib
 
-    from hebbopt.training import records as records_module
-    from hebbopt.training.semisup import _cells
+    from hebbopt.sweeps import records as records_module
+    from hebbopt.sweeps.semisup import _cells
 
     root = pathlib.Path(__file__).resolve().parents[1]
     monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written

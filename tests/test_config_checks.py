@@ -8,8 +8,8 @@ import pytest
 from test_recipes import TINY
 
 import hebbopt.training.setup as training_setup
+from hebbopt.cli import finetune_main, pretrain_main, semisup_main, vae_main
 from hebbopt.training import ConfigError, load
-from hebbopt.training.cli import finetune_main, pretrain_main, semisup_main, vae_main
 from hebbopt.training.models import check_layer_patterns
 
 SCRIPTS = {"pretrain": pretrain_main, "finetune": finetune_main, "semisup": semisup_main, "vae": vae_main}

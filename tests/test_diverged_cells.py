@@ -6,9 +6,10 @@ import sys
 
 from test_finetune_protocols import TINY
 
+from hebbopt.cli import semisup_main
 from hebbopt.evaluation.report import choose
-from hebbopt.training import load, semisup
-from hebbopt.training.cli import semisup_main
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 GRID = [
     "--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
@@ -20,7 +21,7 @@ GRID = [
 def spy_on_finetune(monkeypatch) -> list[str]:
     """The folder names of the fine-tuning runs the sweep calls (a finished one reads back at once)."""
     calls = []
-    module = sys.modules["hebbopt.training.semisup"]
+    module = sys.modules["hebbopt.sweeps.semisup"]
     real = module.finetune
 
     def spy(cfg, **kwargs):
@@ -74,7 +75,7 @@ def test_a_table_of_an_incomplete_grid_says_so():
 
 def test_settings_with_the_same_effective_run_run_once_and_are_reported_for_each(tmp_path, monkeypatch):
     calls = []
-    module = sys.modules["hebbopt.training.semisup"]
+    module = sys.modules["hebbopt.sweeps.semisup"]
     real = module.finetune
 
     def spy(cfg, **kwargs):

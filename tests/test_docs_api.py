@@ -61,9 +61,10 @@ MODULES = [
     "hebbopt.training.pretrain",
     "hebbopt.training.finetune",
     "hebbopt.training.vae",
-    "hebbopt.training.semisup",
-    "hebbopt.training.grid",
-    "hebbopt.training.records",
+    "hebbopt.sweeps",
+    "hebbopt.sweeps.semisup",
+    "hebbopt.sweeps.grid",
+    "hebbopt.sweeps.records",
     "hebbopt.evaluation",
     "hebbopt.evaluation.features",
     "hebbopt.evaluation.linear",
@@ -79,8 +80,8 @@ MODULES = [
     "hebbopt.training.checkpoints",
     "hebbopt.training.run_folder",
     "hebbopt.training.folder_lock",
-    "hebbopt.training.sweep_settings",
-    "hebbopt.training.cli",
+    "hebbopt.sweeps.settings",
+    "hebbopt.cli",
 ]
 
 # Documented where the class is (its Args); ``forward`` is nn.Module's, documented by torch.

@@ -9,7 +9,8 @@ import pytest
 import torch
 from test_finetune_protocols import TINY
 
-from hebbopt.training import ConfigError, finetune, load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, finetune, load
 from hebbopt.training import run_folder as run_folder_module
 from hebbopt.weights import read_weights
 

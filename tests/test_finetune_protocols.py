@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from hebbopt.evaluation.report import choose
-from hebbopt.training import ConfigError, load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, load
 from hebbopt.training.augment import crop_flip
 from hebbopt.weights import read_weights
 
@@ -106,7 +107,7 @@ def test_head_norm_is_refused_by_a_model_without_it(tmp_path):
 
 
 def test_sweep_runs_finetune_and_lpft_over_a_grid_and_keeps_the_best_on_validation(tmp_path, monkeypatch):
-    sweep_module = sys.modules["hebbopt.training.semisup"]
+    sweep_module = sys.modules["hebbopt.sweeps.semisup"]
     finetune_module = sys.modules["hebbopt.training.finetune"]
     starts = []
     real_finetune, real_start = sweep_module.finetune, finetune_module.start_model
@@ -210,7 +211,7 @@ def test_the_probe_returns_the_head_it_scores():
 
 
 def test_every_protocol_has_its_runner():
+    from hebbopt.sweeps.semisup import RUNNERS
     from hebbopt.training.config import PROTOCOLS
-    from hebbopt.training.semisup import RUNNERS
 
     assert set(RUNNERS) == set(PROTOCOLS)

@@ -8,8 +8,9 @@ import sys
 import pytest
 from test_finetune_protocols import TINY
 
-from hebbopt.training import ConfigError, load, semisup
-from hebbopt.training.grid import plan, run_grid
+from hebbopt.sweeps import semisup
+from hebbopt.sweeps.grid import plan, run_grid
+from hebbopt.training import ConfigError, load
 
 SWEEP = """\
 sweep:

@@ -14,11 +14,12 @@ from PIL import Image
 from test_recipes import TINY, interrupt_after_first_checkpoint, tiny
 
 import hebbopt.training.setup as training_setup
+from hebbopt.cli import finetune_main, pretrain_main, semisup_main
 from hebbopt.data import load_dataset
 from hebbopt.files import CorruptFileError, atomic_write
-from hebbopt.training import ConfigError, finetune, pretrain, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, finetune, pretrain
 from hebbopt.training.checkpoints import save_checkpoint
-from hebbopt.training.cli import finetune_main, pretrain_main, semisup_main
 from hebbopt.training.models import build_model
 from hebbopt.weights import read_weights, save_weights
 

@@ -9,8 +9,9 @@ from test_finetune_protocols import TINY
 from torch import nn
 
 from hebbopt.evaluation import estimate_norm_statistics, extract_features
-from hebbopt.training import load, semisup
-from hebbopt.training.records import cell_digest
+from hebbopt.sweeps import semisup
+from hebbopt.sweeps.records import cell_digest
+from hebbopt.training import load
 
 
 def _net() -> nn.Sequential:

@@ -6,7 +6,8 @@ import json
 from test_finetune_protocols import TINY
 
 from hebbopt.evaluation.report import table
-from hebbopt.training import load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 SWEEP = ["--sweep.methods", "[softhebb, none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
          "--sweep.protocols", "[linear, finetune, lpft]"]  # fmt: skip

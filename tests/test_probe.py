@@ -20,7 +20,8 @@ from hebbopt.evaluation import (
     milestones,
     retrieval,
 )
-from hebbopt.training import ConfigError, load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, load
 
 TINY = [
     "--data.name", "synthetic", "--data.synthetic_size", "96", "--data.img_size", "32",
@@ -199,7 +200,7 @@ def test_sweep_with_linear_and_knn_protocols_records_them_and_resumes(tmp_path, 
         semisup(tiny(tmp_path, *args))
     module = sys.modules["hebbopt.training.pretrain"]
     monkeypatch.setattr(module, "hebbian_optimizer", lambda *a: pytest.fail("pre-trained again"))
-    probe = sys.modules["hebbopt.training.semisup"]
+    probe = sys.modules["hebbopt.sweeps.semisup"]
     monkeypatch.setattr(probe, "extract_features", lambda *a, **k: pytest.fail("features again"))
     monkeypatch.setattr("torch.optim.SGD.step", lambda *a, **k: pytest.fail("fine-tuned again"))
     again = semisup(tiny(tmp_path, *args), resume=True)
@@ -308,7 +309,7 @@ def test_linear_probe_with_flips_draws_each_sample_from_the_image_or_its_mirror(
 
 
 def test_sweep_with_probe_flip_hands_the_mirrored_features_to_the_linear_probe(tmp_path, monkeypatch):
-    module = sys.modules["hebbopt.training.semisup"]
+    module = sys.modules["hebbopt.sweeps.semisup"]
     calls, seen = [], []
     real_extract, real_probe = module.extract_features, module.linear_probe
 

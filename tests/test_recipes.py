@@ -14,9 +14,10 @@ import yaml
 from safetensors.torch import load_file
 
 import hebbopt.training.run_folder as run_folder
+from hebbopt.cli import semisup_main
 from hebbopt.data import load_dataset
-from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
-from hebbopt.training.cli import semisup_main
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, finetune, load, pretrain
 from hebbopt.training.models import build_model
 from hebbopt.training.run_folder import _canonical
 

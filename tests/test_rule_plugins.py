@@ -53,7 +53,7 @@ def test_an_installed_packages_rule_is_registered_checked_and_pretrains(tmp_path
         f"""
         import json, hebbopt, hebbopt.testing
         from hebbopt.rules import RULES
-        from hebbopt.training.cli import pretrain_main
+        from hebbopt.cli import pretrain_main
         from test_recipes import TINY
         assert "plugin_oja" in RULES and RULES["plugin_oja"].summary == "Oja's rule, from a plugin"
         hebbopt.testing.check_rule("plugin_oja", compile=False)

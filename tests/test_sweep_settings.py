@@ -8,8 +8,9 @@ import yaml
 from test_diverged_cells import GRID, spy_on_finetune
 from test_finetune_protocols import TINY
 
-from hebbopt.training import load, semisup
-from hebbopt.training.cli import semisup_main
+from hebbopt.cli import semisup_main
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 from hebbopt.training.config import ConfigError
 
 SETTINGS = [

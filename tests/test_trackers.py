@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
-from hebbopt.training.cli import pretrain_main
+from hebbopt.cli import pretrain_main
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, finetune, load, pretrain
 from hebbopt.training.tracking import Tracker
 
 pytest.importorskip("tensorboard")

@@ -17,7 +17,8 @@ from hebbopt.data import TensorImages, load_dataset
 from hebbopt.data.datasets import FolderImages, _images_digest
 from hebbopt.evaluation import extract_features, knn, linear_probe
 from hebbopt.files import CorruptFileError
-from hebbopt.training import load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 
 def write_tree(root, split, per_class=3, size=(10, 12), seed=0, suffix=".png", classes=("cat", "dog")):
@@ -267,7 +268,7 @@ def test_sweep_features_show_progress_on_the_main_process_when_the_run_does(monk
     cfg = load(None, [*TINY, "--run.progress", str(progress).lower(), "--sweep.regimes", "[50]",
                       "--data.val_size", "8", "--probe.flip", "true"])  # fmt: skip
     splits = load_dataset("synthetic", img_size=32, synthetic_size=96)
-    module = sys.modules["hebbopt.training.semisup"]
+    module = sys.modules["hebbopt.sweeps.semisup"]
     seen = []
 
     def extract(model, images, **kw):

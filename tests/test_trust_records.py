@@ -5,8 +5,9 @@ import sys
 
 from test_finetune_protocols import TINY
 
-from hebbopt.training import load, semisup
-from hebbopt.training.cli import semisup_main
+from hebbopt.cli import semisup_main
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 SWEEP = ["--sweep.methods", "[none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
          "--sweep.protocols", "[linear]"]  # fmt: skip
@@ -39,7 +40,7 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, monkeypatch, c
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sys.modules["hebbopt.training.semisup"], "semisup", interrupted)
+    monkeypatch.setattr(sys.modules["hebbopt.sweeps.semisup"], "semisup", interrupted)
     assert semisup_main([*TINY, *SWEEP, "--run.dir", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and "Traceback" not in err[0]

@@ -17,13 +17,14 @@ from safetensors.torch import save_file
 from test_recipes import TINY, interrupt_after_first_checkpoint, tiny
 
 import hebbopt.training.setup as training_setup
+from hebbopt.cli import finetune_main, pretrain_main, semisup_main
 from hebbopt.files import CorruptFileError
-from hebbopt.training import ConfigError, finetune, load, pretrain, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import ConfigError, finetune, load, pretrain
 from hebbopt.training import run_folder as run_folder_module
-from hebbopt.training.cli import finetune_main, pretrain_main, semisup_main
 from hebbopt.weights import read_weights, save_weights, weights_digest
 
-semisup_module = importlib.import_module("hebbopt.training.semisup")  # the package exports a function
+semisup_module = importlib.import_module("hebbopt.sweeps.semisup")  # the package exports a function
 SWEEP = ["--sweep.methods", "[none]", "--sweep.regimes", "[50]", "--sweep.seeds", "[0]",
          "--sweep.protocols", "[knn]"]  # fmt: skip
 

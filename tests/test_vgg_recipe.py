@@ -5,7 +5,8 @@ import pathlib
 import torch
 from PIL import Image
 
-from hebbopt.training import load, semisup
+from hebbopt.sweeps import semisup
+from hebbopt.training import load
 
 ROOT = pathlib.Path(__file__).parents[1]
 

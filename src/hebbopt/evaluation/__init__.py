@@ -16,7 +16,7 @@ pre-training produced without changing them:
 
 and the sweep's outputs (:mod:`hebbopt.evaluation.report`: the table, the choice of settings on
 validation, the plot). Everything here is pure: tensors in, numbers out; no run folders (the sweep,
-:func:`~hebbopt.training.semisup.semisup`, records and resumes them). Features, statistics or a
+:func:`~hebbopt.sweeps.semisup.semisup`, records and resumes them). Features, statistics or a
 training loss that are not finite raise ``FloatingPointError``: nothing computed on NaN comes back
 as a result.
 """

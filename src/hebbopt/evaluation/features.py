@@ -2,7 +2,7 @@
 protocols (:mod:`hebbopt.evaluation.linear`, :mod:`hebbopt.evaluation.neighbours`) take.
 
 Pure: a model and images in, tensors out; no run folders (the sweep,
-:func:`~hebbopt.training.semisup.semisup`, records and resumes them).
+:func:`~hebbopt.sweeps.semisup.semisup`, records and resumes them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The recipes' engine: configuration, pre-training (Hebbian, VAE), fine-tuning, the sweep.
+"""The recipes' engine: configuration, run folders, the epoch loop, pre-training (Hebbian, VAE),
+fine-tuning. The sweep over starts, labelled shares and seeds is :mod:`hebbopt.sweeps` (above this
+package and :mod:`hebbopt.evaluation`).
 
 The scripts in ``recipes/`` are thin command lines over these functions; each can also be called
 from Python with a :class:`~hebbopt.training.config.Config`.
@@ -20,6 +22,5 @@ except ImportError as e:  # a core install: say which extra brings the recipes' 
 from hebbopt.training.config import Config, ConfigError, load
 from hebbopt.training.finetune import finetune
 from hebbopt.training.pretrain import pretrain
-from hebbopt.training.semisup import semisup
 
-__all__ = ["Config", "ConfigError", "finetune", "load", "pretrain", "semisup"]
+__all__ = ["Config", "ConfigError", "finetune", "load", "pretrain"]

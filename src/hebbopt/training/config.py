@@ -218,7 +218,7 @@ class FinetuneConfig:
 
 @dataclasses.dataclass
 class SweepConfig:
-    """Section ``sweep``: the semi-supervised sweep (:func:`~hebbopt.training.semisup.semisup`).
+    """Section ``sweep``: the semi-supervised sweep (:func:`~hebbopt.sweeps.semisup.semisup`).
 
     Args:
         methods: the pre-training methods compared (each one of :func:`methods`).
@@ -241,7 +241,7 @@ class SweepConfig:
             ``diverged`` records; may change on resume).
         records: a file that keeps every finished cell's record (e.g. ``docs/results/<name>/results.json``,
             committed as cells finish); a sweep skips the cells it holds, also in an empty run folder
-            on another machine (:mod:`hebbopt.training.records`); may change on resume.
+            on another machine (:mod:`hebbopt.sweeps.records`); may change on resume.
     """
 
     methods: list = dataclasses.field(default_factory=lambda: ["hpca", "swta", "vae", "none"])

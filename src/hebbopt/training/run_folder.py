@@ -67,7 +67,7 @@ class Run:
         inputs: the files the run reads, ``{role: None or file_input(...)}`` (see
             :func:`~hebbopt.training.checkpoints.file_input`).
         may_differ: ``(section, key)`` pairs a resume accepts changed (the caller has checked
-            them, e.g. a sweep dropping settings, :mod:`hebbopt.training.sweep_settings`).
+            them, e.g. a sweep dropping settings, :mod:`hebbopt.sweeps.settings`).
 
     Attributes:
         dir: the run folder.

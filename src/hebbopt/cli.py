@@ -7,7 +7,7 @@ Each ``recipes/<name>.py`` script calls one of these with the process's argument
 | ``recipes/pretrain.py`` | :data:`pretrain_main` | :func:`~hebbopt.training.pretrain.pretrain` |
 | ``recipes/finetune.py`` | :data:`finetune_main` | :func:`~hebbopt.training.finetune.finetune` |
 | ``recipes/vae.py`` | :data:`vae_main` | :func:`~hebbopt.training.vae.pretrain_vae` |
-| ``recipes/semisup.py`` | :data:`semisup_main` | :func:`~hebbopt.training.semisup.semisup` |
+| ``recipes/semisup.py`` | :data:`semisup_main` | :func:`~hebbopt.sweeps.semisup.semisup` |
 
 The command line is parsed by :func:`~hebbopt.training.config.make_parser` (jsonargparse):
 ``--config FILE`` and ``--section.key value`` overrides, read as in
@@ -216,7 +216,7 @@ def semisup_main(argv: list[str] | None = None) -> int:
         configuration error.
     """
     from hebbopt.evaluation.report import table
-    from hebbopt.training.semisup import semisup
+    from hebbopt.sweeps.semisup import semisup
 
     args, cfg = _parse(
         "The semi-supervised sweep: methods x regimes x seeds (the paper's Table 2).", argv, kind="semisup"

@@ -12,7 +12,7 @@ others run on, and the tables hold what finished. The tables are rewritten while
 ``merge_every`` seconds and after each job), from the records each job's sweep writes after every
 run, so an interrupted grid leaves its finished cells readable; ``resume`` continues every job.
 
-With ``sweep.records`` (:mod:`hebbopt.training.records`) each job keeps its own file beside it,
+With ``sweep.records`` (:mod:`hebbopt.sweeps.records`) each job keeps its own file beside it,
 ``<stem>.<method>-seed<k>.json``.
 
 Layout: ``<out>/<config name>/<method>-seed<k>/`` (each job's sweep folder), its output in
@@ -35,7 +35,7 @@ from hebbopt.files import atomic_write_bytes
 from hebbopt.training.checkpoints import read_json, write_json
 from hebbopt.training.config import load
 
-_COMMAND = "import sys; from hebbopt.training.cli import semisup_main; sys.exit(semisup_main())"
+_COMMAND = "import sys; from hebbopt.cli import semisup_main; sys.exit(semisup_main())"
 
 
 @dataclasses.dataclass

@@ -38,13 +38,13 @@ from hebbopt.evaluation import estimate_norm_statistics, extract_features, knn, 
 from hebbopt.evaluation.report import metric_name, plot, table
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
-from hebbopt.training import sweep_settings
+from hebbopt.sweeps import settings as sweep_settings
+from hebbopt.sweeps.records import Records, backbone_digest
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, images_per_second, subsets
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
-from hebbopt.training.records import Records, backbone_digest
 from hebbopt.training.run_folder import Run, check_metrics, resume_problem
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
@@ -225,7 +225,7 @@ def _cells(
 ) -> list[tuple]:
     """The cells of one method and seed, in the sweep's order: ``(protocol, regime, setting index,
     folder name, configuration)``; ``indices`` gives each setting's folder index (see
-    :mod:`~hebbopt.training.sweep_settings`)."""
+    :mod:`~hebbopt.sweeps.settings`)."""
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
