@@ -9,7 +9,7 @@ from test_recipes import TINY
 
 import hebbopt.training.setup as training_setup
 from hebbopt.cli import finetune_main, pretrain_main, semisup_main, vae_main
-from hebbopt.training import ConfigError, load
+from hebbopt.training import ConfigError, load, precision
 from hebbopt.training.models import check_layer_patterns
 
 SCRIPTS = {"pretrain": pretrain_main, "finetune": finetune_main, "semisup": semisup_main, "vae": vae_main}
@@ -136,7 +136,7 @@ CHOICES = {
     "finetune.head_norm": ("none", "l2"),
     "probe.normalize": ("none", "standardize", "l2"),
     "probe.features": ("pre_logits", "map"),
-    "run.mixed_precision": ("no", "bf16", "fp16"),
+    "run.mixed_precision": ("no", "bf16", "fp16", "auto"),
 }
 
 
@@ -156,17 +156,32 @@ def test_each_choice_is_its_fields_type_and_a_wrong_one_is_named_everywhere(key,
     with pytest.raises(ConfigError, match=message):
         load(None).replace(**{section: {name: "bogus"}})
     for choice in choices:
-        assert getattr(getattr(load(None, [f"--{key}", choice]), section), name) == choice
+        expected = precision.resolve(choice, cpu=False) if key == "run.mixed_precision" else choice
+        assert getattr(getattr(load(None, [f"--{key}", choice]), section), name) == expected
 
 
 def test_the_configuration_imports_nothing_that_runs():
-    """config.py sits below every training module: it imports none of them (nor evaluation)."""
+    """The configuration (config.py, its sections and checks) sits below every training module: it
+    imports none of them but each other and the precision choice (a leaf), nor evaluation, sweeps."""
     import ast
     import pathlib
 
     import hebbopt.training.config as config
 
-    tree = ast.parse(pathlib.Path(config.__file__).read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {m for m in imported if m.startswith("hebbopt.training")}, imported
+    family = {"hebbopt.training.config", "hebbopt.training.sections", "hebbopt.training.config_checks"}
+    allowed = family | {"hebbopt.training.precision"}
+    for name in family:
+        path = pathlib.Path(config.__file__).with_name(name.rpartition(".")[2] + ".py")
+        tree = ast.parse(path.read_text())
+        imported = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and n.module:
+                imported |= {
+                    f"{n.module}.{a.name}" if n.module == "hebbopt.training" else n.module for a in n.names
+                }
+            elif isinstance(n, ast.Import):
+                imported |= {a.name for a in n.names}
+        below = {
+            m for m in imported if m.startswith(("hebbopt.training", "hebbopt.evaluation", "hebbopt.sweeps"))
+        }
+        assert below <= allowed, (name, below - allowed)

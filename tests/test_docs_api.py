@@ -57,6 +57,8 @@ MODULES = [
     "hebbopt.data.regimes",
     "hebbopt.data.seeds",
     "hebbopt.training.config",
+    "hebbopt.training.sections",
+    "hebbopt.training.config_checks",
     "hebbopt.training.loop",
     "hebbopt.training.pretrain",
     "hebbopt.training.finetune",

@@ -1,0 +1,221 @@
+"""What types cannot check in a recipe's configuration: names, ranges, data folders, the grid of
+fine-tuning settings. :func:`validate` runs whenever a configuration is built
+(:mod:`hebbopt.training.config`), before any data is read or any weight trained.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from hebbopt.data.datasets import check_source
+from hebbopt.rules import RULES
+from hebbopt.training.sections import PROTOCOLS, ConfigError, methods, section_fields, unknown_key
+
+if TYPE_CHECKING:
+    from hebbopt.training.config import Config
+
+
+def _regime(where: str, s: Any) -> None:
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or math.isnan(s) or not 0 < s <= 100:
+        raise ConfigError(f"{where} must be a percentage in (0, 100], got {s!r}")
+
+
+def validate(cfg: Config) -> None:
+    """Check what types cannot: names, ranges, data folders.
+
+    Args:
+        cfg: the configuration to check.
+
+    Raises:
+        ConfigError: the first value that cannot run, e.g. an unknown method or dataset, a regime
+            outside (0, 100], an empty ``sweep.methods``, ``sweep.regimes`` or ``sweep.seeds`` (a
+            sweep of nothing), a missing data folder, or a learning rate that is not > 0.
+    """
+    try:
+        check_source(cfg.data.name, cfg.data.root, cfg.data.download)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for method in [cfg.pretrain.method, *cfg.sweep.methods]:
+        if method not in methods():
+            raise ConfigError(f"unknown method {method!r}: choose from {methods()}")
+    _regime("finetune.regime", cfg.finetune.regime)
+    for s in cfg.sweep.regimes:
+        _regime("every sweep.regimes entry", s)
+    for method, epochs in cfg.sweep.pretrain_epochs.items():
+        if method not in RULES or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(
+                f"sweep.pretrain_epochs maps Hebbian rules to epochs >= 0, got {method!r}: {epochs!r}"
+            )
+    for key, example in (("methods", "[hpca, none]"), ("regimes", "[1, 100]"), ("seeds", "[0]")):
+        if not getattr(cfg.sweep, key):
+            raise ConfigError(
+                f"sweep.{key} is empty: the sweep would run nothing; list at least one, e.g. "
+                f"--sweep.{key} '{example}'"
+            )
+    for seed in cfg.sweep.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"sweep.seeds must be integers, got {seed!r}")
+    _check_probe(cfg)
+    _check_log_with(cfg)
+    _check_rule_kwargs(cfg.pretrain.rule_kwargs)
+    if cfg.pretrain.compile not in (True, False, "auto"):
+        raise ConfigError(f"pretrain.compile must be true, false or auto, got {cfg.pretrain.compile!r}")
+    positive = {
+        "pretrain.lr": cfg.pretrain.lr,
+        "pretrain.batch_size": cfg.pretrain.batch_size,
+        "vae.beta": cfg.vae.beta,
+        "vae.latents": cfg.vae.latents,
+        "vae.batch_size": cfg.vae.batch_size,
+        "vae.lr": cfg.vae.lr,
+        "finetune.batch_size": cfg.finetune.batch_size,
+        "finetune.lr": cfg.finetune.lr,
+        "finetune.lr_halve_every": cfg.finetune.lr_halve_every,
+        "run.checkpoint_every": cfg.run.checkpoint_every,
+    }
+    for key, value in positive.items():
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+    non_negative = {
+        "pretrain.epochs": cfg.pretrain.epochs,
+        "vae.epochs": cfg.vae.epochs,
+        "finetune.epochs": cfg.finetune.epochs,
+        "finetune.weight_decay": cfg.finetune.weight_decay,
+        "finetune.lr_constant_epochs": cfg.finetune.lr_constant_epochs,
+        "data.val_size": cfg.data.val_size,
+        "run.threads": cfg.run.threads,
+        "finetune.steps": cfg.finetune.steps,
+        "finetune.lpft_steps": cfg.finetune.lpft_steps,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if not 0 <= cfg.finetune.dropout < 1:
+        raise ConfigError(f"finetune.dropout must be in [0, 1), got {cfg.finetune.dropout}")
+    _check_finetune(cfg)
+
+
+def _check_finetune(cfg: Config) -> None:
+    f = cfg.finetune
+    if f.val_every < 0:
+        raise ConfigError(f"finetune.val_every must be >= 0 (0: the last epoch only), got {f.val_every}")
+    if not (f.lpft_lr > 0 and math.isfinite(f.lpft_lr)) or f.lpft_epochs < 1:
+        raise ConfigError(
+            f"finetune.lpft_lr must be a finite number > 0 and finetune.lpft_epochs >= 1 (the second phase "
+            f"trains every layer), got {f.lpft_lr}, {f.lpft_epochs}"
+        )
+    if "lpft" in cfg.sweep.protocols:
+        if cfg.probe.epochs < 1:
+            raise ConfigError(
+                "sweep.protocols has lpft: probe.epochs must be >= 1 (LP-FT starts from a trained probe's "
+                "head; with none it would be plain fine-tuning: use the finetune protocol)"
+            )
+        if cfg.probe.normalize != f.head_norm:
+            raise ConfigError(
+                f"sweep.protocols has lpft: probe.normalize ({cfg.probe.normalize!r}) must equal "
+                f"finetune.head_norm ({f.head_norm!r}): the probe's head must see what it sees in the model"
+            )
+        if f.lpft_steps == 0 and 4 * f.lpft_epochs < cfg.probe.epochs + f.lpft_epochs:
+            raise ConfigError(
+                f"finetune.lpft_epochs ({f.lpft_epochs}) must be at least a quarter of lpft's epochs "
+                f"(probe.epochs {cfg.probe.epochs} + lpft_epochs): lpft trains every layer for real"
+            )
+    _check_settings(cfg)
+
+
+def _check_settings(cfg: Config) -> None:
+    settings = cfg.sweep.settings
+    if not isinstance(settings, list):
+        raise ConfigError(f"sweep.settings must be a list of {{section: {{key: value}}}}, got {settings!r}")
+    for i, setting in enumerate(settings):
+        if not isinstance(setting, dict) or not all(isinstance(v, dict) for v in setting.values()):
+            raise ConfigError(f"sweep.settings[{i}] must map sections to {{key: value}}, got {setting!r}")
+        bad = [s for s in setting if s not in ("finetune", "probe")]
+        if bad:
+            raise ConfigError(f"sweep.settings[{i}]: only finetune and probe keys vary, got {bad[0]!r}")
+        for section, values in setting.items():
+            fields = section_fields(section)
+            for key in values:
+                if key not in fields:
+                    raise unknown_key(f"{section}.{key}")
+                if section == "finetune" and key == "regime":
+                    raise ConfigError(f"sweep.settings[{i}]: finetune.regime is set by sweep.regimes")
+                if section == "probe" and key not in TUNABLE_PROBE:
+                    raise ConfigError(
+                        f"sweep.settings[{i}]: probe.{key} changes the shared features; the grid may vary "
+                        f"probe.{', probe.'.join(TUNABLE_PROBE)}"
+                    )
+                _check_setting_type(i, f"{section}.{key}", fields[key].default, values[key])
+        if setting in settings[:i]:
+            raise ConfigError(
+                f"sweep.settings[{i}] repeats sweep.settings[{settings.index(setting)}]: {setting}"
+            )
+        try:  # every value checked as the run will read it (the grid itself left out)
+            cfg.replace(sweep={"settings": []}, **setting)
+        except ConfigError as e:
+            raise ConfigError(f"sweep.settings[{i}]: {e}") from None
+
+
+def _check_setting_type(i: int, key: str, default: Any, value: Any) -> None:
+    """A setting's value of the type of its key (as the command line would read it), else named."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {
+        bool: isinstance(value, bool),
+        int: number and float(value).is_integer(),
+        float: number,
+        str: isinstance(value, str),
+    }.get(type(default), True)
+    if not ok:
+        raise ConfigError(
+            f"sweep.settings[{i}]: {key} must be {type(default).__name__} (like its default {default!r}), "
+            f"got {value!r}"
+        )
+
+
+TUNABLE_PROBE = ("epochs", "batch_size", "lr", "dropout", "normalize")
+"""The probe keys ``sweep.settings`` may vary (the others change the features every run shares)."""
+
+
+def _check_log_with(cfg: Config) -> None:
+    from accelerate.utils import LoggerType
+
+    value = cfg.run.log_with
+    names = [value] if isinstance(value, str) else list(value or [])
+    known = [*LoggerType.list(), "none"]
+    bad = [n for n in names if not isinstance(n, str) or n.lower() not in known]
+    if bad:
+        raise ConfigError(f"run.log_with: unknown tracker {bad[0]!r}: choose from {known}, or a list of them")
+    if cfg.run.log_every < 1:
+        raise ConfigError(f"run.log_every must be >= 1 (steps), got {cfg.run.log_every}")
+
+
+def _check_rule_kwargs(rule_kwargs: Any) -> None:
+    if not isinstance(rule_kwargs, dict):
+        raise ConfigError(f"pretrain.rule_kwargs maps rule names to settings, got {rule_kwargs!r}")
+    for rule, kwargs in rule_kwargs.items():
+        if rule not in RULES:
+            raise ConfigError(f"pretrain.rule_kwargs: unknown rule {rule!r}: choose from {sorted(RULES)}")
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"pretrain.rule_kwargs.{rule} must be a mapping, got {kwargs!r}")
+        try:
+            RULES[rule].defaults(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"pretrain.rule_kwargs.{rule}: {e}") from None
+
+
+def _check_probe(cfg: Config) -> None:
+    if not cfg.sweep.protocols or any(p not in PROTOCOLS for p in cfg.sweep.protocols):
+        raise ConfigError(f"sweep.protocols must list some of {PROTOCOLS}, got {cfg.sweep.protocols!r}")
+    p = cfg.probe
+    ks = p.knn_k if isinstance(p.knn_k, list) else [p.knn_k]
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ConfigError(f"probe.knn_k must be an integer >= 1 or a list of them, got {p.knn_k!r}")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in p.retrieval_ks):
+        raise ConfigError(f"probe.retrieval_ks must be integers >= 1, got {p.retrieval_ks!r}")
+    if p.epochs < 0 or p.batch_size < 1 or not (p.lr > 0 and math.isfinite(p.lr)):
+        raise ConfigError(
+            f"probe.epochs must be >= 0, probe.batch_size >= 1 and probe.lr a finite number > 0, got "
+            f"{p.epochs}, {p.batch_size}, {p.lr}"
+        )
+    if not 0 <= p.dropout < 1:
+        raise ConfigError(f"probe.dropout must be in [0, 1), got {p.dropout}")
