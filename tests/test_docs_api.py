@@ -81,6 +81,7 @@ MODULES = [
     "hebbopt.training.sgd",
     "hebbopt.training.checkpoints",
     "hebbopt.training.run_folder",
+    "hebbopt.training.metric_checks",
     "hebbopt.training.folder_lock",
     "hebbopt.sweeps.settings",
     "hebbopt.cli",

@@ -24,7 +24,7 @@ import pathlib
 from hebbopt.files import CorruptFileError
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config
-from hebbopt.training.run_folder import check_metrics
+from hebbopt.training.metric_checks import check_metrics
 
 UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "checkpoint_every")
 """Keys of section ``run`` that do not change a result (where it runs, how it reports)."""

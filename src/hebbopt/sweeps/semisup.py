@@ -43,9 +43,10 @@ from hebbopt.sweeps.records import Records, backbone_digest
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config, ConfigError
 from hebbopt.training.finetune import finetune, images_per_second, subsets
+from hebbopt.training.metric_checks import check_metrics
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
-from hebbopt.training.run_folder import Run, check_metrics, resume_problem
+from hebbopt.training.run_folder import Run, resume_problem
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights

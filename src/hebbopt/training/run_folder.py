@@ -8,7 +8,6 @@ import json
 import math
 import os
 import pathlib
-import re
 import time
 import weakref
 from typing import Any
@@ -21,6 +20,7 @@ from hebbopt.training.checkpoints import read_json, same_input, save_checkpoint,
 from hebbopt.training.config import Config, ConfigError, dump
 from hebbopt.training.folder_lock import LOCK, FolderLock, stale_note
 from hebbopt.training.folder_lock import busy as lock_busy
+from hebbopt.training.metric_checks import check_metrics
 
 RUN_KINDS = ("pretrain", "finetune", "semisup")
 """What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
@@ -57,7 +57,8 @@ class Run:
 
     ``metrics.json`` carries a checksum (``sha256``) of its content and of the configuration the
     folder records (``config.yaml``): :meth:`done` refuses final metrics that were edited, belong
-    to another run, or hold a value that is not finite or out of range (see :func:`check_metrics`).
+    to another run, or hold a value that is not finite or out of range
+    (:func:`~hebbopt.training.metric_checks.check_metrics`).
 
     Args:
         cfg: the configuration; ``run.dir`` is the folder.
@@ -260,7 +261,8 @@ class Run:
 
         Raises:
             FloatingPointError: ``obj`` marks the run done but holds a value that is not finite or
-                out of range (see :func:`check_metrics`): the run is not marked done.
+                out of range (:func:`~hebbopt.training.metric_checks.check_metrics`): the run is not
+                marked done.
         """
         problem = check_metrics(obj) if obj.get("done") else None
         if problem:
@@ -403,60 +405,6 @@ def resume_problem(folder: pathlib.Path, kind: str) -> str | None:
 def _canonical(obj: Any) -> bytes:
     # as JSON reads it back (tuples as lists, keys as strings), keys sorted: the same text before and after
     return json.dumps(json.loads(json.dumps(obj)), sort_keys=True, separators=(",", ":")).encode()
-
-
-PERCENT_KEYS = ("top1", "top5", "map", "val_top1", "regime")
-"""Metrics in % (as :func:`check_metrics` checks them, at any depth), with ``p@<k>``."""
-
-COUNT_KEYS = ("labelled", "validation", "images", "queries", "queries_with_relevant", "features",
-              "best_epoch", "epoch", "stage", "k")  # fmt: skip
-"""Metrics that count something (integers >= 0, at any depth)."""
-
-
-def check_metrics(obj: Any, where: str = "") -> str | None:
-    """What is wrong with a run's metrics, if anything: a number that is not finite, a percentage
-    (:data:`PERCENT_KEYS`, ``p@<k>``) outside [0, 100], a count (:data:`COUNT_KEYS`) that is not an
-    integer >= 0, or ``seconds`` below 0.
-
-    Args:
-        obj: the metrics (nested dicts and lists).
-        where: the path of ``obj`` in the record, for the message.
-
-    Returns:
-        The first problem, naming the key (e.g. ``"test.top1 is 700.0, not a percentage in [0, 100]"``),
-        or None.
-
-    Examples:
-        >>> check_metrics({"test": {"top1": 700.0}})
-        'test.top1 is 700.0, not a percentage in [0, 100]'
-        >>> check_metrics({"test": {"top1": 70.0, "top5": 95.5}, "labelled": 18}) is None
-        True
-    """
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            path = f"{where}.{key}" if where else str(key)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if number and not math.isfinite(value):
-                return f"{path} is {value}, not a finite number"
-            if number and (key in PERCENT_KEYS or re.fullmatch(r"p@\d+", str(key))) and not 0 <= value <= 100:
-                return f"{path} is {value}, not a percentage in [0, 100]"
-            if (
-                key in COUNT_KEYS
-                and value is not None
-                and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-            ):
-                return f"{path} is {value!r}, not a count (an integer >= 0)"
-            if key == "seconds" and number and value < 0:
-                return f"{path} is {value}, not a duration"
-            if problem := check_metrics(value, path):
-                return problem
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            if isinstance(value, float) and not math.isfinite(value):
-                return f"{where}[{i}] is {value}, not a finite number"
-            if problem := check_metrics(value, f"{where}[{i}]"):
-                return problem
-    return None
 
 
 def _recorded_config(config_file: pathlib.Path) -> dict[str, dict[str, Any]]:
