@@ -4,7 +4,10 @@
 ``SoftWTAHebb(model, lr=0.01, temperature=0.1)`` is ``HebbianOptimizer(model, "swta", lr=0.01,
 temperature=0.1)``: the hyper-parameters, their defaults and their checks are the rule's own
 (``RULES[name].hyper``, one source, tabled per rule in the rules page); a name the rule does not
-have is refused with the nearest valid one.
+have is refused with the nearest valid one. Each class takes ``(params, lr=1e-3, **kwargs)``:
+``params`` a model, modules or param groups, ``lr`` the learning rate η ≥ 0 (a number or a 0-d
+tensor), ``kwargs`` the rule's hyper-parameters and ``compile``, ``diagnostics``,
+``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
 """
 
 from __future__ import annotations
@@ -29,11 +32,6 @@ class SoftWTAHebb(_Named):
     ``ΔW_n = (Σ_b r²_bn x_b − Σ_b r²_bn · w_n) / Σ_b r_bn``, ``r = softmax(s / T)`` over neurons;
     see :mod:`hebbopt.rules.swta`. Hyper-parameters: ``temperature`` (T), ``similarity``.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        **kwargs: the rule's hyper-parameters, and ``compile``, ``diagnostics``,
-            ``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
 
     Examples:
         >>> import torch, torch.nn as nn
@@ -54,11 +52,6 @@ class HPCAHebb(_Named):
     ``ΔW = (Yᵀ X − tril(Yᵀ Y) W) / B`` with ``Y = act(u)``; see :mod:`hebbopt.rules.hpca`.
     Hyper-parameter: ``activation``.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        **kwargs: the rule's hyper-parameters, and ``compile``, ``diagnostics``,
-            ``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
 
     Examples:
         >>> import torch, torch.nn as nn
@@ -82,11 +75,6 @@ class SoftHebb(_Named):
     :mod:`hebbopt.rules.softhebb`. Hyper-parameters: ``temperature`` (T, the paper's
     ``1 / t_invert``), ``power_lr``.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        **kwargs: the rule's hyper-parameters, and ``compile``, ``diagnostics``,
-            ``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
     """
 
     rule_name = "softhebb"
@@ -99,11 +87,6 @@ class KrotovHebb(_Named):
     summed update is normalised by its largest entry; see :mod:`hebbopt.rules.krotov`. The paper's
     annealed ε is ``lr`` with a ``LambdaLR`` scheduler. Hyper-parameters: ``p``, ``k``, ``delta``.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate ε ≥ 0 (a number or a 0-d tensor).
-        **kwargs: the rule's hyper-parameters, and ``compile``, ``diagnostics``,
-            ``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
     """
 
     rule_name = "krotov"
@@ -115,11 +98,6 @@ class OjaHebb(_Named):
     ``ΔW_n = (Σ_b y_bn x_b − (Σ_b y²_bn) w_n) / B`` with ``y = w·x``; see :mod:`hebbopt.rules.oja`.
     No hyper-parameter but the learning rate.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        **kwargs: ``compile``, ``diagnostics``, ``statistics_dtype`` (see
-            :class:`~hebbopt.optimizer.HebbianOptimizer`).
     """
 
     rule_name = "oja"
@@ -131,11 +109,6 @@ class BCMHebb(_Named):
     ``ΔW = (1/N) Σ_n (u_n ⊙ (u_n − θ)) x_nᵀ``, then ``θ ← θ + (mean_n u_n² − θ) / τ``; see
     :mod:`hebbopt.rules.bcm`. Hyper-parameter: ``tau``.
 
-    Args:
-        params: model, modules or param groups (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
-        lr: learning rate η ≥ 0 (a number or a 0-d tensor).
-        **kwargs: the rule's hyper-parameters, and ``compile``, ``diagnostics``,
-            ``statistics_dtype`` (see :class:`~hebbopt.optimizer.HebbianOptimizer`).
     """
 
     rule_name = "bcm"
