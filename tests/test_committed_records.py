@@ -117,6 +117,8 @@ def test_the_committed_records_match_their_cells_under_the_current_config(tmp_pa
 
     root = pathlib.Path(__file__).resolve().parents[1]
     monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written
+    # run.mixed_precision: auto, on the machine the records were computed on (bf16 units)
+    monkeypatch.setattr("hebbopt.training.precision.bf16_units", lambda device_type: True)
     for folder in ("imagenette128", "cifar10"):  # what the data checks look for: a class folder
         for split in ("train", "val"):
             (tmp_path / folder / split / "n01440764").mkdir(parents=True)
