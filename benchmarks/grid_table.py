@@ -3,8 +3,10 @@
     python benchmarks/grid_table.py docs/results/cifar10_grid
 
 reads every ``*results.json`` in the folder (the merged records ``recipes/grid.py`` writes, one
-file per command run), groups the records by ``model`` and writes ``table.md`` (and
-``accuracy_<model>.png``) there. Per backbone and labelled share, the summary compares:
+file per command run), groups the records by ``model`` and precision (``run.mixed_precision``: a
+backbone's cells at two precisions are two tables, never averaged together) and writes
+``table.md`` (and ``accuracy_<model>[_<precision>].png``) there. Per backbone and labelled
+share, the summary compares:
 
 - the Hebbian start, tuned: of its fine-tuning protocols (``lpft``, ``finetune``) and their
   settings, the one with the best mean validation top-1 over seeds;
@@ -79,24 +81,32 @@ def summary(records: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
+PRECISION_NAMES = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
+"""How a table names the precision its cells ran at (``run.mixed_precision``)."""
+
+
 def main(folder: str) -> int:
     root = pathlib.Path(folder)
     files = sorted(root.glob("*results.json"))
-    by_model: dict[str, list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     dataset = metric = None
     for f in files:
         data = json.loads(f.read_text())
         dataset, metric = data["dataset"], data["metric"]
         for r in data["results"]:
-            by_model[r["model"]].append(r)
+            groups[r["model"], r.get("precision", "no")].append(r)
     out, gains = [f"Records: {', '.join(f.name for f in files)}.\n"], {}
-    for model, records in by_model.items():
+    for (model, precision), records in groups.items():
+        # cells of one backbone at two precisions are two experiments: a table each, never one mean
+        many = sum(m == model for m, _ in groups) > 1
+        name = f"{model}, {PRECISION_NAMES.get(precision, precision)}" if many else model
+        stub = f"{model}_{precision}" if many else model
         protocols = [p for p in ("linear", "lpft", "finetune") if any(r["protocol"] == p for r in records)]
         text, rows = summary(records)
-        gains[model] = rows
-        out += [f"\n## {model}\n", table(records, metric, dataset=dataset, methods=["softhebb", "none"],
-                                         protocols=protocols), "\n", text if rows else ""]  # fmt: skip
-        plot(records, metric, root / f"accuracy_{model}.png", dataset=dataset, methods=["softhebb", "none"],
+        gains[name] = rows
+        out += [f"\n## {name}\n", table(records, metric, dataset=dataset, methods=["softhebb", "none"],
+                                        protocols=protocols), "\n", text if rows else ""]  # fmt: skip
+        plot(records, metric, root / f"accuracy_{stub}.png", dataset=dataset, methods=["softhebb", "none"],
              protocols=protocols)  # fmt: skip
     (root / "table.md").write_text("".join(out))
     (root / "gains.json").write_text(json.dumps(gains, indent=1) + "\n")
