@@ -164,3 +164,22 @@ def test_next_forward_writes_into_the_statistics_the_step_applied():
     opt.step()
     opt.close()  # the spare buffers go with the hooks
     assert not opt._spare
+
+
+def test_hpca_prefix_form_writes_into_the_statistics_the_step_applied():
+    # A Linear layer with more neurons than samples takes the blocked prefix form (B < N): its N×S
+    # result goes into the buffer the last step applied, not a fresh one, and stays exact.
+    net = nn.Sequential(nn.Linear(9, 150, bias=False), nn.ReLU(), nn.Linear(150, 2)).double()
+    lin = net[0]
+    opt = hebbopt.HPCAHebb(net, lr=0.1)
+    net(torch.randn(4, 9, dtype=torch.float64))
+    applied = opt.state[lin.weight]["stats"]["hebb"]
+    opt.step()
+    x = torch.randn(5, 9, dtype=torch.float64)
+    w = lin.weight.detach().clone()
+    net(x)
+    again = opt.state[lin.weight]["stats"]["hebb"]
+    assert again.data_ptr() == applied.data_ptr()  # no fresh N×S buffer
+    y = torch.relu(x @ w.T)
+    assert rel_err(again, y.T @ x - torch.tril(y.T @ y) @ w) < 1e-12
+    opt.close()

@@ -90,7 +90,7 @@ def patch_sum(
         True
     """
     if geometry is None:
-        buffer = None if out is None or torch.compiler.is_compiling() else _take(out, weight.shape, g, x)
+        buffer = None if out is None or torch.compiler.is_compiling() else take_spare(out, weight.shape, g, x)
         return g.transpose(0, 1) @ x if buffer is None else torch.mm(g.transpose(0, 1), x, out=buffer)
     return torch.ops.aten.convolution_backward(
         g,
@@ -107,9 +107,22 @@ def patch_sum(
     )[1]
 
 
-def _take(
+def take_spare(
     spare: list[torch.Tensor], shape: torch.Size, g: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor | None:
+    """A spare tensor of ``shape`` and of the dtype and device of ``g·x``, taken out of ``spare``;
+    None if there is none, or where autograd records ``g`` or ``x`` (a buffer must not alias a
+    graph's input).
+
+    Args:
+        spare: tensors free to be overwritten (the statistics a step has just applied).
+        shape: the shape wanted.
+        g: the left factor of the product to be written.
+        x: the right factor.
+
+    Returns:
+        The tensor, removed from ``spare``, or None.
+    """
     if not spare or (torch.is_grad_enabled() and (g.requires_grad or x.requires_grad)):
         return None
     dtype = torch.promote_types(g.dtype, x.dtype)
