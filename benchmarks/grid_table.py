@@ -69,10 +69,13 @@ def summary(records: list[dict]) -> tuple[str, list[dict]]:
         t_mean = statistics.mean(r["test"]["top1"] for r in tuned[2])
         b_mean = statistics.mean(r["test"]["top1"] for r in best[2])
         by_seed = {r["seed"]: r["test"]["top1"] for r in probe}
-        diffs = [r["test"]["top1"] - by_seed[r["seed"]] for r in sorted(tuned[2], key=lambda r: r["seed"])]
+        # a seed whose frozen probe did not run (a sweep of fine-tuning only) has no difference
+        diffs = [r["test"]["top1"] - by_seed[r["seed"]] for r in sorted(tuned[2], key=lambda r: r["seed"])
+                 if r["seed"] in by_seed]  # fmt: skip
         lines.append(
-            f"| {regime:g} % | {_mean_std(probe)} | {_mean_std(tuned[2])} {tuned[0]} set {tuned[1]} | "
-            f"{', '.join(f'{d:+.2f}' for d in diffs)} | {_mean_std(best[2])} {best[0]} set {best[1]} | "
+            f"| {regime:g} % | {_mean_std(probe) if probe else '–'} | {_mean_std(tuned[2])} {tuned[0]} set "
+            f"{tuned[1]} | {', '.join(f'{d:+.2f}' for d in diffs) or '–'} | "
+            f"{_mean_std(best[2])} {best[0]} set {best[1]} | "
             f"{t_mean - b_mean:+.2f} |"
         )
         rows.append({"regime": regime, "hebbian_tuned": [tuned[0], tuned[1], t_mean],
