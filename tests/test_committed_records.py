@@ -117,18 +117,21 @@ def test_the_committed_records_match_their_cells_under_the_current_config(tmp_pa
 
     root = pathlib.Path(__file__).resolve().parents[1]
     monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written
-    # run.mixed_precision: auto, on the machine the records were computed on (bf16 units)
-    monkeypatch.setattr("hebbopt.training.precision.bf16_units", lambda device_type: True)
     for folder in ("imagenette128", "cifar10"):  # what the data checks look for: a class folder
         for split in ("train", "val"):
             (tmp_path / folder / split / "n01440764").mkdir(parents=True)
-    cfg = load(str(root / f"recipes/configs/{name}.yaml"), [])
-    committed = json.loads((root / cfg.sweep.records).read_text())["results"]
-    grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]
     digests = set()
-    for seed in cfg.sweep.seeds:
-        for method in cfg.sweep.methods:
-            pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})
-            for protocol, *_, sub in _cells(cfg, grid, pre, tmp_path, list(range(len(grid)))):
-                digests.add(records_module.cell_digest(sub, protocol))
+    # run.mixed_precision: auto, on each kind of machine the records were computed on: with bf16
+    # units (bf16) and without (fp32)
+    for units in (True, False):
+        monkeypatch.setattr("hebbopt.training.precision.bf16_units", lambda device_type, units=units: units)
+        cfg = load(str(root / f"recipes/configs/{name}.yaml"), [])
+        assert cfg.run.mixed_precision == ("bf16" if units else "no")
+        grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]
+        for seed in cfg.sweep.seeds:
+            for method in cfg.sweep.methods:
+                pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})
+                for protocol, *_, sub in _cells(cfg, grid, pre, tmp_path, list(range(len(grid)))):
+                    digests.add(records_module.cell_digest(sub, protocol))
+    committed = json.loads((root / cfg.sweep.records).read_text())["results"]
     assert committed and all(r["cell"] in digests for r in committed)

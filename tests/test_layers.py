@@ -37,7 +37,7 @@ def _wrong(src: pathlib.Path) -> list[str]:
     wrong = []
     for path in sorted(src.rglob("*.py")):
         here = _layer(_module(path, src))
-        for target in _imports(path):
+        for target in sorted(_imports(path)):  # a set: its order changes from process to process
             there = _layer(target)
             if there != here and LAYERS[there] >= LAYERS[here]:  # upwards, or sideways between peers
                 wrong.append(f"{_module(path, src)} imports {target}")
