@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -24,6 +25,25 @@ def test_two_processes_with_accumulation_equal_one_large_batch(tmp_path, rule):
     )
     net = model()
     train(net, optimizer(rule, net))  # one process, each global batch at once
+    got = torch.load(out)
+    for k, v in net.state_dict().items():
+        assert rel_err(got[k], v) < 1e-5, k
+
+
+def test_accelerate_launch_with_the_two_process_cpu_config(tmp_path):
+    """`accelerate launch --config_file recipes/accelerate/cpu2.yaml` starts two CPU processes whose
+    Hebbian steps equal one process's with the whole batch (the recipes' documented CPU launch)."""
+    out = tmp_path / "weights.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    config = HERE.parent / "recipes" / "accelerate" / "cpu2.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    with socket.socket() as free:  # a port nothing else holds, for the processes' rendezvous
+        free.bind(("127.0.0.1", 0))
+        cmd += ["--main_process_port", str(free.getsockname()[1])]
+    worker = [str(HERE / "accelerate_worker.py"), "swta", str(out)]
+    subprocess.run([*cmd, *worker], check=True, env=env, timeout=300)
+    net = model()
+    train(net, optimizer("swta", net))
     got = torch.load(out)
     for k, v in net.state_dict().items():
         assert rel_err(got[k], v) < 1e-5, k

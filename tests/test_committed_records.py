@@ -88,6 +88,18 @@ def test_a_changed_setting_is_a_new_cell(tmp_path, monkeypatch):
     assert ("_probe", "softhebb") in calls and ("_probe", "none") in calls
 
 
+def test_a_title_names_the_dataset_and_is_not_part_of_a_cell(tmp_path, monkeypatch):
+    records = tmp_path / "committed" / "results.json"
+    _sweep(tmp_path, "a", records)
+    assert json.loads(records.read_text())["dataset"] == "synthetic"  # data.name by default
+    calls = _spy(monkeypatch)
+    again = _sweep(tmp_path, "b", records, "--data.title", "my images")
+    assert calls == []  # every cell found: the title changes no result
+    assert again["dataset"] == "my images"
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["dataset"] == "my images"
+    assert "my images" in (tmp_path / "b" / "table.md").read_text()
+
+
 def test_a_grid_reuses_the_plain_sweeps_cells_under_its_own_setting_index(tmp_path, monkeypatch):
     # A settings grid added to a committed config: its setting equal to the plain config reuses those
     # records (the same cells), reported as that setting, wherever it sits in the grid.

@@ -29,6 +29,9 @@ from hebbopt.training.metric_checks import check_metrics
 UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "checkpoint_every")
 """Keys of section ``run`` that do not change a result (where it runs, how it reports)."""
 
+UNREAD_DATA_KEYS = ("title",)
+"""Keys of section ``data`` that do not change a result (how the dataset is named)."""
+
 
 ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32", ("probe", "calibrate_norm"): False}
 """Keys added to the configuration after records were first committed, with the value that
@@ -52,6 +55,7 @@ def cell_digest(cfg: Config, protocol: str) -> str:
         **{s: d[s] for s in ("data", "model", "pretrain", "finetune", "probe")},
     }
     what["run"] = {k: v for k, v in d["run"].items() if k not in UNREAD_RUN_KEYS}
+    what["data"] = {k: v for k, v in what["data"].items() if k not in UNREAD_DATA_KEYS}
     for (section, key), before in ADDED_KEYS.items():
         if what[section].get(key) == before:
             del what[section][key]

@@ -110,7 +110,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     metric = metric_name(splits.num_classes)
     methods = list(cfg.sweep.methods)
     results: list[dict] = []
-    records = Records(cfg.sweep.records, main=run.main, dataset=cfg.data.name, metric=metric)
+    records = Records(cfg.sweep.records, main=run.main, dataset=cfg.data.label, metric=metric)
     for seed in cfg.sweep.seeds:
         for method in methods:
             pre = cfg.replace(
@@ -164,8 +164,9 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                     continue
                 tracker.log({f"results/{protocol}/{method}/{regime:g}pct": m["test"][metric]}, seed)
                 run.log(f"seed {seed} {what} {regime:g}%: test {metric} {m['test'][metric]:.2f}")
-    summary = {"dataset": cfg.data.name, "metric": metric, "results": results}
-    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=list(cfg.sweep.protocols))
+    dataset = cfg.data.label
+    summary = {"dataset": dataset, "metric": metric, "results": results}
+    text = table(results, metric, dataset=dataset, methods=methods, protocols=list(cfg.sweep.protocols))
     run.log("\n" + text, echo=False)
     tracker.log({"results": text}, 0)
     tracker.close()
@@ -478,11 +479,11 @@ def _write(
 ) -> None:
     if not run.main:
         return
-    write_json(root / "results.json", {"dataset": cfg.data.name, "metric": metric, "results": results})
+    write_json(root / "results.json", {"dataset": cfg.data.label, "metric": metric, "results": results})
     protocols = list(cfg.sweep.protocols)
-    text = table(results, metric, dataset=cfg.data.name, methods=methods, protocols=protocols)
+    text = table(results, metric, dataset=cfg.data.label, methods=methods, protocols=protocols)
     atomic_write_bytes(root / "table.md", text.encode())
-    plot(results, metric, root / "accuracy.png", dataset=cfg.data.name, methods=methods, protocols=protocols)
+    plot(results, metric, root / "accuracy.png", dataset=cfg.data.label, methods=methods, protocols=protocols)
 
 
 def _earlier(root: pathlib.Path) -> list[dict]:

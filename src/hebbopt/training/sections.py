@@ -48,6 +48,8 @@ class DataConfig:
             :func:`~hebbopt.data.regimes.validation_split`); 0: no validation, the last epoch is kept.
         workers: DataLoader worker processes for streamed folders.
         synthetic_size: training images of the ``synthetic`` dataset.
+        title: the dataset's name in records, tables and plots (default: ``name``); it changes no
+            result, so it is not part of a cell's identity (:func:`~hebbopt.sweeps.records.cell_digest`).
     """
 
     name: str = "digits"
@@ -59,6 +61,12 @@ class DataConfig:
     val_size: int = 0
     workers: int = 0
     synthetic_size: int = 512
+    title: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The dataset's name in records and tables: ``title``, else ``name``."""
+        return self.title or self.name
 
 
 @dataclasses.dataclass
