@@ -117,7 +117,9 @@ def test_a_grid_reuses_the_plain_sweeps_cells_under_its_own_setting_index(tmp_pa
             assert tuned[r["method"], 1]["test"] == r["test"] and "setting" not in r
 
 
-@pytest.mark.parametrize("name", ["imagenette_softhebb_3l", "cifar10_vgg_softhebb"])
+@pytest.mark.parametrize(
+    "name", ["imagenette_softhebb_3l", "cifar10_vgg_softhebb", "imagenette_vgg_softhebb"]
+)
 def test_the_committed_records_match_their_cells_under_the_current_config(tmp_path, monkeypatch, name):
     # A key added to Config (at the value that computes what was computed before it), or a settings
     # grid added to a committed config, must not orphan the records it already holds: each would be
