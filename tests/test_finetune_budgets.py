@@ -133,3 +133,22 @@ def test_each_phase_and_start_trains_at_its_own_rate_for_its_own_epochs(tmp_path
     assert len(heads) == 2
     for trained, init in heads:  # the probe trained the head LP-FT starts from
         assert trained.shape == init.shape and not torch.allclose(trained, init)
+
+
+@pytest.mark.parametrize("batch", [2, 16, 100])
+def test_scoring_batches_are_four_fine_tuning_batches_at_most_256(tmp_path, batch):
+    # what fine-tuning fits in memory scores in batches 4× as large (a 210 px network on a CPU
+    # fine-tuned at 16 per process ran out of memory scoring in batches of 256)
+    from accelerate import Accelerator
+
+    from hebbopt.data.datasets import load_dataset
+    from hebbopt.training.batches import evaluate
+
+    cfg = _cfg(tmp_path, "--finetune.batch_size", str(batch))
+    test = load_dataset("synthetic", synthetic_size=1200, img_size=8).test  # 300 images
+    sizes = []
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    model.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    r = evaluate(model, test, None, Accelerator(cpu=True), cfg)
+    assert r["images"] == sum(sizes) == len(test)
+    assert max(sizes) == min(256, 4 * batch, len(test))
