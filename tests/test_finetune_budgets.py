@@ -148,7 +148,10 @@ def test_scoring_batches_are_four_fine_tuning_batches_at_most_256(tmp_path, batc
     test = load_dataset("synthetic", synthetic_size=1200, img_size=8).test  # 300 images
     sizes = []
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    graded = []
     model.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    model.register_forward_hook(lambda m, args, out: graded.append(out.requires_grad))
     r = evaluate(model, test, None, Accelerator(cpu=True), cfg)
     assert r["images"] == sum(sizes) == len(test)
+    assert not any(graded)  # scored without autograd: no activations kept for a backward pass
     assert max(sizes) == min(256, 4 * batch, len(test))

@@ -110,7 +110,6 @@ class Batches:
             yield self._to_device(x, y)
 
 
-@torch.no_grad()
 def eval_batch_size(cfg: Config) -> int:
     """Images per process and batch when scoring: 4 × ``finetune.batch_size``, at most 256.
 
@@ -128,6 +127,7 @@ def eval_batch_size(cfg: Config) -> int:
     return min(256, 4 * cfg.finetune.batch_size)
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module, dataset, indices: torch.Tensor | None, accelerator: Accelerator, cfg: Config
 ) -> dict:
