@@ -9,7 +9,8 @@ backbone's cells at two precisions are two tables, never averaged together) and 
 share, the summary compares:
 
 - the Hebbian start, tuned: of its fine-tuning protocols (``lpft``, ``finetune``) and their
-  settings, the one with the best mean validation top-1 over seeds;
+  settings, the one with the best mean validation top-1 over seeds (over the seeds they all ran,
+  :func:`~hebbopt.evaluation.report.shared_seed_means`);
 - the random start's best: of every protocol and setting it ran (the frozen probe, LP-FT, and
   fine-tuning with the long budgets), the one with the best mean validation top-1;
 - the Hebbian start's frozen probe (``linear``), seed by seed against the tuned one.
@@ -27,7 +28,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-from hebbopt.evaluation.report import plot, table
+from hebbopt.evaluation.report import plot, shared_seed_means, table
 
 
 def _best_on_validation(
@@ -39,7 +40,8 @@ def _best_on_validation(
             groups[r["protocol"], int(r.get("setting", 0))].append(r)
     if not groups:
         return None
-    key = max(groups, key=lambda k: statistics.mean(r["val"]["top1"] for r in groups[k]))
+    score = shared_seed_means({k: [(r["seed"], r["val"]["top1"]) for r in v] for k, v in groups.items()})
+    key = max(groups, key=lambda k: score[k])  # compared on the seeds every candidate ran
     return (*key, groups[key])
 
 

@@ -100,6 +100,20 @@ def test_a_title_names_the_dataset_and_is_not_part_of_a_cell(tmp_path, monkeypat
     assert "my images" in (tmp_path / "b" / "table.md").read_text()
 
 
+def test_worker_processes_are_not_part_of_a_cell_and_a_resume_may_change_them(tmp_path, monkeypatch):
+    records = tmp_path / "committed" / "results.json"
+    first = _sweep(tmp_path, "a", records)["results"]
+    calls = _spy(monkeypatch)
+    again = _sweep(tmp_path, "b", records, "--data.workers", "2")["results"]
+    assert calls == []  # every cell found: worker processes only decode images
+    assert [r["test"] for r in again] == [r["test"] for r in first]
+    args = [*TINY, *SWEEP, "--run.dir", str(tmp_path / "a"), "--sweep.records", str(records)]
+    resumed = semisup(load(None, [*args, "--data.workers", "1"]), resume=True)["results"]
+    assert calls == [] and [r["test"] for r in resumed] == [r["test"] for r in first]
+    with pytest.raises(ValueError, match=r"data\.img_size"):  # a key that changes the result is refused
+        semisup(load(None, [*args, "--data.img_size", "16"]), resume=True)
+
+
 def test_a_grid_reuses_the_plain_sweeps_cells_under_its_own_setting_index(tmp_path, monkeypatch):
     # A settings grid added to a committed config: its setting equal to the plain config reuses those
     # records (the same cells), reported as that setting, wherever it sits in the grid.

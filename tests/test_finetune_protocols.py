@@ -72,6 +72,14 @@ def test_choose_ranks_settings_by_mean_validation_over_seeds_not_by_test():
     assert chosen == {(5.0, "m", "lpft"): 1} and kept == results[2:]
     kept, chosen = choose(results[:1] + results[2:3])  # one seed each: 50 > 47
     assert chosen == {(5.0, "m", "lpft"): 0}
+    # setting 1 ran on seed 1 only where it was chosen on seed 0: compared on seed 0 alone, 47 < 48,
+    # although over all its seeds (47 + 50) / 2 beats 48
+    results = [run(0, 0, 48, 90), run(1, 0, 47, 10), run(1, 1, 50, 10)]
+    kept, chosen = choose(results)
+    assert chosen == {(5.0, "m", "lpft"): 0} and kept == results[:1]
+    # no seed in common: each setting by the mean over its own seeds
+    kept, chosen = choose([run(0, 0, 48, 90), run(1, 1, 49, 10)])
+    assert chosen == {(5.0, "m", "lpft"): 1}
 
 
 def test_finetune_options_are_checked():

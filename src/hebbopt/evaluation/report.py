@@ -10,6 +10,7 @@ import math
 import pathlib
 import statistics
 from collections import defaultdict
+from typing import Any
 
 PAPER_CIFAR10 = {
     1: {"vae": 22.54, "swta": 30.23, "hpca": 39.75},
@@ -44,13 +45,39 @@ def _protocol_of(result: dict) -> str:
     return str(result.get("protocol", "finetune"))
 
 
+def shared_seed_means(candidates: dict[Any, list[tuple[Any, float]]]) -> dict[Any, float]:
+    """Each candidate's mean validation score over the seeds all candidates share.
+
+    A candidate that ran on more seeds than another is compared on the seeds both ran, so that no
+    candidate wins or loses for having fewer seeds; when the candidates share no seed, each gets
+    the mean over its own. Candidates without a score are left out.
+
+    Args:
+        candidates: ``{candidate: [(seed, score), ...]}``.
+
+    Returns:
+        ``{candidate: mean}`` for the candidates with at least one score.
+
+    Examples:
+        >>> shared_seed_means({"a": [(0, 48.0)], "b": [(0, 47.0), (1, 50.0)], "c": []})
+        {'a': 48.0, 'b': 47.0}
+    """
+    ranked = {k: v for k, v in candidates.items() if v}
+    shared = set.intersection(*({seed for seed, _ in v} for v in ranked.values())) if ranked else set()
+    return {k: statistics.mean(x for seed, x in v if not shared or seed in shared) for k, v in ranked.items()}
+
+
 def choose(results: list[dict]) -> tuple[list[dict], dict]:
     """Per regime, method and protocol, the fine-tuning setting (``sweep.settings``) with the best
     mean validation top-1 over its seeds: chosen on the validation split, never the test split.
 
-    Results without a ``setting`` are setting 0; a setting none of whose runs has a validation
-    accuracy, or one of whose runs diverged (a ``diverged`` record), ranks last and its runs are
-    never kept; of equals, the first setting is kept.
+    Settings are compared on the seeds they all have: when one setting ran on more seeds than
+    another (say, only the setting chosen on seed 0 ran on seed 1), the means are taken over the
+    seeds every ranked setting has, so that no setting wins or loses for having fewer seeds; when
+    they share none, each is ranked by the mean over its own. Results without a ``setting`` are
+    setting 0; a setting none of whose runs has a validation accuracy, or one of whose runs
+    diverged (a ``diverged`` record), ranks last and its runs are never kept; of equals, the
+    first setting is kept.
 
     Args:
         results: sweep results, each with ``regime``, ``method``, optionally ``protocol``,
@@ -67,7 +94,7 @@ def choose(results: list[dict]) -> tuple[list[dict], dict]:
         >>> [r["test"]["top1"] for r in kept], chosen
         ([41.0], {(1.0, 'none', 'finetune'): 1})
     """
-    groups: dict[tuple[float, str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple[float, str, str], dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     diverged: set[tuple[float, str, str, int]] = set()
     for r in results:
         key, setting = (float(r["regime"]), r["method"], _protocol_of(r)), int(r.get("setting", 0))
@@ -75,14 +102,13 @@ def choose(results: list[dict]) -> tuple[list[dict], dict]:
         if "diverged" in r:
             diverged.add((*key, setting))
         elif isinstance(r.get("val"), dict) and "top1" in r["val"]:
-            vals.append(float(r["val"]["top1"]))
+            vals.append((r.get("seed"), float(r["val"]["top1"])))
 
-    def rank(key, by, k):
-        return statistics.mean(by[k]) if by[k] and (*key, k) not in diverged else -math.inf
+    def choice(key, by):
+        score = shared_seed_means({k: v for k, v in by.items() if (*key, k) not in diverged})
+        return max(sorted(by), key=lambda k: score.get(k, -math.inf))
 
-    chosen = {
-        key: max(sorted(by), key=lambda k, key=key, by=by: rank(key, by, k)) for key, by in groups.items()
-    }
+    chosen = {key: choice(key, by) for key, by in groups.items()}
     kept = [
         r for r in results
         if "diverged" not in r and int(r.get("setting", 0)) == chosen[float(r["regime"]), r["method"],

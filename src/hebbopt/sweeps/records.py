@@ -32,6 +32,11 @@ UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "check
 UNREAD_DATA_KEYS = ("title",)
 """Keys of section ``data`` that do not change a result (how the dataset is named)."""
 
+PINNED_DATA_KEYS = {"workers": 0}
+"""Keys of section ``data`` that change no result but were part of the digest from the start:
+``workers`` only decodes streamed images (the augmentation is drawn in the main process from a
+seeded generator), so every value counts as the default, which keeps the committed digests."""
+
 
 ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32", ("probe", "calibrate_norm"): False}
 """Keys added to the configuration after records were first committed, with the value that
@@ -55,7 +60,7 @@ def cell_digest(cfg: Config, protocol: str) -> str:
         **{s: d[s] for s in ("data", "model", "pretrain", "finetune", "probe")},
     }
     what["run"] = {k: v for k, v in d["run"].items() if k not in UNREAD_RUN_KEYS}
-    what["data"] = {k: v for k, v in what["data"].items() if k not in UNREAD_DATA_KEYS}
+    what["data"] = {k: v for k, v in what["data"].items() if k not in UNREAD_DATA_KEYS} | PINNED_DATA_KEYS
     for (section, key), before in ADDED_KEYS.items():
         if what[section].get(key) == before:
             del what[section][key]

@@ -439,6 +439,7 @@ def _check_same(
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
     free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")} | set(may_differ)
     free |= {("sweep", "retry_diverged"), ("sweep", "records")}  # what a resume reuses, not what it computes
+    free |= {("data", "title"), ("data", "workers")}  # a name; worker processes only decode images
     diff = [
         f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
         for section, values in cfg.to_dict().items()
