@@ -25,17 +25,15 @@ from hebbopt.files import CorruptFileError
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config
 from hebbopt.training.metric_checks import check_metrics
+from hebbopt.training.sections import RESULT_FREE_DATA_KEYS
 
 UNREAD_RUN_KEYS = ("dir", "progress", "threads", "log_with", "log_every", "checkpoint_every")
 """Keys of section ``run`` that do not change a result (where it runs, how it reports)."""
 
-UNREAD_DATA_KEYS = ("title",)
-"""Keys of section ``data`` that do not change a result (how the dataset is named)."""
-
 PINNED_DATA_KEYS = {"workers": 0}
-"""Keys of section ``data`` that change no result but were part of the digest from the start:
-``workers`` only decodes streamed images (the augmentation is drawn in the main process from a
-seeded generator), so every value counts as the default, which keeps the committed digests."""
+"""Keys of :data:`~hebbopt.training.sections.RESULT_FREE_DATA_KEYS` that were part of the digest
+before they were known to change no result: every value counts as the default, which keeps the
+committed digests (the others are left out of the digest)."""
 
 
 ADDED_KEYS = {("pretrain", "statistics_dtype"): "float32", ("probe", "calibrate_norm"): False}
@@ -60,7 +58,8 @@ def cell_digest(cfg: Config, protocol: str) -> str:
         **{s: d[s] for s in ("data", "model", "pretrain", "finetune", "probe")},
     }
     what["run"] = {k: v for k, v in d["run"].items() if k not in UNREAD_RUN_KEYS}
-    what["data"] = {k: v for k, v in what["data"].items() if k not in UNREAD_DATA_KEYS} | PINNED_DATA_KEYS
+    what["data"] = {k: v for k, v in what["data"].items() if k not in RESULT_FREE_DATA_KEYS}
+    what["data"] |= PINNED_DATA_KEYS
     for (section, key), before in ADDED_KEYS.items():
         if what[section].get(key) == before:
             del what[section][key]

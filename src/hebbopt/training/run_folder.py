@@ -21,6 +21,7 @@ from hebbopt.training.config import Config, ConfigError, dump
 from hebbopt.training.folder_lock import LOCK, FolderLock, stale_note
 from hebbopt.training.folder_lock import busy as lock_busy
 from hebbopt.training.metric_checks import check_metrics
+from hebbopt.training.sections import RESULT_FREE_DATA_KEYS
 
 RUN_KINDS = ("pretrain", "finetune", "semisup")
 """What a run folder holds (``run.json``'s ``kind``): a pre-training (Hebbian or VAE), a
@@ -439,7 +440,7 @@ def _check_same(
     # run.dir: this very folder; trackers and progress bars do not change what a run computes
     free = {("run", k) for k in ("progress", "threads", "dir", "log_with", "log_every")} | set(may_differ)
     free |= {("sweep", "retry_diverged"), ("sweep", "records")}  # what a resume reuses, not what it computes
-    free |= {("data", "title"), ("data", "workers")}  # a name; worker processes only decode images
+    free |= {("data", k) for k in RESULT_FREE_DATA_KEYS}
     diff = [
         f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
         for section, values in cfg.to_dict().items()

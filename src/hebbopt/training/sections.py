@@ -32,6 +32,12 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says which key and what is allowed."""
 
 
+RESULT_FREE_DATA_KEYS = ("title", "workers")
+"""Keys of section ``data`` that change no result: the dataset's name, and the worker processes
+that only decode streamed images (augmentation is drawn in the main process from a seeded
+generator). A resume may change them, and they are not part of a cell's identity."""
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Section ``data``: the dataset and how it is read (see :func:`~hebbopt.data.datasets.load_dataset`).
