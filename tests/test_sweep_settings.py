@@ -67,3 +67,33 @@ def test_a_new_setting_on_resume_is_still_a_different_configuration(tmp_path, ca
     args[i + 1] = "[" + SETTINGS[0] + ", {finetune: {lr: 5.0e-3}}]"
     with pytest.raises(ConfigError, match="different configuration"):
         semisup(load(None, args), resume=True)
+
+
+def test_only_settings_runs_part_of_the_grid_and_the_records_join_the_parts(tmp_path, calls):
+    # sweep.only_settings: a long setting for one start, or the chosen setting on another seed, runs
+    # alone under its own index; the parts' records (sweep.records) make the whole grid again.
+    records = str(tmp_path / "committed.json")
+
+    def part(folder, *only):
+        extra = ["--sweep.only_settings", f"[{', '.join(map(str, only))}]"] if only else []
+        args = [*args_with(tmp_path, 0, 2), "--sweep.records", records, *extra]
+        args[args.index("--run.dir") + 1] = str(tmp_path / folder)
+        return semisup(load(None, args))["results"]
+
+    late = part("a", 1)
+    assert calls == ["none-seed0-40pct-set1"] and [r["setting"] for r in late] == [1]
+    assert not (tmp_path / "a" / "finetune" / "none-seed0-40pct-set0").exists()
+    calls.clear()
+    early = part("b", 0)
+    assert calls == ["none-seed0-40pct-set0"] and [r["setting"] for r in early] == [0]
+    calls.clear()
+    whole = part("c")  # every setting: each found in the records, none run again
+    assert calls == [] and [r["setting"] for r in whole] == [0, 1]
+    assert [r["test"] for r in whole] == [early[0]["test"], late[0]["test"]]
+
+
+@pytest.mark.parametrize("only", ["[2]", "[0, 0]", "[]", "[true]", "0"])
+def test_only_settings_outside_the_grid_is_refused_before_anything_is_written(tmp_path, calls, only):
+    with pytest.raises(ConfigError, match=r"only_settings"):
+        semisup(load(None, [*args_with(tmp_path, 0, 2), "--sweep.only_settings", only]))
+    assert calls == [] and not (tmp_path / "sweep").exists()

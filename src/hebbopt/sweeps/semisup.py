@@ -8,6 +8,8 @@ LP-FT: ``<dir>/lpft/...``), or frozen, with a linear probe or k-nearest neighbou
 ``sweep.settings``, every fine-tuning setting of the grid runs in its own folder (``...-set<i>``)
 and the table keeps, per method, protocol and regime, the setting with the best mean validation
 accuracy (:func:`~hebbopt.evaluation.report.choose`): each start gets its own best settings.
+``sweep.only_settings`` runs part of the grid (each setting under its own index), so that a grid
+too long for one machine's session is run in parts whose records (``sweep.records``) join.
 A cell whose training diverges (a non-finite loss, features or weights: ``FloatingPointError``) is
 a result, not the end of the sweep: its record says ``diverged`` (with the message), its folder
 keeps it (``diverged.json``), it is never chosen and the table lists it; the sweep goes on with
@@ -86,6 +88,12 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
         )
     indices, space = sweep_settings.setting_indices(folder, cfg, resume)
     changed = indices is not None and indices != list(range(len(space)))
+    only = cfg.sweep.only_settings
+    if only is not None and indices is not None and not set(only) <= set(indices):
+        raise ConfigError(
+            f"sweep.only_settings {only}: not the index of a setting of this sweep (its settings: "
+            f"{sorted(indices)}, the `setting` of its records)"
+        )
     run = Run(
         cfg,
         accelerator,
@@ -120,7 +128,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 },
                 run={"seed": seed, "dir": str(root / "pretrain" / f"{method}-seed{seed}")},
             )
-            cells = _cells(cfg, grid, pre, root, indices or [0])
+            cells = _cells(cfg, grid, pre, root, indices or [0], only)
             held = records.all_held(
                 [(sub, protocol) for protocol, *_, sub in cells]
             )  # then no pre-training either
@@ -223,16 +231,20 @@ def _effective(cfg: Config, protocol: str) -> str:
 
 
 def _cells(
-    cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path, indices: list[int]
-) -> list[tuple]:
+    cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path, indices: list[int],
+    only: list[int] | None = None,
+) -> list[tuple]:  # fmt: skip
     """The cells of one method and seed, in the sweep's order: ``(protocol, regime, setting index,
     folder name, configuration)``; ``indices`` gives each setting's folder index (see
-    :mod:`~hebbopt.sweeps.settings`)."""
+    :mod:`~hebbopt.sweeps.settings`), ``only`` the folder indices run (``sweep.only_settings``;
+    None: all)."""
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
             tuned = protocol in ("finetune", "lpft")
             for k, setting in zip(indices, grid, strict=True) if tuned else [(0, cfg)]:
+                if tuned and cfg.sweep.settings and only is not None and k not in only:
+                    continue
                 name = f"{pre.pretrain.method}-seed{pre.run.seed}-{regime:g}pct" + (
                     f"-set{k}" if tuned and cfg.sweep.settings else ""
                 )

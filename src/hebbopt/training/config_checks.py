@@ -151,9 +151,18 @@ def _check_settings(cfg: Config) -> None:
                 f"sweep.settings[{i}] repeats sweep.settings[{settings.index(setting)}]: {setting}"
             )
         try:  # every value checked as the run will read it (the grid itself left out)
-            cfg.replace(sweep={"settings": []}, **setting)
+            cfg.replace(sweep={"settings": [], "only_settings": None}, **setting)
         except ConfigError as e:
             raise ConfigError(f"sweep.settings[{i}]: {e}") from None
+    only = cfg.sweep.only_settings
+    if only is not None:
+        ints = isinstance(only, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in only)
+        if not settings or not ints or not only or len(set(only)) < len(only) or min(only) < 0:
+            raise ConfigError(
+                "sweep.only_settings must be distinct indices (>= 0) of a non-empty sweep.settings, e.g. "
+                f"--sweep.only_settings '[2]', or null for every setting; got {only!r} with "
+                f"{len(settings)} settings"
+            )
 
 
 def _check_setting_type(i: int, key: str, default: Any, value: Any) -> None:

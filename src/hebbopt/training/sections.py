@@ -237,6 +237,10 @@ class SweepConfig:
             validation split, never the test split). Empty: the configuration as it is. Probe keys
             of a setting tune LP-FT's first phase; the ``linear`` protocol runs once per regime with
             the ``probe`` section as configured (the sweep's log says so).
+        only_settings: the indices of the ``sweep.settings`` this invocation runs (a record's
+            ``setting``), e.g. ``[2]`` to run on a second seed only the setting chosen on the
+            first, or a long setting for one start alone; the other settings' cells are left out of
+            its table (their records stay in ``records``). Default (None): every setting.
         retry_diverged: a resumed sweep runs again the cells that diverged (default: it keeps their
             ``diverged`` records; may change on resume).
         records: a file that keeps every finished cell's record (e.g. ``docs/results/<name>/results.json``,
@@ -250,6 +254,7 @@ class SweepConfig:
     pretrain_epochs: dict = dataclasses.field(default_factory=dict)
     protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
     settings: list = dataclasses.field(default_factory=list)
+    only_settings: list | None = None
     retry_diverged: bool = False
     records: str | None = None
 
