@@ -97,3 +97,60 @@ def test_only_settings_outside_the_grid_is_refused_before_anything_is_written(tm
     with pytest.raises(ConfigError, match=r"only_settings"):
         semisup(load(None, [*args_with(tmp_path, 0, 2), "--sweep.only_settings", only]))
     assert calls == [] and not (tmp_path / "sweep").exists()
+
+
+def tuned_args(tmp_path, *keep, seeds="[1, 0]", tune="[0]"):
+    args = args_with(tmp_path, *keep)
+    args[args.index("--sweep.seeds") + 1] = seeds
+    return [*args, "--sweep.tune_seeds", tune]
+
+
+def test_tune_seeds_run_the_grid_first_and_the_other_seeds_run_the_setting_chosen_on_them(tmp_path, calls):
+    # seed 0 (the tuning seed) runs first, every setting; seed 1 only the best on seed 0's validation
+    results = semisup(load(None, tuned_args(tmp_path, 0, 2)))["results"]
+    tuning = [r for r in results if r["seed"] == 0]
+    best = max(tuning, key=lambda r: r["val"]["top1"])  # of equals, the first setting
+    chosen = f"none-seed1-40pct-set{best['setting']}"
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set1", chosen]
+    assert [(r["seed"], r["setting"]) for r in results] == [(0, 0), (0, 1), (1, best["setting"])]
+
+
+def test_a_setting_that_diverged_on_the_tuning_seed_is_never_run_on_the_others(tmp_path, calls):
+    # setting 0 diverges on seed 0, so seed 1 runs setting 1, whatever the validation scores say
+    results = semisup(load(None, tuned_args(tmp_path, 1, 0)))["results"]
+    assert calls == ["none-seed0-40pct-set0", "none-seed0-40pct-set1", "none-seed1-40pct-set1"]
+    assert "diverged" in results[0] and [r["setting"] for r in results] == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--sweep.tune_seeds", "[2]"], "tune_seeds.*of sweep.seeds"),
+        (["--sweep.tune_seeds", "[]"], "tune_seeds.*non-empty"),
+        (["--sweep.tune_seeds", "[0]", "--sweep.only_settings", "[1]"], "tune_seeds.*only_settings"),
+        (["--sweep.tune_seeds", "[0]", "--sweep.settings", "[]"], "tune_seeds.*sweep.settings"),
+    ],
+)
+def test_tune_seeds_outside_the_sweep_are_refused_before_anything_is_written(tmp_path, calls, extra, match):
+    args = [*args_with(tmp_path, 0, 2), *extra]
+    args[args.index("--sweep.seeds") + 1] = "[0, 1]"
+    with pytest.raises(ConfigError, match=match):
+        semisup(load(None, args))
+    assert calls == [] and not (tmp_path / "sweep").exists()
+
+
+def test_tune_seeds_choose_on_the_records_of_earlier_parts(tmp_path, calls):
+    # seed 0's settings ran as two parts (only_settings); the tuned sweep reads them from the records,
+    # runs none of them again and runs seed 1 at the setting their validation scores choose
+    records = str(tmp_path / "committed.json")
+    parts = {}
+    for k in (1, 0):
+        args = [*args_with(tmp_path, 0, 2), "--sweep.records", records, "--sweep.only_settings", f"[{k}]"]
+        args[args.index("--run.dir") + 1] = str(tmp_path / f"part{k}")
+        parts[k] = semisup(load(None, args))["results"][0]
+    best = max((parts[0], parts[1]), key=lambda r: r["val"]["top1"])
+    calls.clear()
+    args = [*tuned_args(tmp_path, 0, 2), "--sweep.records", records]
+    results = semisup(load(None, args))["results"]
+    assert calls == [f"none-seed1-40pct-set{best['setting']}"]
+    assert [r["test"] for r in results[:2]] == [parts[0]["test"], parts[1]["test"]]

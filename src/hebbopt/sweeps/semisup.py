@@ -10,6 +10,8 @@ and the table keeps, per method, protocol and regime, the setting with the best 
 accuracy (:func:`~hebbopt.evaluation.report.choose`): each start gets its own best settings.
 ``sweep.only_settings`` runs part of the grid (each setting under its own index), so that a grid
 too long for one machine's session is run in parts whose records (``sweep.records``) join.
+``sweep.tune_seeds`` runs the whole grid on those seeds only (first) and, on every other seed,
+each method's, protocol's and regime's setting chosen on their validation scores.
 A cell whose training diverges (a non-finite loss, features or weights: ``FloatingPointError``) is
 a result, not the end of the sweep: its record says ``diverged`` (with the message), its folder
 keeps it (``diverged.json``), it is never chosen and the table lists it; the sweep goes on with
@@ -37,7 +39,7 @@ from accelerate import Accelerator
 
 from hebbopt.data import ImageSplits
 from hebbopt.evaluation import estimate_norm_statistics, extract_features, knn, linear_probe, retrieval
-from hebbopt.evaluation.report import metric_name, plot, table
+from hebbopt.evaluation.report import choose, metric_name, plot, table
 from hebbopt.files import CorruptFileError, atomic_write_bytes
 from hebbopt.selection import classifier
 from hebbopt.sweeps import settings as sweep_settings
@@ -119,7 +121,10 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
     methods = list(cfg.sweep.methods)
     results: list[dict] = []
     records = Records(cfg.sweep.records, main=run.main, dataset=cfg.data.label, metric=metric)
-    for seed in cfg.sweep.seeds:
+    tune = cfg.sweep.tune_seeds
+    seeds = list(cfg.sweep.seeds) if tune is None else [*tune, *(s for s in cfg.sweep.seeds if s not in tune)]
+    for seed in seeds:
+        chosen = None if tune is None or seed in tune else _chosen_on(results, tune)
         for method in methods:
             pre = cfg.replace(
                 pretrain={
@@ -128,7 +133,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
                 },
                 run={"seed": seed, "dir": str(root / "pretrain" / f"{method}-seed{seed}")},
             )
-            cells = _cells(cfg, grid, pre, root, indices or [0], only)
+            cells = _cells(cfg, grid, pre, root, indices or [0], only, chosen)
             held = records.all_held(
                 [(sub, protocol) for protocol, *_, sub in cells]
             )  # then no pre-training either
@@ -230,20 +235,30 @@ def _effective(cfg: Config, protocol: str) -> str:
     return json.dumps({"protocol": protocol, **d}, sort_keys=True, default=str)
 
 
+def _chosen_on(results: list[dict], seeds: list[int]) -> dict:
+    """``{(regime, method, protocol): setting}``: the setting of each with the best validation
+    score over the tuning ``seeds``' results (:func:`~hebbopt.evaluation.report.choose`)."""
+    return choose([r for r in results if r.get("seed") in seeds and "setting" in r])[1]
+
+
 def _cells(
     cfg: Config, grid: list[Config], pre: Config, root: pathlib.Path, indices: list[int],
-    only: list[int] | None = None,
+    only: list[int] | None = None, chosen: dict | None = None,
 ) -> list[tuple]:  # fmt: skip
     """The cells of one method and seed, in the sweep's order: ``(protocol, regime, setting index,
     folder name, configuration)``; ``indices`` gives each setting's folder index (see
     :mod:`~hebbopt.sweeps.settings`), ``only`` the folder indices run (``sweep.only_settings``;
-    None: all)."""
+    None: all), ``chosen`` the one setting run per ``(regime, method, protocol)`` (a seed outside
+    ``sweep.tune_seeds``; None: all)."""
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
             tuned = protocol in ("finetune", "lpft")
+            pick = None if chosen is None else chosen.get((float(regime), pre.pretrain.method, protocol))
             for k, setting in zip(indices, grid, strict=True) if tuned else [(0, cfg)]:
                 if tuned and cfg.sweep.settings and only is not None and k not in only:
+                    continue
+                if tuned and cfg.sweep.settings and chosen is not None and k != pick:
                     continue
                 name = f"{pre.pretrain.method}-seed{pre.run.seed}-{regime:g}pct" + (
                     f"-set{k}" if tuned and cfg.sweep.settings else ""

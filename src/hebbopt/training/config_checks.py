@@ -151,7 +151,7 @@ def _check_settings(cfg: Config) -> None:
                 f"sweep.settings[{i}] repeats sweep.settings[{settings.index(setting)}]: {setting}"
             )
         try:  # every value checked as the run will read it (the grid itself left out)
-            cfg.replace(sweep={"settings": [], "only_settings": None}, **setting)
+            cfg.replace(sweep={"settings": [], "only_settings": None, "tune_seeds": None}, **setting)
         except ConfigError as e:
             raise ConfigError(f"sweep.settings[{i}]: {e}") from None
     only = cfg.sweep.only_settings
@@ -162,6 +162,23 @@ def _check_settings(cfg: Config) -> None:
                 "sweep.only_settings must be distinct indices (>= 0) of a non-empty sweep.settings, e.g. "
                 f"--sweep.only_settings '[2]', or null for every setting; got {only!r} with "
                 f"{len(settings)} settings"
+            )
+    tune = cfg.sweep.tune_seeds
+    if tune is not None:
+        seeds = list(cfg.sweep.seeds)
+        listed = isinstance(tune, list) and tune and all(not isinstance(s, bool) and s in seeds for s in tune)
+        if not settings or not listed:
+            raise ConfigError(
+                "sweep.tune_seeds must be a non-empty list of seeds of sweep.seeds, with a non-empty "
+                f"sweep.settings to choose from, e.g. --sweep.tune_seeds '[0]'; got {tune!r} with seeds "
+                f"{seeds} and {len(settings)} settings"
+            )
+        if only is not None:
+            raise ConfigError(
+                "sweep.tune_seeds chooses each other seed's setting on the tuning seeds' whole grid, so it "
+                f"cannot run with sweep.only_settings ({only}): run the tuning seeds' parts first "
+                "(--sweep.seeds with only those seeds, sweep.records keeping their cells), then the "
+                "sweep with tune_seeds and without only_settings"
             )
 
 

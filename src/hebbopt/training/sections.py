@@ -241,6 +241,12 @@ class SweepConfig:
             ``setting``), e.g. ``[2]`` to run on a second seed only the setting chosen on the
             first, or a long setting for one start alone; the other settings' cells are left out of
             its table (their records stay in ``records``). Default (None): every setting.
+        tune_seeds: the seeds on which every setting of ``sweep.settings`` runs (e.g. ``[0]``); each
+            other seed of ``sweep.seeds`` runs, per method, protocol and regime, only the setting
+            with the best validation score on these seeds
+            (:func:`~hebbopt.evaluation.report.choose`), so that a grid chosen on seed 0 and
+            repeated on seed 1 is one command. The tuning seeds run first. Default (None): every
+            seed runs every setting.
         retry_diverged: a resumed sweep runs again the cells that diverged (default: it keeps their
             ``diverged`` records; may change on resume).
         records: a file that keeps every finished cell's record (e.g. ``docs/results/<name>/results.json``,
@@ -255,6 +261,7 @@ class SweepConfig:
     protocols: list = dataclasses.field(default_factory=lambda: ["finetune"])
     settings: list = dataclasses.field(default_factory=list)
     only_settings: list | None = None
+    tune_seeds: list | None = None
     retry_diverged: bool = False
     records: str | None = None
 
