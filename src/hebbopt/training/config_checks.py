@@ -170,8 +170,10 @@ def _check_settings(cfg: Config) -> None:
         if not settings or not listed:
             raise ConfigError(
                 "sweep.tune_seeds must be a non-empty list of seeds of sweep.seeds, with a non-empty "
-                f"sweep.settings to choose from, e.g. --sweep.tune_seeds '[0]'; got {tune!r} with seeds "
-                f"{seeds} and {len(settings)} settings"
+                f"sweep.settings to choose from; got {tune!r} with seeds {seeds} and {len(settings)} "
+                "settings. To run other seeds at the chosen settings, list the tuning seeds too (e.g. "
+                "--sweep.seeds '[0, 1]': their cells held in sweep.records do not run again), or pass "
+                "--sweep.tune_seeds null to run every setting"
             )
         if only is not None:
             raise ConfigError(
