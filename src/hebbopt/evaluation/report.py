@@ -309,7 +309,8 @@ def plot(
     evaluation = "fine-tuning" if shown == ["finetune"] else "evaluation"
     ax.set_title(f"{dataset}: pre-training, then {evaluation} on the labelled share")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing to draw while every cell so far diverged
+        ax.legend()
     fig.tight_layout()
     from hebbopt.files import atomic_write
 
