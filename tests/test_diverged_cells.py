@@ -69,8 +69,25 @@ def test_a_table_of_an_incomplete_grid_says_so():
 
     full = table([run(0, 0), run(0, 1), run(1, 0), run(1, 1)], "top1", dataset="d", methods=["m"])
     assert "incomplete" not in full
-    part = table([run(0, 0), run(0, 1), run(1, 0)], "top1", dataset="d", methods=["m"])
-    assert "- incomplete: 1 cell(s) of the grid have no record" in part
+    part = table([run(0, 0), run(1, 0), run(0, 1), run(1, 1), run(2, 1)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 1 cell(s) of the grid have no record" in part  # setting 2 on seed 0
+
+
+def test_a_grid_chosen_on_one_seed_is_complete_with_the_chosen_setting_on_the_others():
+    # sweep.tune_seeds: seed 0 ran every setting, seeds 1 and 2 only the one best on seed 0's validation
+    from hebbopt.evaluation.report import table
+
+    def run(setting, seed, val=50.0):
+        return {"regime": 5, "method": "m", "protocol": "finetune", "setting": setting, "seed": seed,
+                "val": {"top1": val}, "test": {"top1": 60.0}}  # fmt: skip
+
+    tuned = [run(0, 0, 40.0), run(1, 0, 45.0), run(2, 0, 42.0)]
+    done = table([*tuned, run(1, 1), run(1, 2)], "top1", dataset="d", methods=["m"])
+    assert "incomplete" not in done
+    wrong = table([*tuned, run(1, 1), run(0, 2)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 1 cell(s) of the grid have no record" in wrong  # seed 2 ran a setting not chosen
+    missing = table([*tuned, run(1, 1)], "top1", dataset="d", methods=["m"])
+    assert "incomplete" not in missing  # seed 2 has no record at all: not a seed of this table
 
 
 def test_settings_with_the_same_effective_run_run_once_and_are_reported_for_each(tmp_path, monkeypatch):

@@ -208,8 +208,9 @@ def table(
 
 def _notes(results: list[dict]) -> list[str]:
     """Lines under the table: each diverged cell, the precision the records were computed in, and
-    whether the grid is incomplete (a regime, start and protocol with fewer cells than settings ×
-    seeds)."""
+    whether the grid is incomplete: a regime, start and protocol with fewer cells than settings ×
+    seeds, where a seed that ran a single setting (``sweep.tune_seeds``) needs only the setting
+    chosen on the seeds that ran every one (:func:`choose`)."""
     notes = []
     for r in results:
         if "diverged" in r:
@@ -234,10 +235,25 @@ def _notes(results: list[dict]) -> list[str]:
     speeds = _speeds(results)
     if speeds:
         notes.append(f"- images/s (median over the cells that measured it): {speeds}")
-    missing = sum(len(settings[k]) * len(seeds) - len(cells[k]) for k in cells)
+    missing = sum(len(_expected(k, settings[k], seeds, cells[k], results) - cells[k]) for k in cells)
     if missing:
         notes.append(f"- incomplete: {missing} cell(s) of the grid have no record; the table shows what ran")
     return ["", *notes] if notes else []
+
+
+def _expected(key: tuple, settings: set, seeds: set, cells: set, results: list[dict]) -> set:
+    """The ``(setting, seed)`` cells a complete grid has for one regime, start and protocol: every
+    setting on every seed, except that a seed that ran a single setting, beside seeds that ran every
+    one, needs only the setting chosen on those (the grid of ``sweep.tune_seeds``)."""
+    ran = {seed: {k for k, s in cells if s == seed} for seed in seeds}
+    full = {seed for seed in seeds if ran[seed] == settings}
+    if not full or len(settings) < 2:
+        return {(k, seed) for k in settings for seed in seeds}
+    on_full = [r for r in results if r.get("seed") in full and (float(r["regime"]), r["method"],
+                                                               _protocol_of(r)) == key]  # fmt: skip
+    pick = choose(on_full)[1][key]
+    single = {seed for seed in seeds - full if len(ran[seed]) == 1}
+    return {(k, seed) for k in settings for seed in seeds - single} | {(pick, seed) for seed in single}
 
 
 SPEED_KEYS = {
