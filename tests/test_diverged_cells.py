@@ -69,8 +69,10 @@ def test_a_table_of_an_incomplete_grid_says_so():
 
     full = table([run(0, 0), run(0, 1), run(1, 0), run(1, 1)], "top1", dataset="d", methods=["m"])
     assert "incomplete" not in full
-    part = table([run(0, 0), run(1, 0), run(0, 1), run(1, 1), run(2, 1)], "top1", dataset="d", methods=["m"])
-    assert "- incomplete: 1 cell(s) of the grid have no record" in part  # setting 2 on seed 0
+    part = table([run(0, 0), run(1, 1)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 2 cell(s) of the grid have no record" in part  # no seed ran both settings
+    equal = table([run(0, 0), run(1, 0), run(1, 1)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 1 cell(s) of the grid have no record" in equal  # of equals setting 0 is chosen
 
 
 def test_a_grid_chosen_on_one_seed_is_complete_with_the_chosen_setting_on_the_others():
@@ -84,8 +86,8 @@ def test_a_grid_chosen_on_one_seed_is_complete_with_the_chosen_setting_on_the_ot
     tuned = [run(0, 0, 40.0), run(1, 0, 45.0), run(2, 0, 42.0)]
     done = table([*tuned, run(1, 1), run(1, 2)], "top1", dataset="d", methods=["m"])
     assert "incomplete" not in done
-    wrong = table([*tuned, run(1, 1), run(0, 2)], "top1", dataset="d", methods=["m"])
-    assert "- incomplete: 1 cell(s) of the grid have no record" in wrong  # seed 2 ran a setting not chosen
+    wrong = table([*tuned, run(1, 1), run(0, 2), run(2, 2)], "top1", dataset="d", methods=["m"])
+    assert "- incomplete: 1 cell(s) of the grid have no record" in wrong  # seed 2 lacks the chosen one
     missing = table([*tuned, run(1, 1)], "top1", dataset="d", methods=["m"])
     assert "incomplete" not in missing  # seed 2 has no record at all: not a seed of this table
 

@@ -208,9 +208,9 @@ def table(
 
 def _notes(results: list[dict]) -> list[str]:
     """Lines under the table: each diverged cell, the precision the records were computed in, and
-    whether the grid is incomplete: a regime, start and protocol with fewer cells than settings ×
-    seeds, where a seed that ran a single setting (``sweep.tune_seeds``) needs only the setting
-    chosen on the seeds that ran every one (:func:`choose`)."""
+    whether the grid is incomplete: a regime, start and protocol without every setting on some seed
+    (then none can be chosen), or a seed without the setting chosen on the seeds that ran every one
+    (:func:`choose`; the grid of ``sweep.tune_seeds``)."""
     notes = []
     for r in results:
         if "diverged" in r:
@@ -243,17 +243,15 @@ def _notes(results: list[dict]) -> list[str]:
 
 def _expected(key: tuple, settings: set, seeds: set, cells: set, results: list[dict]) -> set:
     """The ``(setting, seed)`` cells a complete grid has for one regime, start and protocol: every
-    setting on every seed, except that a seed that ran a single setting, beside seeds that ran every
-    one, needs only the setting chosen on those (the grid of ``sweep.tune_seeds``)."""
-    ran = {seed: {k for k, s in cells if s == seed} for seed in seeds}
-    full = {seed for seed in seeds if ran[seed] == settings}
-    if not full or len(settings) < 2:
+    setting on the seeds that ran every one (on every seed if none did), and on each other seed the
+    setting chosen on those (the grid of ``sweep.tune_seeds``)."""
+    full = {seed for seed in seeds if {(k, seed) for k in settings} <= cells}
+    if not full:
         return {(k, seed) for k in settings for seed in seeds}
     on_full = [r for r in results if r.get("seed") in full and (float(r["regime"]), r["method"],
                                                                _protocol_of(r)) == key]  # fmt: skip
     pick = choose(on_full)[1][key]
-    single = {seed for seed in seeds - full if len(ran[seed]) == 1}
-    return {(k, seed) for k in settings for seed in seeds - single} | {(pick, seed) for seed in single}
+    return cells | {(pick, seed) for seed in seeds}
 
 
 SPEED_KEYS = {
