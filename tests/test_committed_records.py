@@ -142,6 +142,7 @@ def test_the_committed_records_match_their_cells_under_the_current_config(tmp_pa
 
     from hebbopt.sweeps import records as records_module
     from hebbopt.sweeps.semisup import _cells
+    from hebbopt.training.config_checks import setting_overrides
 
     root = pathlib.Path(__file__).resolve().parents[1]
     monkeypatch.setenv("HEBBOPT_DATA", str(tmp_path))  # the digest reads the root as written
@@ -155,7 +156,7 @@ def test_the_committed_records_match_their_cells_under_the_current_config(tmp_pa
         monkeypatch.setattr("hebbopt.training.precision.bf16_units", lambda device_type, units=units: units)
         cfg = load(str(root / f"recipes/configs/{name}.yaml"), [])
         assert cfg.run.mixed_precision == ("bf16" if units else "no")
-        grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]
+        grid = [cfg.replace(**setting_overrides(s)) for s in cfg.sweep.settings] or [cfg]
         for seed in cfg.sweep.seeds:
             for method in cfg.sweep.methods:
                 pre = cfg.replace(pretrain={"method": method}, run={"seed": seed, "dir": str(tmp_path / "p")})

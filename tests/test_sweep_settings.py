@@ -154,3 +154,58 @@ def test_tune_seeds_choose_on_the_records_of_earlier_parts(tmp_path, calls):
     results = semisup(load(None, args))["results"]
     assert calls == [f"none-seed1-40pct-set{best['setting']}"]
     assert [r["test"] for r in results[:2]] == [parts[0]["test"], parts[1]["test"]]
+
+
+def starts_args(tmp_path, grid, *extra):
+    args = [*args_with(tmp_path, 0), *extra]
+    args[args.index("--sweep.settings") + 1] = grid
+    args[args.index("--sweep.methods") + 1] = "[softhebb, none]"
+    return args
+
+
+LONG_FOR_NONE = (
+    "[{finetune: {lr: 1.0e-3}}, {finetune: {lr: 2.0e-3}, methods: [none]}, {finetune: {lr: 3.0e-3}}]"
+)
+
+
+def test_a_setting_named_for_some_starts_runs_for_those_only(tmp_path, calls):
+    # setting 1 is tried for the random start alone: the SoftHebb start runs settings 0 and 2 under
+    # their own indices, its grid counts as complete without setting 1, and setting 1 is never chosen
+    # for it; with tune_seeds, seed 1 runs each start's choice among the settings it tried
+    args = starts_args(tmp_path, LONG_FOR_NONE, "--sweep.tune_seeds", "[0]")
+    args[args.index("--sweep.seeds") + 1] = "[0, 1]"
+    results = semisup(load(None, args))["results"]
+    seed0 = [c for c in calls if "-seed0-" in c]
+    assert seed0 == [
+        "softhebb-seed0-40pct-set0", "softhebb-seed0-40pct-set2",
+        "none-seed0-40pct-set0", "none-seed0-40pct-set1", "none-seed0-40pct-set2",
+    ]  # fmt: skip
+    for method, tried in (("softhebb", {0, 2}), ("none", {0, 1, 2})):
+        ran = {r["setting"]: r for r in results if r["method"] == method and r["seed"] == 0}
+        assert set(ran) == tried
+        best = max(sorted(ran), key=lambda k: ran[k]["val"]["top1"])  # of equals, the first
+        assert [r["setting"] for r in results if r["method"] == method and r["seed"] == 1] == [best]
+        assert f"{method}-seed1-40pct-set{best}" in calls
+    assert len(calls) == 7
+    assert "incomplete" not in (tmp_path / "sweep" / "table.md").read_text()
+
+
+@pytest.mark.parametrize("starts", ["[]", "[bogus]", "[none, none]", "none", "[1]"])
+def test_starts_that_are_not_methods_are_refused_before_anything_is_written(tmp_path, calls, starts):
+    grid = f"[{{finetune: {{lr: 1.0e-3}}}}, {{finetune: {{lr: 2.0e-3}}, methods: {starts}}}]"
+    with pytest.raises(ConfigError, match=r"sweep\.settings\[1\]\.methods"):
+        semisup(load(None, starts_args(tmp_path, grid)))
+    assert calls == [] and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        "[{finetune: {lr: 2.0e-3}}, {finetune: {lr: 2.0e-3}, methods: [none]}]",
+        "[{finetune: {lr: 2.0e-3}, methods: [none]}, {finetune: {lr: 2.0e-3}, methods: [softhebb]}]",
+    ],
+)
+def test_a_setting_repeated_for_other_starts_is_refused(tmp_path, calls, grid):
+    with pytest.raises(ConfigError, match=r"sweep\.settings\[1\] repeats sweep\.settings\[0\]"):
+        semisup(load(None, starts_args(tmp_path, grid)))
+    assert calls == [] and not (tmp_path / "sweep").exists()

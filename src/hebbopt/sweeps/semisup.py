@@ -46,6 +46,7 @@ from hebbopt.sweeps import settings as sweep_settings
 from hebbopt.sweeps.records import Records, backbone_digest
 from hebbopt.training.checkpoints import file_input, read_json, write_json
 from hebbopt.training.config import Config, ConfigError
+from hebbopt.training.config_checks import setting_overrides, setting_tried_for
 from hebbopt.training.finetune import finetune, images_per_second, subsets
 from hebbopt.training.metric_checks import check_metrics
 from hebbopt.training.models import build_model
@@ -109,7 +110,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
         earlier = [r for r in earlier if "setting" not in r or r["setting"] in indices]
     splits = load_splits(cfg, accelerator)
     build_model(cfg, splits, seed=0, head_norm=cfg.finetune.head_norm)  # fails here, before any training
-    grid = [cfg.replace(**s) for s in cfg.sweep.settings] or [cfg]  # each setting checked up front
+    grid = [cfg.replace(**setting_overrides(s)) for s in cfg.sweep.settings] or [cfg]  # each checked up front
     run.start()
     if run.main and cfg.sweep.settings:
         sweep_settings.keep(root, space)
@@ -249,13 +250,17 @@ def _cells(
     folder name, configuration)``; ``indices`` gives each setting's folder index (see
     :mod:`~hebbopt.sweeps.settings`), ``only`` the folder indices run (``sweep.only_settings``;
     None: all), ``chosen`` the one setting run per ``(regime, method, protocol)`` (a seed outside
-    ``sweep.tune_seeds``; None: all)."""
+    ``sweep.tune_seeds``; None: all); a setting whose ``methods`` leave out this start is not run
+    for it (:data:`~hebbopt.training.config_checks.SETTING_METHODS`)."""
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
             tuned = protocol in ("finetune", "lpft")
             pick = None if chosen is None else chosen.get((float(regime), pre.pretrain.method, protocol))
-            for k, setting in zip(indices, grid, strict=True) if tuned else [(0, cfg)]:
+            entries = cfg.sweep.settings or [{}]
+            for k, setting, entry in zip(indices, grid, entries, strict=True) if tuned else [(0, cfg, {})]:
+                if not setting_tried_for(entry, pre.pretrain.method):
+                    continue
                 if tuned and cfg.sweep.settings and only is not None and k not in only:
                     continue
                 if tuned and cfg.sweep.settings and chosen is not None and k != pick:

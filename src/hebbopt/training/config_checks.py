@@ -128,11 +128,18 @@ def _check_settings(cfg: Config) -> None:
     if not isinstance(settings, list):
         raise ConfigError(f"sweep.settings must be a list of {{section: {{key: value}}}}, got {settings!r}")
     for i, setting in enumerate(settings):
-        if not isinstance(setting, dict) or not all(isinstance(v, dict) for v in setting.values()):
+        if not isinstance(setting, dict):
+            raise ConfigError(f"sweep.settings[{i}] must map sections to {{key: value}}, got {setting!r}")
+        _check_setting_methods(i, setting)
+        setting = setting_overrides(setting)
+        if not all(isinstance(v, dict) for v in setting.values()):
             raise ConfigError(f"sweep.settings[{i}] must map sections to {{key: value}}, got {setting!r}")
         bad = [s for s in setting if s not in ("finetune", "probe")]
         if bad:
-            raise ConfigError(f"sweep.settings[{i}]: only finetune and probe keys vary, got {bad[0]!r}")
+            raise ConfigError(
+                f"sweep.settings[{i}]: only finetune and probe keys vary (and `{SETTING_METHODS}`: the "
+                f"starts it is tried for), got {bad[0]!r}"
+            )
         for section, values in setting.items():
             fields = section_fields(section)
             for key in values:
@@ -146,9 +153,10 @@ def _check_settings(cfg: Config) -> None:
                         f"probe.{', probe.'.join(TUNABLE_PROBE)}"
                     )
                 _check_setting_type(i, f"{section}.{key}", fields[key].default, values[key])
-        if setting in settings[:i]:
+        if setting in (earlier := [setting_overrides(e) for e in settings[:i]]):
             raise ConfigError(
-                f"sweep.settings[{i}] repeats sweep.settings[{settings.index(setting)}]: {setting}"
+                f"sweep.settings[{i}] repeats sweep.settings[{earlier.index(setting)}]: {setting} (a "
+                f"setting is tried once; `{SETTING_METHODS}` names the starts it is tried for)"
             )
         try:  # every value checked as the run will read it (the grid itself left out)
             cfg.replace(sweep={"settings": [], "only_settings": None, "tune_seeds": None}, **setting)
@@ -182,6 +190,37 @@ def _check_settings(cfg: Config) -> None:
                 "(--sweep.seeds with only those seeds, sweep.records keeping their cells), then the "
                 "sweep with tune_seeds and without only_settings"
             )
+
+
+SETTING_METHODS = "methods"
+"""The key of a ``sweep.settings`` entry that names the starts (``sweep.methods``) it is tried for,
+e.g. ``{finetune: {steps: 9600}, methods: [none]}``: a schedule only a random start needs. Without
+it, every start tries the setting."""
+
+
+def setting_overrides(setting: dict) -> dict:
+    """A ``sweep.settings`` entry as configuration overrides (``{section: {key: value}}``), without
+    :data:`SETTING_METHODS`."""
+    return {k: v for k, v in setting.items() if k != SETTING_METHODS}
+
+
+def setting_tried_for(setting: dict, method: str) -> bool:
+    """Whether a ``sweep.settings`` entry is tried for a start (every start without
+    :data:`SETTING_METHODS`)."""
+    return method in setting.get(SETTING_METHODS, [method])
+
+
+def _check_setting_methods(i: int, setting: dict) -> None:
+    if SETTING_METHODS not in setting:
+        return
+    starts = setting[SETTING_METHODS]
+    named = isinstance(starts, list) and starts and all(isinstance(m, str) for m in starts)
+    if not named or len(set(starts)) < len(starts) or any(m not in methods() for m in starts):
+        raise ConfigError(
+            f"sweep.settings[{i}].{SETTING_METHODS} must be a non-empty list of distinct methods (the "
+            f"starts the setting is tried for, from {methods()}), got {starts!r}; leave it out to try "
+            "the setting for every start"
+        )
 
 
 def _check_setting_type(i: int, key: str, default: Any, value: Any) -> None:

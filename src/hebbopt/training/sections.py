@@ -236,7 +236,9 @@ class SweepConfig:
             and regime, the one with the best mean validation top-1 over the seeds (chosen on the
             validation split, never the test split). Empty: the configuration as it is. Probe keys
             of a setting tune LP-FT's first phase; the ``linear`` protocol runs once per regime with
-            the ``probe`` section as configured (the sweep's log says so).
+            the ``probe`` section as configured (the sweep's log says so). An entry may name the
+            starts it is tried for, ``methods: [none]`` beside its sections (e.g. a schedule only a
+            random start needs); the others skip it and choose among the rest.
         only_settings: the indices of the ``sweep.settings`` this invocation runs (a record's
             ``setting``), e.g. ``[2]`` to run on a second seed only the setting chosen on the
             first, or a long setting for one start alone; the other settings' cells are left out of
