@@ -199,14 +199,35 @@ it, every start tries the setting."""
 
 
 def setting_overrides(setting: dict) -> dict:
-    """A ``sweep.settings`` entry as configuration overrides (``{section: {key: value}}``), without
-    :data:`SETTING_METHODS`."""
+    """A ``sweep.settings`` entry as configuration overrides, without :data:`SETTING_METHODS`.
+
+    Args:
+        setting: one entry of ``sweep.settings``.
+
+    Returns:
+        ``{section: {key: value}}``, what ``Config.replace`` takes.
+
+    Examples:
+        >>> setting_overrides({"finetune": {"steps": 9600}, "methods": ["none"]})
+        {'finetune': {'steps': 9600}}
+    """
     return {k: v for k, v in setting.items() if k != SETTING_METHODS}
 
 
 def setting_tried_for(setting: dict, method: str) -> bool:
-    """Whether a ``sweep.settings`` entry is tried for a start (every start without
-    :data:`SETTING_METHODS`)."""
+    """Whether a ``sweep.settings`` entry is tried for a start.
+
+    Args:
+        setting: one entry of ``sweep.settings``.
+        method: the start (an entry of ``sweep.methods``).
+
+    Returns:
+        ``True`` if the entry's :data:`SETTING_METHODS` name the start, or it has none.
+
+    Examples:
+        >>> setting_tried_for({"finetune": {"steps": 9600}, "methods": ["none"]}, "softhebb")
+        False
+    """
     return method in setting.get(SETTING_METHODS, [method])
 
 
