@@ -9,6 +9,7 @@ from helpers import geometry_net, record_inputs, reference_delta, rel_err
 from torch import nn
 
 import hebbopt
+import hebbopt.rules.geometry
 from hebbopt.rules import Conv2dGeometry, hpca, swta
 
 CASES = [
@@ -183,3 +184,51 @@ def test_hpca_prefix_form_writes_into_the_statistics_the_step_applied():
     y = torch.relu(x @ w.T)
     assert rel_err(again, y.T @ x - torch.tril(y.T @ y) @ w) < 1e-12
     opt.close()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_unfolded_patch_sum_equals_literal_sum_over_patches(channels_last):
+    # Random geometries (stride, padding, non-square kernels), and chunk budgets from one image per
+    # chunk to all images in one: against the literal Σ_b g_b x_bᵀ over F.unfold's patches.
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)
+    for _ in range(6):
+        kh, kw, sh, sw, ph, pw = (int(v) for v in torch.randint(1, 4, (6,), generator=gen))
+        ph, pw = ph - 1, pw - 1
+        b, c, n = (int(v) for v in torch.randint(1, 6, (3,), generator=gen))
+        h, w = (k + int(torch.randint(0, 6, (1,), generator=gen)) for k in (kh, kw))
+        x = torch.randn(b, c, h, w, dtype=torch.float64, generator=gen)
+        weight = torch.empty(n, c, kh, kw, dtype=torch.float64)
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        g = torch.randn(b, n, oh, ow, dtype=torch.float64, generator=gen)
+        if channels_last:
+            x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+        cols = nn.functional.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # B×S×positions
+        literal = torch.einsum("bnp,bsp->ns", g.flatten(2), cols).reshape(n, c, kh, kw)
+        geometry = Conv2dGeometry((sh, sw), (ph, pw), (1, 1))
+        for budget in (1, c * kh * kw * oh * ow * 2, 2**23):
+            got = hebbopt.rules.geometry.unfolded_patch_sum(g, x, weight, geometry, budget=budget)
+            assert got.shape == weight.shape and rel_err(got, literal) < 1e-12
+
+
+def test_patch_sum_unfolds_small_maps_on_the_cpu_only(monkeypatch):
+    # The fixed rule: at most 4 positions, or at most 64 with at least 1024 neurons; never with
+    # dilation; and patch_sum takes that path (its result then equals the kernel's).
+    pays = hebbopt.rules.geometry.unfold_pays
+    plain, dilated = Conv2dGeometry((1, 1), (1, 1), (1, 1)), Conv2dGeometry((1, 1), (2, 2), (2, 2))
+    cases = {((2, 2), 8): True, ((1, 4), 8): True, ((1, 5), 8): False, ((8, 8), 1024): True}
+    cases |= {((8, 8), 1023): False, ((9, 8), 1024): False}
+    for (hw, n), expected in cases.items():
+        assert pays(torch.empty(2, n, *hw), torch.empty(n, 3, 3, 3), plain) is expected, (hw, n)
+    assert not pays(torch.empty(2, 8, 2, 2), torch.empty(8, 3, 3, 3), dilated)
+    x, g = torch.randn(3, 4, 2, 2, dtype=torch.float64), torch.randn(3, 6, 2, 2, dtype=torch.float64)
+    weight = torch.empty(6, 4, 3, 3, dtype=torch.float64)
+    calls = []
+    original = hebbopt.rules.geometry.unfolded_patch_sum
+    monkeypatch.setattr(
+        hebbopt.rules.geometry, "unfolded_patch_sum", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    got = hebbopt.rules.geometry.patch_sum(g, x, weight, plain)
+    kernel = torch.ops.aten.convolution_backward(
+        g, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]
+    )[1]
+    assert calls == [1] and rel_err(got, kernel) < 1e-12

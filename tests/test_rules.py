@@ -23,6 +23,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import hebbopt
+import hebbopt.rules.geometry
 import hebbopt.testing
 from hebbopt.named import NAMED
 from hebbopt.rules import RULE_MODULES, RULES
@@ -50,8 +51,19 @@ def assert_states_equal(got: dict, expected: dict, tol: float) -> None:
         assert got[key].dtype == value.dtype and rel_err(got[key], value) <= tol, key
 
 
+@pytest.fixture(params=["kernel", "unfolded"])
+def conv_patches(request, monkeypatch):
+    """Both ways a convolution's ``Σ_b g_b x_bᵀ`` is computed, forced on every layer that allows
+    it (the unfolded form needs dilation 1): the weight-gradient kernel, or unfolded patches."""
+    unfolded = request.param == "unfolded"
+    monkeypatch.setattr(
+        hebbopt.rules.geometry, "unfold_pays", lambda g, w, geometry: unfolded and geometry.dilation == (1, 1)
+    )
+    return request.param
+
+
 @pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
-def test_exact_against_per_sample_reference_float64(rule, hyper):
+def test_exact_against_per_sample_reference_float64(rule, hyper, conv_patches):
     net = geometry_net(torch.float64)
     x = torch.randn(3, 3, 13, 11, dtype=torch.float64)
     opt = hebbopt.HebbianOptimizer(net, rule, lr=1.0, **hyper)

@@ -4,11 +4,17 @@ A layer sees inputs ``x`` and pre-activations ``u``. For a Linear layer the rows
 are the samples. For a Conv2d layer every output position of every image is a sample ``b`` whose
 input is the patch ``x_b`` (S = C·kh·kw values) under the kernel there. The rules need
 ``Σ_b g_b x_bᵀ`` for some per-sample, per-neuron coefficient ``g`` (N×S) and per-patch norms
-``‖x_b‖²``. For a convolution both are convolutions themselves, so no patch is ever unfolded:
+``‖x_b‖²``. For a convolution both are convolutions themselves, so patches need not be unfolded:
 
 * ``Σ_b g_b x_bᵀ`` is the weight-gradient of the convolution with ``g`` as output-gradient
   (``aten.convolution_backward`` with only the weight output requested);
 * ``‖x_b‖²`` is the convolution of ``Σ_c x²`` with a one-channel kernel of ones.
+
+Except for ``Σ_b g_b x_bᵀ`` on a CPU where a map has few positions: there oneDNN's weight-gradient
+kernels are slow (2 threads, batch 10: a 384→1536 3×3 convolution on 8×8 maps 59–89 ms against
+45–47 ms as patches and one product; 512→512 on 2×2 maps 15–20 ms against 3 ms), so
+:func:`patch_sum` unfolds the patches there (:func:`unfold_pays` says where), a chunk of images at
+a time: at most about 2²⁰ patch values are unfolded at once.
 
 A Linear layer's ``Σ_b g_b x_bᵀ`` is a fresh N×S matrix per forward pass, which on the CPU costs
 more in page faults than in multiply-adds (a 4096×2304 product: 17 ms fresh, 8 ms into an existing
@@ -92,6 +98,8 @@ def patch_sum(
     if geometry is None:
         buffer = None if out is None or torch.compiler.is_compiling() else take_spare(out, weight.shape, g, x)
         return g.transpose(0, 1) @ x if buffer is None else torch.mm(g.transpose(0, 1), x, out=buffer)
+    if unfold_pays(g, weight, geometry):
+        return unfolded_patch_sum(g, x, weight, geometry)
     return torch.ops.aten.convolution_backward(
         g,
         x,
@@ -105,6 +113,80 @@ def patch_sum(
         1,
         [False, True, False],
     )[1]
+
+
+def unfold_pays(g: torch.Tensor, weight: torch.Tensor, geometry: Conv2dGeometry) -> bool:
+    """Whether :func:`patch_sum` unfolds a convolution's patches instead of calling its
+    weight-gradient kernel: on the CPU, without dilation, for maps of at most 4 positions, or of
+    at most 64 positions with at least 1024 neurons.
+
+    The rule is fixed (not timed at run time) so that a run's arithmetic does not depend on the
+    machine's load. Measured with 2 threads, 3×3 kernels, batch 10 unless said (kernel → unfolded,
+    ms, NCHW / channels-last): 384→1536 on 8×8 maps 59 → 47 / 89 → 45; 256→1024 on 8×8 22 → 21 /
+    26 → 21; 512→512 on 2×2 15.2 → 2.8 / 20.3 → 3.0, at batch 64 27 → 10 / 33 → 9; 512→512 on
+    1×1 13.4 → 0.7. Left to the kernel, where unfolding does not pay: 512→512 on 4×4 (6.9 against
+    7.6), 512→512 on 8×8 (30 / 25 against 27 / 28), 192→256 on 3×3 at batch 64 (5.0 against 7.3).
+
+    Args:
+        g: the per-sample coefficients, B×N×H'×W'.
+        weight: the layer weight, N×C×kh×kw.
+        geometry: the convolution's :class:`Conv2dGeometry`.
+
+    Returns:
+        True where the unfolded form is used.
+    """
+    if g.device.type != "cpu" or tuple(geometry.dilation) != (1, 1):
+        return False
+    positions = g.shape[2] * g.shape[3]
+    return positions <= 4 or (positions <= 64 and weight.shape[0] >= 1024)
+
+
+def unfolded_patch_sum(
+    g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, geometry: Conv2dGeometry, budget: int = 2**20
+) -> torch.Tensor:
+    """``Σ_b g_b x_bᵀ`` for a convolution (dilation 1) from unfolded patches, one product per chunk of
+    images: ``Σ_chunks G_cᵀ X_c`` with X_c the chunk's patches as rows (channels, then kernel rows,
+    then columns: the weight's order) and G_c its coefficients, rows in the same (image, position)
+    order. A chunk's patches hold about ``budget`` elements (at least one image's): 4 MiB in float32
+    by default, so the unfolded patches never take more memory than that at a time (measured: the
+    chunk size changes nothing of the time, from one image per chunk to all of them).
+
+    Args:
+        g: per-sample coefficients, B×N×H'×W'.
+        x: layer input, B×C×H×W.
+        weight: the layer weight, N×C×kh×kw (shape only).
+        geometry: the convolution's :class:`Conv2dGeometry` (dilation 1).
+        budget: elements of unfolded patches per chunk.
+
+    Returns:
+        N×C×kh×kw, as :func:`patch_sum`.
+
+    Examples:
+        >>> import torch
+        >>> x, g, w = torch.randn(3, 4, 5, 5), torch.randn(3, 6, 3, 3), torch.empty(6, 4, 3, 3)
+        >>> geometry = Conv2dGeometry((2, 2), (1, 1), (1, 1))
+        >>> kernel = torch.ops.aten.convolution_backward(
+        ...     g, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1]
+        >>> torch.allclose(unfolded_patch_sum(g, x, w, geometry, budget=40), kernel, atol=1e-4)
+        True
+    """
+    n, c, kh, kw = weight.shape
+    (sh, sw), (ph, pw) = geometry.stride, geometry.padding
+    batch, _, oh, ow = g.shape
+    # Channels last, zero padded: a patch is then a (kh, kw, C) window of a strided view.
+    xl = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)
+    windows = xl.unfold(1, kh, sh).unfold(2, kw, sw)[:, :oh, :ow]  # B×H'×W'×C×kh×kw
+    rows = g.permute(0, 2, 3, 1)  # B×H'×W'×N
+    dtype = torch.promote_types(g.dtype, x.dtype)
+    out = None
+    step = max(1, budget // max(oh * ow * c * kh * kw, 1))
+    for i in range(0, batch, step):
+        gc = rows[i : i + step].reshape(-1, n).transpose(0, 1).to(dtype)
+        xc = windows[i : i + step].reshape(-1, c * kh * kw).to(dtype)
+        out = gc @ xc if out is None else out.addmm_(gc, xc)
+    if out is None:
+        out = torch.zeros(n, c * kh * kw, dtype=dtype, device=g.device)
+    return out.view(n, c, kh, kw)
 
 
 def take_spare(
