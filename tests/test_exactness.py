@@ -220,6 +220,7 @@ def test_patch_sum_unfolds_small_maps_on_the_cpu_only(monkeypatch):
     for (hw, n), expected in cases.items():
         assert pays(torch.empty(2, n, *hw), torch.empty(n, 3, 3, 3), plain) is expected, (hw, n)
     assert not pays(torch.empty(2, 8, 2, 2), torch.empty(8, 3, 3, 3), dilated)
+    assert not pays(torch.empty(2, 8, 2, 2, device="meta"), torch.empty(8, 3, 3, 3, device="meta"), plain)
     x, g = torch.randn(3, 4, 2, 2, dtype=torch.float64), torch.randn(3, 6, 2, 2, dtype=torch.float64)
     weight = torch.empty(6, 4, 3, 3, dtype=torch.float64)
     calls = []

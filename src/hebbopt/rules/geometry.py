@@ -172,20 +172,16 @@ def unfolded_patch_sum(
     """
     n, c, kh, kw = weight.shape
     (sh, sw), (ph, pw) = geometry.stride, geometry.padding
-    batch, _, oh, ow = g.shape
-    # Channels last, zero padded: a patch is then a (kh, kw, C) window of a strided view.
+    # Channels last, zero padded: each patch is then a C×kh×kw window of a strided view.
     xl = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1)
-    windows = xl.unfold(1, kh, sh).unfold(2, kw, sw)[:, :oh, :ow]  # B×H'×W'×C×kh×kw
+    windows = xl.unfold(1, kh, sh).unfold(2, kw, sw)  # B×H'×W'×C×kh×kw
     rows = g.permute(0, 2, 3, 1)  # B×H'×W'×N
-    dtype = torch.promote_types(g.dtype, x.dtype)
-    out = None
-    step = max(1, budget // max(oh * ow * c * kh * kw, 1))
-    for i in range(0, batch, step):
-        gc = rows[i : i + step].reshape(-1, n).transpose(0, 1).to(dtype)
-        xc = windows[i : i + step].reshape(-1, c * kh * kw).to(dtype)
+    starts, step = sample_chunks(g.shape[0], windows[0].numel(), budget)
+    out = torch.zeros(n, c * kh * kw, dtype=g.dtype, device=g.device) if not starts else None
+    for i in starts:
+        gc = rows[i : i + step].reshape(-1, n).transpose(0, 1)
+        xc = windows[i : i + step].reshape(-1, c * kh * kw)
         out = gc @ xc if out is None else out.addmm_(gc, xc)
-    if out is None:
-        out = torch.zeros(n, c * kh * kw, dtype=dtype, device=g.device)
     return out.view(n, c, kh, kw)
 
 
