@@ -148,6 +148,51 @@ def test_softmax_over_its_own_buffer_equals_torch_softmax(dtype, layout):
     assert torch.equal(swta.softmax_neurons(fresh), swta.softmax_neurons_(fresh.clone()))
 
 
+def _subnormal(t: torch.Tensor) -> torch.Tensor:
+    return (t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["rows", "nchw", "channels_last"])
+def test_softmax_sets_subnormal_coefficients_to_zero(dtype, layout):
+    shape = (37, 19) if layout == "rows" else (3, 19, 5, 7)
+    s = (torch.rand(shape, dtype=torch.float64) * 200 - 100).to(dtype)  # e^-100 ≈ 4e-44 underflows
+    if layout == "channels_last":
+        s = s.contiguous(memory_format=torch.channels_last)
+    plain = torch.softmax(s, dim=1)
+    assert _subnormal(plain).any()  # the input does produce subnormal coefficients
+    tol = {torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    for r in (swta.softmax_neurons(s), swta.softmax_neurons_(s.clone())):
+        assert not _subnormal(r).any()
+        # each coefficient moved by at most the smallest normal number (or rounding elsewhere)
+        bound = tol * plain.double().abs() + torch.finfo(dtype).tiny
+        assert ((r.double() - plain.double()).abs() <= bound).all()
+
+
+SOFTMAX_RULES = [("swta", {"temperature": 0.01}), ("softhebb", {"temperature": 0.02})]
+
+
+@pytest.mark.parametrize(("rule", "hyper"), SOFTMAX_RULES)
+def test_softmax_rules_hand_no_subnormal_coefficient_to_their_products(rule, hyper, monkeypatch):
+    """Subnormal floats make the CPU's products 10-100x slower: the coefficients a softmax rule
+    passes to its Σ g xᵀ (for SWTA r², whose small entries underflow where r's do not) hold none,
+    and the statistics stay those of the float64 computation to float32 precision."""
+    module = {"swta": swta, "softhebb": hebbopt.rules.softhebb}[rule]
+    seen = []
+    real = module.patch_sum
+    monkeypatch.setattr(module, "patch_sum", lambda g, *a, **k: seen.append(g.clone()) or real(g, *a, **k))
+    conv = nn.Conv2d(4, 64, 3, bias=False)
+    x = torch.randn(6, 4, 9, 9)
+    geometry = Conv2dGeometry((1, 1), (0, 0), (1, 1))
+    stats = module.statistics(x, conv(x).detach(), conv.weight.detach(), geometry, **hyper)
+    (g,) = seen
+    assert not _subnormal(g).any()
+    conv.double()
+    exact = module.statistics(x.double(), conv(x.double()).detach(), conv.weight.detach(), geometry, **hyper)
+    for key, value in stats.items():
+        assert (value.double() - exact[key]).abs().max() <= 1e-4 * exact[key].abs().max(), key
+
+
 def test_next_forward_writes_into_the_statistics_the_step_applied():
     lin = nn.Linear(12, 7).double()
     opt = hebbopt.SoftWTAHebb(lin, lr=0.5, temperature=0.3)

@@ -115,6 +115,32 @@ def patch_sum(
     )[1]
 
 
+def zero_subnormal(t: torch.Tensor, *, inplace: bool = True) -> torch.Tensor:
+    """Non-negative coefficients below the dtype's smallest normal number set to zero.
+
+    A softmax over many neurons gives the losers coefficients like ``e^{-90}``: subnormal floats,
+    on which the CPU's arithmetic is 10–100× slower. Measured on a 2-core Xeon (AVX-512), one
+    SoftHebb step of ``softhebb_3l`` at batch 10 in float32: the first layer's ``Σ ỹ xᵀ`` took
+    54 ms with 8.5 % of ``ỹ`` subnormal, against 0.7 ms for the same shapes without. Zeroing them
+    moves each coefficient by less than ``finfo.tiny`` (1.2e-38 in float32 and bfloat16,
+    2.2e-308 in float64), far below the resolution of any sum the statistics hold.
+
+    Args:
+        t: non-negative coefficients (a softmax, or its square).
+        inplace: write into ``t`` (False where autograd records ``t``'s producer).
+
+    Returns:
+        ``t`` (or a new tensor) with every value ``≤ finfo(t.dtype).tiny`` set to 0.
+
+    Examples:
+        >>> import torch
+        >>> zero_subnormal(torch.tensor([1e-39, 0.5, 2e-38]))
+        tensor([0.0000e+00, 5.0000e-01, 2.0000e-38])
+    """
+    tiny = torch.finfo(t.dtype).tiny
+    return F.threshold_(t, tiny, 0.0) if inplace else F.threshold(t, tiny, 0.0)
+
+
 def unfold_pays(g: torch.Tensor, weight: torch.Tensor, geometry: Conv2dGeometry) -> bool:
     """Whether :func:`patch_sum` unfolds a convolution's patches instead of calling its
     weight-gradient kernel: on the CPU, without dilation, for maps of at most 4 positions, or of

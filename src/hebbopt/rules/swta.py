@@ -35,6 +35,7 @@ from hebbopt.rules.geometry import (
     sample_chunks,
     sample_dims,
     weight_view,
+    zero_subnormal,
 )
 
 SIMILARITIES = ("raised_cos2", "dot")
@@ -85,10 +86,13 @@ def softmax_neurons(s: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``r = softmax_n(s / T)``, shaped like ``s``; ``r`` sums to 1 over neurons at every sample.
+        Subnormal values are set to 0 (:func:`~hebbopt.rules.geometry.zero_subnormal`).
     """
     if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():
-        return torch.softmax(s.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
-    return torch.softmax(s, dim=1)
+        r = torch.softmax(s.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+    else:
+        r = torch.softmax(s, dim=1)
+    return zero_subnormal(r, inplace=False)  # autograd may need the softmax's own output
 
 
 def softmax_neurons_(s: torch.Tensor) -> torch.Tensor:
@@ -114,7 +118,7 @@ def softmax_neurons_(s: torch.Tensor) -> torch.Tensor:
     if s.dim() == 4 and s.permute(0, 2, 3, 1).is_contiguous():  # channels-last: neurons innermost
         rows, dim = s.permute(0, 2, 3, 1), -1
     torch.ops.aten._softmax.out(rows, dim, False, out=rows)
-    return s
+    return zero_subnormal(s)
 
 
 def statistics(
@@ -156,7 +160,7 @@ def statistics(
     r = softmax_neurons_(scaled_similarity(x, u, weight, geometry, similarity, temperature))
     dims = sample_dims(u)
     z = r.sum(dims)
-    r2 = r.square_()
+    r2 = zero_subnormal(r.square_())  # squares of r below ~1e-19 are subnormal
     return {"r2x": patch_sum(r2, x, weight, geometry, out), "r2": r2.sum(dims), "r": z}
 
 
