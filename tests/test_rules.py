@@ -310,3 +310,30 @@ def test_check_rule_names_the_rule_the_check_and_the_layer_that_differ():
     hebbopt.testing.check_rule(no_reference, compile=False)  # the other checks still run, and pass
     with pytest.raises(ValueError, match="no reference"):
         hebbopt.testing.check_exact(no_reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(37, 19), (64, 300), (4, 19, 5, 7), (2, 96, 9, 9), "channels_last"])
+def test_winner_is_argmax_with_ties_and_nan(dtype, shape):
+    """The rules' winner (``max(dim=1).indices``, faster on the CPU) is ``argmax``'s: the first of
+    tied maxima, and a NaN wins, on maps with many ties."""
+    cl = shape == "channels_last"
+    for trial in range(4):
+        t = torch.randint(-2, 3, (3, 40, 6, 6) if cl else shape).to(dtype)  # few values: many ties
+        if trial % 2:
+            t.view(-1)[torch.randperm(t.numel())[:7]] = float("nan")
+        if cl:
+            t = t.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(hebbopt.rules.geometry.winner(t), t.argmax(dim=1))
+        assert torch.equal(hebbopt.rules.geometry.winner(t, keepdim=True), t.argmax(dim=1, keepdim=True))
+
+
+@pytest.mark.parametrize("name", ["softhebb", "swta", "krotov"])
+def test_rule_winners_pick_the_first_of_tied_neurons(name):
+    rule = RULES[name]
+    hyper = rule.examples[0]
+    weight = torch.ones(5, 3, dtype=torch.float64)  # every neuron alike: all tie at every sample
+    x = torch.randn(8, 3, dtype=torch.float64)
+    kwargs = {k: hyper[k] for k in rule.winners_hyper if k in hyper}
+    won = rule.winners(x, x @ weight.T, weight, None, **kwargs)
+    assert torch.equal(won, torch.zeros(8, dtype=torch.long))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import hebbopt
-from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER, SOFTHEBB_LAYERS, SoftHebbNet, Triangle
+from hebbopt.models.softhebb import SOFTHEBB_LAYER_HYPER, SOFTHEBB_LAYERS, MaxPool2d, SoftHebbNet, Triangle
 
 # (name, input size, width used for the real forward passes, batch); 4l/5l are thinned to stay fast.
 CASES = [("softhebb_3l", 32, 1.0, 2), ("softhebb_4l", 96, 0.25, 1), ("softhebb_5l", 160, 0.125, 1)]
@@ -43,7 +43,7 @@ def test_softhebb_3l_feature_size():
     assert [b.act.power for b in model.blocks] == [0.7, 1.4, 1.0]
     assert isinstance(model.head_drop, nn.Dropout) and model.head_drop.p == 0.5
     pools = [(type(b.pool), b.pool.kernel_size, b.pool.stride, b.pool.padding) for b in model.blocks]
-    assert pools == [(nn.MaxPool2d, 4, 2, 1), (nn.MaxPool2d, 4, 2, 1), (nn.AvgPool2d, 2, 2, 0)]
+    assert pools == [(MaxPool2d, 4, 2, 1), (MaxPool2d, 4, 2, 1), (nn.AvgPool2d, 2, 2, 0)]
     assert timm.create_model("softhebb_3l", img_size=64).num_features == 1536 * 8 * 8
 
 
@@ -184,3 +184,35 @@ def test_triangle_in_place_gives_the_out_of_place_values_and_gradients(power):
     with torch.no_grad():
         assert torch.equal(Triangle(power)(x), literal)
     assert torch.equal(x, before)  # the input is never modified
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", [(4, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_max_pool_equals_torch_pooling_and_is_untouched_under_autograd(dtype, spec, monkeypatch):
+    layouts = []
+    real = torch.nn.functional.max_pool2d
+    monkeypatch.setattr(torch.nn.modules.pooling.F, "max_pool2d", lambda x, *a, **k: layouts.append(
+        x.is_contiguous(memory_format=torch.channels_last)) or real(x, *a, **k))  # fmt: skip
+    ours, theirs = MaxPool2d(*spec), nn.MaxPool2d(*spec)
+    x = torch.randint(-3, 4, (3, 5, 11, 9)).to(dtype)  # ties in every window
+    x[0, 1, 2, 3] = float("-inf")
+    with torch.no_grad():
+        fast = ours(x)
+    assert layouts == [True]  # pooled through a channels-last copy
+    expected = real(x, *spec)
+    assert torch.equal(fast, expected) and fast.is_contiguous()
+    cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(ours(cl), real(cl, *spec))
+    layouts.clear()
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(a).square().sum().backward()
+    theirs(b).square().sum().backward()
+    assert layouts == [False, False] and torch.equal(a.grad, b.grad)  # autograd: torch's own pooling
+
+
+def test_softhebb_blocks_use_the_fast_pool():
+    for name, kwargs in [("softhebb_3l", {}), ("hebb_vgg11", {"block": "softhebb"}), ("hebb_vgg11", {})]:
+        net = timm.create_model(name, num_classes=10, **kwargs)
+        pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]
+        assert pools and all(type(m) is MaxPool2d for m in pools), name

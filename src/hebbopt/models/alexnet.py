@@ -31,7 +31,7 @@ from torch import nn
 
 from hebbopt.models.cfgs import small_image_cfg
 from hebbopt.models.flat_head import FlatHeadNet
-from hebbopt.models.softhebb import SoftHebbBlock, Triangle
+from hebbopt.models.softhebb import MaxPool2d, SoftHebbBlock, Triangle
 
 LAYERS = {
     "6l": [(96, 5, 2), (128, 3, 0), (192, 3, 2), (256, 3, 0)],
@@ -151,7 +151,7 @@ class HebbAlexNet(FlatHeadNet):
             else:
                 modules += [nn.Conv2d(chans, out, kernel, bias=False), act(inplace=True)]
                 if pool:
-                    modules.append(nn.MaxPool2d(pool))
+                    modules.append(MaxPool2d(pool))
                     size //= pool
                     reduction *= pool
                 modules.append(nn.BatchNorm2d(out))

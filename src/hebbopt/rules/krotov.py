@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hebbopt.rules.base import Hyper, Rule, integer, number
-from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view
+from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view, winner
 
 
 def currents(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Geometry, p: float):
@@ -93,7 +93,7 @@ def winners(
     Returns:
         the winner's index per sample, M or B×H'×W'.
     """
-    return currents(x, u, weight, geometry, p).argmax(dim=1)
+    return winner(currents(x, u, weight, geometry, p))
 
 
 def update(stats: dict, weight: torch.Tensor) -> torch.Tensor:

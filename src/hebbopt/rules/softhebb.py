@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from hebbopt.rules.base import Hyper, Rule, number
-from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view
+from hebbopt.rules.geometry import Geometry, patch_sum, patches, sample_dims, weight_view, winner
 from hebbopt.rules.swta import softmax_neurons_
 
 
@@ -46,9 +46,9 @@ def signed_softmax(u: torch.Tensor, temperature: float) -> torch.Tensor:
         tensor([[ 0.8808, -0.1192]])
     """
     y = softmax_neurons_(u / temperature)
-    winner = u.argmax(dim=1, keepdim=True)
+    first = winner(u, keepdim=True)
     # −y everywhere, then the winner's +y written back, all in the one full-size buffer.
-    return y.neg_().scatter_(1, winner, y.gather(1, winner).neg_())
+    return y.neg_().scatter_(1, first, y.gather(1, first).neg_())
 
 
 def statistics(
@@ -91,7 +91,7 @@ def winners(x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor, geometry: Ge
     Returns:
         the winner's index per sample, M or B×H'×W'.
     """
-    return u.argmax(dim=1)
+    return winner(u)
 
 
 def update(stats: dict, weight: torch.Tensor, *, power_lr: float) -> torch.Tensor:

@@ -35,6 +35,7 @@ from hebbopt.rules.geometry import (
     sample_chunks,
     sample_dims,
     weight_view,
+    winner,
     zero_subnormal,
 )
 
@@ -189,8 +190,8 @@ def winners(
         the winner's index per sample, M or B×H'×W'.
     """
     if similarity == "dot":
-        return u.argmax(dim=1)
-    return (u * neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal(), u)).argmax(dim=1)
+        return winner(u)
+    return winner(u * neuron_view(weight.flatten(1).norm(dim=1).clamp_min(_EPS).reciprocal(), u))
 
 
 def update(stats: dict[str, torch.Tensor], weight: torch.Tensor) -> torch.Tensor:
