@@ -42,7 +42,7 @@ from hebbopt.models import layer_hyper
 from hebbopt.training.batches import Batches
 from hebbopt.training.config import make_parser, parse_args
 from hebbopt.training.models import build_model
-from hebbopt.training.pretrain import hebbian_optimizer
+from hebbopt.training.pretrain import hebbian_forward, hebbian_optimizer
 from hebbopt.training.setup import load_splits, make_accelerator
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -99,6 +99,7 @@ def cell(dtype: str, batch: int, images: int, chunk: int) -> dict:
     splits = load_splits(cfg, accelerator)
     ours, theirs = (build_model(cfg, splits, seed=cfg.run.seed).train() for _ in range(2))
     opt = hebbian_optimizer(cfg, hebbopt.hebbian_layers(ours))
+    forward = hebbian_forward(ours, hebbopt.hebbian_layers(ours))  # the recipe's Hebbian forward
     demo_step = softhebb_demo_loop(theirs, hebbopt.hebbian_layers(theirs), cfg)
     autocast = accelerator.autocast if precision == "bf16" else contextlib.nullcontext
     order = torch.arange(len(splits.train))[:images]
@@ -114,7 +115,7 @@ def cell(dtype: str, batch: int, images: int, chunk: int) -> dict:
             break
     for x in pending:
         with torch.no_grad(), autocast():
-            ours(x)
+            forward(x)
         opt.step()
         with torch.no_grad(), autocast():
             theirs(x)
@@ -128,7 +129,7 @@ def cell(dtype: str, batch: int, images: int, chunk: int) -> dict:
         start = time.perf_counter()
         for x in pending:
             with torch.no_grad(), autocast():
-                ours(x)
+                forward(x)
             opt.step()
         t_ours += time.perf_counter() - start
         start = time.perf_counter()

@@ -216,3 +216,39 @@ def test_softhebb_blocks_use_the_fast_pool():
         net = timm.create_model(name, num_classes=10, **kwargs)
         pools = [m for m in net.modules() if isinstance(m, nn.MaxPool2d)]
         assert pools and all(type(m) is MaxPool2d for m in pools), name
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("softhebb_3l", {}), ("hebb_vgg11", {"block": "softhebb"}), ("hebb_alexnet_6l", {})]
+)
+def test_hebbian_forward_stops_at_the_classifier_input_with_the_same_step(name, kwargs):
+    """The recipe's Hebbian forward leaves out the head's dropout and classifier, and the step it
+    feeds moves every Hebbian layer exactly as after the whole forward."""
+    from hebbopt.training.pretrain import hebbian_forward
+
+    nets = [timm.create_model(name, num_classes=10, **kwargs).train() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    ran = []
+    nets[0].get_classifier().register_forward_hook(lambda *a: ran.append(True))
+    x = torch.randn(4, 3, 32, 32)
+    for net, whole in zip(nets, (False, True), strict=True):
+        layers = hebbopt.hebbian_layers(net)
+        opt = hebbopt.HebbianOptimizer(layers, "softhebb", lr=0.01)
+        forward = net if whole else hebbian_forward(net, layers)
+        assert (forward is net) == whole
+        with torch.no_grad():
+            forward(x)
+        opt.step()
+        opt.close()
+    assert not ran  # the classifier never ran
+    for (key, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
+def test_hebbian_forward_is_the_whole_forward_where_the_classifier_is_hebbian_or_the_model_unknown():
+    from hebbopt.training.pretrain import hebbian_forward
+
+    net = timm.create_model("softhebb_3l", num_classes=10)
+    assert hebbian_forward(net, {"head": net.get_classifier(), **hebbopt.hebbian_layers(net)}) is net
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 30 * 30, 10))
+    assert hebbian_forward(plain, hebbopt.hebbian_layers(plain)) is plain
