@@ -337,3 +337,43 @@ def test_rule_winners_pick_the_first_of_tied_neurons(name):
     kwargs = {k: hyper[k] for k in rule.winners_hyper if k in hyper}
     won = rule.winners(x, x @ weight.T, weight, None, **kwargs)
     assert torch.equal(won, torch.zeros(8, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("rule", "hyper"), CASES, ids=IDS)
+def test_rules_that_say_they_read_no_weight_values_read_none(rule, hyper):
+    hebbopt.testing.check_reads_weight(RULES[rule], hyper, seed=torch.seed() % 2**31)
+
+
+def test_the_reads_weight_check_catches_a_rule_that_reads_them():
+    wrong = dataclasses.replace(RULES["hpca"], name="hpca_blind", reads_weight=False)  # tril(YᵀY)W reads W
+    with pytest.raises(hebbopt.testing.ConformanceError, match="reads-weight"):
+        hebbopt.testing.check_reads_weight(wrong)
+
+
+def test_bf16_statistics_skip_the_weight_cast_with_the_same_step(monkeypatch):
+    """With statistics in bfloat16, SoftHebb's statistics get a stand-in of the weight's shape and
+    dtype (no cast of the weight per step) and the step is the one the cast weight gives."""
+    rule = RULES["softhebb"]
+    strides = []
+    real = rule.statistics
+
+    def spy(x, u, weight, geometry, *, temperature, out=None):
+        strides.append(weight.stride())
+        return real(x, u, weight, geometry, temperature=temperature, out=out)
+
+    base = torch.nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+    x = torch.randn(4, 3, 8, 8)
+    weights = []
+    for reads in (False, True):
+        net = copy.deepcopy(base)
+        variant = dataclasses.replace(rule, name=f"softhebb_spy_{reads}", statistics=spy, reads_weight=reads)
+        opt = hebbopt.HebbianOptimizer(
+            net, variant, lr=0.05, statistics_dtype=torch.bfloat16, temperature=0.5
+        )
+        with torch.no_grad():
+            net(x)
+        opt.step()
+        opt.close()
+        weights.append([p.detach().clone() for p in net.parameters()])
+    assert len(strides) == 2 and 0 in strides[0] and 0 not in strides[1]  # a stand-in, then the cast weight
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))

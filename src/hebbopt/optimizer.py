@@ -280,12 +280,17 @@ class HebbianOptimizer(HookedCopies, Optimizer):
         if rule.takes_out and not compiled:
             spare = self._spare.pop(layer.param, []) if "stats" not in state else []
         rule_state = state.get("rule_state")
+        given = weight
+        cast = self.statistics_dtype is not None and self.statistics_dtype != weight.dtype
+        if cast and not rule.reads_weight and not compiled:
+            # only the shape and dtype reach the statistics: no cast of the weight on every step
+            given = weight.new_empty((), dtype=self.statistics_dtype).expand(weight.shape)
         stats = fn(
             rule.statistics,
             x,
             output,
             bias,
-            weight,
+            given,
             geometry,
             stat_kwargs,
             rule_state,

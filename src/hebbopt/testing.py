@@ -15,7 +15,9 @@ first difference:
   resumes bit for bit;
 - :func:`check_non_finite`: a step on non-finite statistics raises ``FloatingPointError`` and
   leaves every weight and state as it was;
-- :func:`check_compile`: ``compile=True`` gives the eager weights and state (to 1e-12).
+- :func:`check_compile`: ``compile=True`` gives the eager weights and state (to 1e-12);
+- :func:`check_reads_weight`: a rule declaring ``reads_weight=False`` gives the same statistics
+  from a NaN weight of the same shape.
 
 A rule without ``reference`` skips :func:`check_exact` (nothing to be exact against); the sum across
 processes is checked for the registered rules by the library's own multi-process test.
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hebbopt import capture
 from hebbopt.optimizer import HebbianOptimizer
 from hebbopt.rules import Rule, get_rule
 
@@ -362,6 +365,46 @@ def check_non_finite(rule: Rule | str, hyper: dict[str, Any] | None = None, *, s
     opt.close()
 
 
+def check_reads_weight(rule: Rule | str, hyper: dict[str, Any] | None = None, *, seed: int = 0) -> None:
+    """For a rule with ``reads_weight=False``: every layer's statistics are the same from a weight
+    of NaN (same shape and dtype) as from its own weight; nothing to check otherwise.
+
+    Args:
+        rule: the rule (or a registered name).
+        hyper: hyper-parameters (the rest take their defaults).
+        seed: seeds the network and the batch.
+
+    Raises:
+        ConformanceError: a statistic differs (the rule does read the weight's values).
+    """
+    rule = get_rule(rule)
+    if rule.reads_weight:
+        return
+    g = torch.Generator().manual_seed(seed)
+    net = geometry_net(g)
+    x = torch.randn(3, 3, 13, 11, dtype=torch.float64, generator=g)
+    full = rule.defaults(**(hyper or {}))
+    kwargs = {k: full[k] for k in rule.statistics_hyper}
+    layers = {n: m for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    for name, inputs in record_inputs(net, layers, x).items():
+        module = layers[name]
+        weight = module.weight.detach()
+        with torch.no_grad():
+            seen, output, geometry = capture.layer_inputs(module, inputs, module(inputs))
+        state = rule.initial_state(weight) if rule.stateful else None
+        bias = None if module.bias is None else module.bias.detach()
+        own, nan = (
+            capture.batch_statistics(rule.statistics, seen, output, bias, w, geometry, kwargs, state)
+            for w in (weight, torch.full_like(weight, torch.nan))
+        )
+        for key, value in own.items():
+            same = torch.equal(value, nan[key]) if isinstance(value, torch.Tensor) else value == nan[key]
+            if not same:
+                raise ConformanceError(
+                    rule, "reads-weight", f"layer {name}: {key!r} changed with the weight's values"
+                )
+
+
 def check_compile(
     rule: Rule | str, hyper: dict[str, Any] | None = None, *, seed: int = 0, tol: float = 1e-12
 ) -> None:
@@ -421,6 +464,7 @@ def check_rule(
         check_accumulation(rule, hyper)
         check_round_trip(rule, hyper)
         check_non_finite(rule, hyper)
+        check_reads_weight(rule, hyper)
         if compile:
             check_compile(rule, hyper)
 
@@ -431,6 +475,7 @@ __all__ = [
     "check_compile",
     "check_exact",
     "check_non_finite",
+    "check_reads_weight",
     "check_round_trip",
     "check_rule",
     "geometry_net",

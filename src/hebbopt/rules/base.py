@@ -246,6 +246,10 @@ class Rule:
             value (a margin far wider than the rounding of ``apply_``), the new weights are
             certain to be finite, so ``step()`` applies them without keeping a copy to restore
             from; a non-finite or larger bound falls back to the copy.
+        reads_weight: whether ``statistics`` reads the weight's values; ``False`` where it takes
+            only its shape and dtype (SoftHebb: ``Σ ỹ xᵀ`` and ``Σ ỹ u``), so that statistics in
+            another dtype (``statistics_dtype``) skip casting the weight on every step (the
+            rule suite checks it: the same statistics from a NaN weight of that shape).
 
     Raises:
         ValueError: a hyper-parameter that no function takes, a keyword-only parameter without a
@@ -271,6 +275,7 @@ class Rule:
     winners: Callable[..., torch.Tensor] | None = None
     init_state: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None
     bound: Callable[..., torch.Tensor] | None = None
+    reads_weight: bool = True
 
     def __post_init__(self) -> None:
         if self.init_state is not None and self.apply_ is None:

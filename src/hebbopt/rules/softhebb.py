@@ -171,5 +171,6 @@ RULE = Rule(
     reference=reference,
     weight_shaped=frozenset({"yx"}),
     winners=winners,
+    reads_weight=False,
     examples=({"temperature": 1.0, "power_lr": 0.5}, {"temperature": 0.3, "power_lr": 0.0}),
 )
