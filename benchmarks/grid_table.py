@@ -4,7 +4,9 @@
 
 reads every ``*results.json`` in the folder (the merged records ``recipes/grid.py`` writes, one
 file per command run), groups the records by ``model`` and precision (``run.mixed_precision``: a
-backbone's cells at two precisions are two tables, never averaged together) and writes
+backbone's cells at two precisions are two tables, never averaged together; a record without
+its precision, written before records carried it, takes its file's top-level ``"precision"``, else
+fp32) and writes
 ``table.md`` (and ``accuracy_<model>[_<precision>].png``) there. Per backbone and labelled
 share, the summary compares:
 
@@ -98,8 +100,10 @@ def main(folder: str) -> int:
     for f in files:
         data = json.loads(f.read_text())
         dataset, metric = data["dataset"], data["metric"]
+        # records written before they carried run.mixed_precision take their file's "precision"
+        unrecorded = data.get("precision", "no")
         for r in data["results"]:
-            groups[r["model"], r.get("precision", "no")].append(r)
+            groups[r["model"], r.get("precision", unrecorded)].append(r)
     out, gains = [f"Records: {', '.join(f.name for f in files)}.\n"], {}
     for (model, precision), records in groups.items():
         # cells of one backbone at two precisions are two experiments: a table each, never one mean
