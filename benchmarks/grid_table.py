@@ -7,8 +7,9 @@ file per command run), groups the records by ``model`` and precision (``run.mixe
 backbone's cells at two precisions are two tables, never averaged together; a record without
 its precision, written before records carried it, takes its file's top-level ``"precision"``, else
 fp32) and writes
-``table.md`` (and ``accuracy_<model>[_<precision>].png``) there. Per backbone and labelled
-share, the summary compares:
+``table.md`` (and ``accuracy_<model>[_<precision>].png``) there: per backbone, the table of each
+protocol's chosen setting, the summary below, and every cell setting by setting (validation and
+test, mean ± std over seeds). Per backbone and labelled share, the summary compares:
 
 - the Hebbian start, tuned: of its fine-tuning protocols (``lpft``, ``finetune``) and their
   settings, the one with the best mean validation top-1 over seeds (over the seeds they all ran,
@@ -88,6 +89,38 @@ def summary(records: list[dict]) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
+def by_setting(records: list[dict]) -> str:
+    """Every cell of one backbone (markdown): labelled share, start, protocol and setting, with the
+    mean ± std over seeds of validation and test top-1 and the seeds it ran, so that the choice the
+    summary makes on validation can be read off, setting by setting."""
+    groups: dict[tuple[float, str, str, int | None], list[dict]] = defaultdict(list)
+    for r in records:
+        if "diverged" not in r:
+            setting = int(r["setting"]) if r["protocol"] != "linear" and "setting" in r else None
+            groups[float(r["regime"]), r["method"], r["protocol"], setting].append(r)
+
+    def cell(values: list[float]) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+    lines = [
+        "| labelled | start | protocol | setting | validation | test | seeds |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    order = {"linear": 0, "lpft": 1, "finetune": 2}
+    for (regime, method, protocol, setting), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "none", order.get(kv[0][2], 3), kv[0][3] or 0)
+    ):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        start = "random" if method == "none" else method
+        lines.append(
+            f"| {regime:g} % | {start} | {protocol} | {'–' if setting is None else setting} | "
+            f"{cell([r['val']['top1'] for r in rs])} | {cell([r['test']['top1'] for r in rs])} | "
+            f"{', '.join(str(r['seed']) for r in rs)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}
 """How a table names the precision its cells ran at (``run.mixed_precision``)."""
 
@@ -114,7 +147,9 @@ def main(folder: str) -> int:
         text, rows = summary(records)
         gains[name] = rows
         out += [f"\n## {name}\n", table(records, metric, dataset=dataset, methods=["softhebb", "none"],
-                                        protocols=protocols), "\n", text if rows else ""]  # fmt: skip
+                                        protocols=protocols), "\n", text if rows else "",
+                "\nEvery cell, each setting (top-1 %, mean ± std over the seeds listed):\n\n",
+                by_setting(records)]  # fmt: skip
         plot(records, metric, root / f"accuracy_{stub}.png", dataset=dataset, methods=["softhebb", "none"],
              protocols=protocols)  # fmt: skip
     (root / "table.md").write_text("".join(out))

@@ -49,3 +49,19 @@ def test_without_a_file_precision_records_are_fp32_and_apart(tmp_path):
     assert _grid_table().main(str(tmp_path)) == 0
     text = (tmp_path / "table.md").read_text()
     assert "## hebb_alexnet_6l, fp32" in text and "## hebb_alexnet_6l, bf16 autocast" in text
+
+
+def test_every_setting_row_holds_its_seeds_means(tmp_path):
+    rng = random.Random()
+    vals = {(m, k, s): rng.uniform(30, 80) for m in ("softhebb", "none") for k in (3, 4) for s in (0, 1)}
+    records = [_record(m, k, s, v, precision="bf16") for (m, k, s), v in vals.items()]
+    records.append({**_record("none", 4, 2, 99.0, precision="bf16"), "diverged": "loss is nan"})
+    _write(tmp_path / "run3.results.json", records)
+    assert _grid_table().main(str(tmp_path)) == 0
+    rows = [line.split(" | ") for line in (tmp_path / "table.md").read_text().splitlines()
+            if line.startswith("| 10 % | ")]  # fmt: skip
+    for (m, k), start in [(("softhebb", 3), "softhebb"), (("none", 4), "random")]:
+        (row,) = [r for r in rows if r[1] == start and r[2] == "finetune" and r[3] == str(k)]
+        mean = (vals[m, k, 0] + vals[m, k, 1]) / 2
+        assert row[4].startswith(f"{mean:.2f} ± ") and row[5].startswith(f"{mean - 0.5:.2f} ± ")
+        assert row[6] == "0, 1 |"  # the diverged seed 2 is left out
