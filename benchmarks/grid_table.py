@@ -48,10 +48,13 @@ def _best_on_validation(
     return (*key, groups[key])
 
 
-def _mean_std(records: list[dict]) -> str:
-    values = [r["test"]["top1"] for r in records]
+def _pm(values: list[float]) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f} ({len(values)})"
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def _mean_std(records: list[dict]) -> str:
+    return f"{_pm([r['test']['top1'] for r in records])} ({len(records)})"
 
 
 def summary(records: list[dict]) -> tuple[str, list[dict]]:
@@ -99,10 +102,6 @@ def by_setting(records: list[dict]) -> str:
             setting = int(r["setting"]) if r["protocol"] != "linear" and "setting" in r else None
             groups[float(r["regime"]), r["method"], r["protocol"], setting].append(r)
 
-    def cell(values: list[float]) -> str:
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.2f} ± {std:.2f}"
-
     lines = [
         "| labelled | start | protocol | setting | validation | test | seeds |",
         "|---|---|---|---:|---:|---:|---|",
@@ -115,7 +114,7 @@ def by_setting(records: list[dict]) -> str:
         start = "random" if method == "none" else method
         lines.append(
             f"| {regime:g} % | {start} | {protocol} | {'–' if setting is None else setting} | "
-            f"{cell([r['val']['top1'] for r in rs])} | {cell([r['test']['top1'] for r in rs])} | "
+            f"{_pm([r['val']['top1'] for r in rs])} | {_pm([r['test']['top1'] for r in rs])} | "
             f"{', '.join(str(r['seed']) for r in rs)} |"
         )
     return "\n".join(lines) + "\n"
