@@ -140,12 +140,19 @@ def test_tune_seeds_outside_the_sweep_are_refused_before_anything_is_written(tmp
 
 
 def test_tune_seeds_choose_on_the_records_of_earlier_parts(tmp_path, calls):
-    # seed 0's settings ran as two parts (only_settings); the tuned sweep reads them from the records,
+    # seed 0's settings ran as two parts (only_settings, on the tuning seed alone, with the
+    # configuration's tune_seeds kept); the tuned sweep reads them from the records,
     # runs none of them again and runs seed 1 at the setting their validation scores choose
     records = str(tmp_path / "committed.json")
     parts = {}
     for k in (1, 0):
-        args = [*args_with(tmp_path, 0, 2), "--sweep.records", records, "--sweep.only_settings", f"[{k}]"]
+        args = [
+            *tuned_args(tmp_path, 0, 2, seeds="[0]"),
+            "--sweep.records",
+            records,
+            "--sweep.only_settings",
+            f"[{k}]",
+        ]
         args[args.index("--run.dir") + 1] = str(tmp_path / f"part{k}")
         parts[k] = semisup(load(None, args))["results"][0]
     best = max((parts[0], parts[1]), key=lambda r: r["val"]["top1"])

@@ -183,12 +183,14 @@ def _check_settings(cfg: Config) -> None:
                 "--sweep.seeds '[0, 1]': their cells held in sweep.records do not run again), or pass "
                 "--sweep.tune_seeds null to run every setting"
             )
-        if only is not None:
+        others = [s for s in seeds if s not in tune]
+        if only is not None and others:  # on the tuning seeds alone, tune_seeds chooses nothing
             raise ConfigError(
                 "sweep.tune_seeds chooses each other seed's setting on the tuning seeds' whole grid, so it "
-                f"cannot run with sweep.only_settings ({only}): run the tuning seeds' parts first "
-                "(--sweep.seeds with only those seeds, sweep.records keeping their cells), then the "
-                "sweep with tune_seeds and without only_settings"
+                f"cannot run with sweep.only_settings ({only}) while sweep.seeds holds other seeds "
+                f"({others}): run the tuning seeds' parts first (--sweep.seeds '{list(tune)}', "
+                "sweep.records keeping their cells), then the sweep with tune_seeds and without "
+                "only_settings"
             )
 
 
