@@ -154,7 +154,9 @@ def test_tune_seeds_choose_on_the_records_of_earlier_parts(tmp_path, calls):
             f"[{k}]",
         ]
         args[args.index("--run.dir") + 1] = str(tmp_path / f"part{k}")
+        calls.clear()
         parts[k] = semisup(load(None, args))["results"][0]
+        assert calls == [f"none-seed0-40pct-set{k}"]  # the listed setting alone
     best = max((parts[0], parts[1]), key=lambda r: r["val"]["top1"])
     calls.clear()
     args = [*tuned_args(tmp_path, 0, 2), "--sweep.records", records]
