@@ -99,6 +99,20 @@ def test_only_settings_outside_the_grid_is_refused_before_anything_is_written(tm
     assert calls == [] and not (tmp_path / "sweep").exists()
 
 
+def test_only_settings_none_of_which_is_tried_for_a_start_is_refused_before_it_pre_trains(tmp_path, calls):
+    # setting 1 is for the Hebbian start alone: the random start would have no cell at all
+    args = args_with(tmp_path, 0, 2)
+    i = args.index("--sweep.settings")
+    args[i + 1] = "[" + SETTINGS[0] + ", {finetune: {lr: 3.0e-3}, methods: [softhebb]}]"
+    with pytest.raises(ConfigError, match=r"only_settings \[1\].*\['none'\].*pre-train and run nothing"):
+        semisup(load(None, [*args, "--sweep.only_settings", "[1]"]))
+    assert calls == [] and not (tmp_path / "sweep").exists()
+    # a setting tried for it, or a protocol without settings (the probe), gives it cells again
+    load(None, [*args, "--sweep.only_settings", "[0, 1]"])
+    args[args.index("--sweep.protocols") + 1] = "[linear, finetune]"
+    load(None, [*args, "--sweep.only_settings", "[1]"])
+
+
 def tuned_args(tmp_path, *keep, seeds="[1, 0]", tune="[0]"):
     args = args_with(tmp_path, *keep)
     args[args.index("--sweep.seeds") + 1] = seeds

@@ -171,6 +171,15 @@ def _check_settings(cfg: Config) -> None:
                 f"--sweep.only_settings '[2]', or null for every setting; got {only!r} with "
                 f"{len(settings)} settings"
             )
+        tried = [settings[k] for k in only if k < len(settings)]  # (a larger index: refused by the sweep)
+        idle = [m for m in cfg.sweep.methods if not any(setting_tried_for(s, m) for s in tried)]
+        if tried and idle and set(cfg.sweep.protocols) <= {"finetune", "lpft"}:
+            raise ConfigError(
+                f"sweep.only_settings {only}: no listed setting is tried for {idle} (each setting's "
+                f"`{SETTING_METHODS}`), and the protocols {list(cfg.sweep.protocols)} have no cell without "
+                f"a setting, so {idle} would pre-train and run nothing: drop {idle} from sweep.methods, or "
+                "list a setting tried for them"
+            )
     tune = cfg.sweep.tune_seeds
     if tune is not None:
         seeds = list(cfg.sweep.seeds)
