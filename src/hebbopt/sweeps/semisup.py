@@ -52,6 +52,7 @@ from hebbopt.training.metric_checks import check_metrics
 from hebbopt.training.models import build_model
 from hebbopt.training.pretrain import pretrain
 from hebbopt.training.run_folder import Run, resume_problem
+from hebbopt.training.sections import TUNED_PROTOCOLS
 from hebbopt.training.setup import load_splits, make_accelerator
 from hebbopt.training.tracking import Tracker
 from hebbopt.weights import load_weights
@@ -144,7 +145,7 @@ def semisup(cfg: Config, *, resume: bool = False) -> dict:
             features = _Features(pre, splits, backbone, accelerator)  # computed at the first probe, once
             ran: dict[str, tuple[int, dict]] = {}  # effective configuration -> (setting, metrics)
             for protocol, regime, k, _, sub in cells:
-                tuned = protocol in ("finetune", "lpft")
+                tuned = protocol in TUNED_PROTOCOLS
                 tag = {"setting": k} if tuned and cfg.sweep.settings else {}
                 record = records.find(sub, protocol, digest, any_backbone=held)
                 if record is not None:  # the same cell, maybe found at another index of another grid
@@ -255,7 +256,7 @@ def _cells(
     cells = []
     for protocol in cfg.sweep.protocols:
         for regime in cfg.sweep.regimes:
-            tuned = protocol in ("finetune", "lpft")
+            tuned = protocol in TUNED_PROTOCOLS
             pick = None if chosen is None else chosen.get((float(regime), pre.pretrain.method, protocol))
             entries = cfg.sweep.settings or [{}]
             for k, setting, entry in zip(indices, grid, entries, strict=True) if tuned else [(0, cfg, {})]:

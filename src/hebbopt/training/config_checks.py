@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from hebbopt.data.datasets import check_source
 from hebbopt.rules import RULES
-from hebbopt.training.sections import PROTOCOLS, ConfigError, methods, section_fields, unknown_key
+from hebbopt.training.sections import (
+    PROTOCOLS,
+    TUNED_PROTOCOLS,
+    ConfigError,
+    methods,
+    section_fields,
+    unknown_key,
+)
 
 if TYPE_CHECKING:
     from hebbopt.training.config import Config
@@ -173,7 +180,7 @@ def _check_settings(cfg: Config) -> None:
             )
         tried = [settings[k] for k in only if k < len(settings)]  # (a larger index: refused by the sweep)
         idle = [m for m in cfg.sweep.methods if not any(setting_tried_for(s, m) for s in tried)]
-        if tried and idle and set(cfg.sweep.protocols) <= {"finetune", "lpft"}:
+        if tried and idle and set(cfg.sweep.protocols) <= set(TUNED_PROTOCOLS):
             raise ConfigError(
                 f"sweep.only_settings {only}: no listed setting is tried for {idle} (each setting's "
                 f"`{SETTING_METHODS}`), and the protocols {list(cfg.sweep.protocols)} have no cell without "

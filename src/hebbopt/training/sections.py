@@ -271,6 +271,8 @@ class SweepConfig:
 PROTOCOLS = ("finetune", "lpft", "linear", "knn")
 """Evaluation protocols of the sweep (``sweep.protocols``): fine-tuning, a linear probe, k-nearest
 neighbours (see :mod:`hebbopt.evaluation`)."""
+TUNED_PROTOCOLS = ("finetune", "lpft")
+"""The protocols whose cells ``sweep.settings`` vary (one cell per setting); the others run once."""
 
 
 @dataclasses.dataclass
