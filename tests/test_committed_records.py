@@ -7,7 +7,9 @@ import sys
 import pytest
 from test_finetune_protocols import TINY
 
+from hebbopt.files import CorruptFileError
 from hebbopt.sweeps import semisup
+from hebbopt.sweeps.records import Records
 from hebbopt.training import load
 
 SWEEP = ["--sweep.methods", "[softhebb, none]", "--sweep.regimes", "[40]", "--sweep.seeds", "[0]",
@@ -129,6 +131,29 @@ def test_a_grid_reuses_the_plain_sweeps_cells_under_its_own_setting_index(tmp_pa
     for r in plain:
         if r["protocol"] == "finetune":
             assert tuned[r["method"], 1]["test"] == r["test"] and "setting" not in r
+
+
+def test_two_sweeps_sharing_the_file_keep_each_others_cells(tmp_path):
+    # Each reads the file before the other writes (two terminals; a checkout updated under a sweep):
+    # a finished cell joins what the file holds when it is written, never a copy taken earlier.
+    path = tmp_path / "committed" / "results.json"
+    cfgs = [load(None, [*TINY, "--run.seed", str(seed)]) for seed in range(3)]
+    a, b = (Records(path, main=True, dataset="synthetic", metric="top1") for _ in range(2))
+    ra = a.add(cfgs[0], "linear", {"seed": 0, "test": {"top1": 40.0}}, None)
+    rb = b.add(cfgs[1], "linear", {"seed": 1, "test": {"top1": 41.0}}, None)
+    assert json.loads(path.read_text())["results"] == [ra, rb]
+    # what a sweep reuses is what it read and ran (alike on every process of a run)
+    assert b.find(cfgs[0], "linear", None) is None and b.find(cfgs[1], "linear", None) == rb
+    # a record taken out of the file by hand stays out; a cell run again replaces its record
+    path.write_text(json.dumps({"dataset": "synthetic", "metric": "top1", "results": [rb]}))
+    rc = a.add(cfgs[2], "linear", {"seed": 2, "test": {"top1": 42.0}}, None)
+    rb2 = a.add(cfgs[1], "linear", {"seed": 1, "test": {"top1": 43.0}}, None)
+    assert json.loads(path.read_text())["results"] == [rc, rb2]
+    # a file damaged since it was read is not written over
+    path.write_text('{"results": [')
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        b.add(cfgs[0], "linear", {"seed": 0, "test": {"top1": 44.0}}, None)
+    assert path.read_text() == '{"results": ['
 
 
 @pytest.mark.parametrize(

@@ -81,8 +81,28 @@ def backbone_digest(backbone: str | pathlib.Path | None) -> str | None:
     return record.get("weights", record["sha256"])
 
 
+def _read(path: pathlib.Path) -> list[dict]:
+    """The records a file holds (none if it does not exist).
+
+    Raises:
+        CorruptFileError: the file is not a sweep's records, or a record is damaged (named).
+    """
+    if not path.exists():
+        return []
+    saved = read_json(path)
+    results = saved.get("results") if isinstance(saved, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise CorruptFileError(f"{path}: not a sweep's records (sweep.records)")
+    for i, r in enumerate(results):
+        if problem := check_metrics(r):
+            raise CorruptFileError(f"{path}: results[{i}]: {problem}; restore it from git")
+    return list(results)
+
+
 class Records:
-    """The committed records of a sweep (``sweep.records``), read once, written after every cell.
+    """The committed records of a sweep (``sweep.records``), read at the start (the cells it reuses)
+    and again before each write: a finished cell joins what the file holds then, so two sweeps that
+    share the file (two terminals, or a checkout updated while a sweep runs) keep each other's cells.
 
     Args:
         path: the file (created with its folder when the first cell finishes); None: no records.
@@ -97,16 +117,7 @@ class Records:
     def __init__(self, path: str | pathlib.Path | None, *, main: bool, dataset: str, metric: str) -> None:
         self.path = pathlib.Path(os.path.expandvars(path)).expanduser() if path else None
         self.main, self.dataset, self.metric = main, dataset, metric
-        self.results: list[dict] = []
-        if self.path is not None and self.path.exists():
-            saved = read_json(self.path)
-            results = saved.get("results") if isinstance(saved, dict) else None
-            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
-                raise CorruptFileError(f"{self.path}: not a sweep's records (sweep.records)")
-            for i, r in enumerate(results):
-                if problem := check_metrics(r):
-                    raise CorruptFileError(f"{self.path}: results[{i}]: {problem}; restore it from git")
-            self.results = list(results)
+        self.results: list[dict] = [] if self.path is None else _read(self.path)
 
     def _of(self, cfg: Config, protocol: str) -> list[dict]:
         cell = cell_digest(cfg, protocol)
@@ -149,6 +160,10 @@ class Records:
     def add(self, cfg: Config, protocol: str, record: dict, backbone: str | None) -> dict:
         """Keep a finished cell's record (replacing an older one of the same cell) and write the file.
 
+        The main process reads the file again first and adds the record to what it holds now: the
+        records another sweep wrote since this one started are kept, and one taken out of the file
+        by hand stays out.
+
         Args:
             cfg: the cell's configuration.
             protocol: how it evaluates.
@@ -157,12 +172,19 @@ class Records:
 
         Returns:
             The record with its ``cell`` and ``backbone_sha256``.
+
+        Raises:
+            CorruptFileError: the file was damaged since the sweep read it (it is not written over;
+                the cell's result stays in its run folder, and a resume records it).
         """
         record = {**record, "cell": cell_digest(cfg, protocol), "backbone_sha256": backbone}
         if self.path is None:
             return record
+        # What this sweep reuses stays what it read plus its own cells, alike on every process (they
+        # must agree on which cells run); what it writes is the file as it is now, plus this cell.
         self.results = [r for r in self.results if r.get("cell") != record["cell"]] + [record]
         if self.main:
+            now = [r for r in _read(self.path) if r.get("cell") != record["cell"]] + [record]
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(self.path, {"dataset": self.dataset, "metric": self.metric, "results": self.results})
+            write_json(self.path, {"dataset": self.dataset, "metric": self.metric, "results": now})
         return record
