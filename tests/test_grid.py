@@ -27,14 +27,14 @@ def _key(r):
 
 def test_grid_merges_to_what_one_sweep_writes(tmp_path):
     config = tmp_path / "tiny_grid.yaml"
-    config.write_text(SWEEP)
+    config.write_text(SWEEP.replace("[0, 1]", "[0]"))  # one seed: two jobs side by side are enough
     merged, failed = run_grid([config], tmp_path / "grid", parallel=2, threads=1, overrides=TINY,
                               merge_every=0.5, log=lambda s: None)  # fmt: skip
     assert failed == []
     whole = semisup(load(config, [*TINY, "--run.dir", str(tmp_path / "whole")]))
     got = sorted(merged["tiny_grid"]["results"], key=_key)
     want = sorted(whole["results"], key=_key)
-    assert [_key(r) for r in got] == [_key(r) for r in want] and len(got) == 8
+    assert [_key(r) for r in got] == [_key(r) for r in want] and len(got) == 4
     for a, b in zip(got, want, strict=True):  # the same numbers, cell by cell (paths aside)
         assert a["test"] == b["test"] and a.get("val") == b.get("val"), _key(a)
     assert (
